@@ -1,0 +1,273 @@
+"""Convolution arithmetic from the lecture, as pure integer functions.
+
+No torch here: every function takes and returns plain ints so it can size a model
+before any tensor exists, and explain a shape the way the lecture's comments do
+(``28x28x1 => 28x28x4``). The formulas follow Dumoulin & Visin (2016),
+"A guide to convolution arithmetic for deep learning", and PyTorch's own shape rules
+(which the tests check against ``nn.Conv2d``, ``nn.MaxPool2d``, ``nn.AvgPool2d`` and
+``nn.ConvTranspose2d``)::
+
+    o = floor((i + 2p - d(k-1) - 1) / s) + 1        # the slide's floor((i + 2p - k)/s) + 1 for d = 1
+
+and "same" padding, which for stride 1 is the lecture's p = (k - 1)/2.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable, Sequence
+
+__all__ = [
+    "conv_output_size",
+    "conv_output_formula",
+    "conv_transpose_output_size",
+    "same_padding",
+    "resolve_padding",
+    "RFLayer",
+    "receptive_fields",
+    "receptive_field",
+    "conv2d_macs",
+    "linear_macs",
+    "feature_side",
+    "explain_output_size",
+]
+
+
+def _check_positive(**values: int) -> None:
+    for name, value in values.items():
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+        if value < 1:
+            raise ValueError(f"{name} must be >= 1, got {value}")
+
+
+def _check_non_negative(**values: int) -> None:
+    for name, value in values.items():
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+        if value < 0:
+            raise ValueError(f"{name} must be >= 0, got {value}")
+
+
+def conv_output_formula(i: int, k: int, s: int = 1, p: int = 0, d: int = 1, ceil_mode: bool = False) -> str:
+    """The output-size formula with the numbers filled in, as written on the slides.
+
+    >>> conv_output_formula(28, 3, 1, 1)
+    '(28 + 2 - 3)/1 + 1 = 28'
+    >>> conv_output_formula(28, 2, 2, 0)
+    'floor((28 + 0 - 2)/2) + 1 = 14'
+    """
+    kernel = f"{k}" if d == 1 else f"({d}*({k}-1) + 1)"
+    fraction = f"({i} + {2 * p} - {kernel})/{s}"
+    if s != 1:
+        fraction = f"{'ceil' if ceil_mode else 'floor'}({fraction})"
+    return f"{fraction} + 1 = {_raw_output_size(i, k, s, p, d, ceil_mode)}"
+
+
+def _raw_output_size(i: int, k: int, s: int, p: int, d: int, ceil_mode: bool) -> int:
+    numerator = i + 2 * p - d * (k - 1) - 1
+    if ceil_mode:
+        o = -((-numerator) // s) + 1  # ceil division that also works for negatives
+        # PyTorch's rule: the last pooling window must start inside the input or left padding
+        if o >= 1 and (o - 1) * s >= i + p:
+            o -= 1
+        return o
+    return numerator // s + 1
+
+
+def conv_output_size(i: int, k: int, s: int = 1, p: int = 0, d: int = 1, ceil_mode: bool = False) -> int:
+    """Output size along one axis of a convolution or pooling layer.
+
+    ``o = floor((i + 2p - d(k-1) - 1)/s) + 1``; with ``ceil_mode=True`` the division
+    rounds up (as ``nn.MaxPool2d(ceil_mode=True)`` does), except that the last window
+    must start inside the input or its left padding (PyTorch's rule).
+
+    Args:
+        i: input size (height or width).
+        k: kernel size.
+        s: stride.
+        p: zero padding added to *each* side.
+        d: dilation.
+        ceil_mode: round the division up instead of down (pooling only).
+
+    Raises:
+        ValueError: if the output would be smaller than 1; the message states the
+            formula with the numbers filled in.
+    """
+    _check_positive(i=i, k=k, s=s, d=d)
+    _check_non_negative(p=p)
+    o = _raw_output_size(i, k, s, p, d, ceil_mode)
+    if o < 1:
+        dil = f", dilation {d}" if d != 1 else ""
+        raise ValueError(
+            f"input {i}, kernel {k}, padding {p}, stride {s}{dil}: "
+            f"{conv_output_formula(i, k, s, p, d, ceil_mode)} "
+            f"(output must be >= 1: use a larger input, more padding or a smaller kernel/stride)"
+        )
+    return o
+
+
+def conv_transpose_output_size(i: int, k: int, s: int = 1, p: int = 0, output_padding: int = 0, d: int = 1) -> int:
+    """Output size of a transposed convolution: ``(i-1)s - 2p + d(k-1) + output_padding + 1``.
+
+    ``output_padding`` must be smaller than the stride or the dilation (PyTorch's rule).
+    """
+    _check_positive(i=i, k=k, s=s, d=d)
+    _check_non_negative(p=p, output_padding=output_padding)
+    if output_padding >= max(s, d):
+        raise ValueError(
+            f"output_padding {output_padding} must be smaller than either stride {s} or dilation {d}"
+        )
+    o = (i - 1) * s - 2 * p + d * (k - 1) + output_padding + 1
+    if o < 1:
+        raise ValueError(
+            f"input {i}, kernel {k}, padding {p}, stride {s}: "
+            f"({i}-1)*{s} - {2 * p} + {d}*({k}-1) + {output_padding} + 1 = {o} (output must be >= 1)"
+        )
+    return o
+
+
+def same_padding(i: int, k: int, s: int = 1, d: int = 1) -> tuple[int, int]:
+    """The (before, after) zero padding that gives ``o = ceil(i/s)`` ("same" convolution).
+
+    Symmetric when the total is even; otherwise the extra pixel goes after (right/bottom),
+    as in TensorFlow and PyTorch's ``padding="same"``. For stride 1 the total is
+    ``d(k-1)``, i.e. the lecture's ``p = (k-1)/2`` per side for odd ``k``.
+    """
+    _check_positive(i=i, k=k, s=s, d=d)
+    o = -(-i // s)
+    total = max((o - 1) * s + d * (k - 1) + 1 - i, 0)
+    before = total // 2
+    return before, total - before
+
+
+def resolve_padding(padding: int | str, i: int, k: int, s: int = 1, d: int = 1) -> tuple[int, int]:
+    """``padding`` as ``int``, ``"same"`` or ``"valid"`` -> (before, after)."""
+    if isinstance(padding, str):
+        mode = padding.lower()
+        if mode == "same":
+            return same_padding(i, k, s, d)
+        if mode == "valid":
+            return 0, 0
+        raise ValueError(f"padding must be an int, 'same' or 'valid', got {padding!r}")
+    _check_non_negative(padding=padding)
+    return padding, padding
+
+
+@dataclass(frozen=True)
+class RFLayer:
+    """Receptive-field bookkeeping after one layer.
+
+    Attributes:
+        rf: receptive field (input pixels along one axis seen by one output unit).
+        jump: distance in input pixels between two adjacent output units (product of strides).
+        start: input coordinate of the centre of the first output unit's receptive field.
+    """
+
+    rf: int
+    jump: int
+    start: float
+
+
+def receptive_fields(layers: Iterable[Sequence[int]], *, rf: int = 1, jump: int = 1, start: float = 0.5) -> list[RFLayer]:
+    """Receptive field and jump after every layer of a chain.
+
+    Each layer is ``(k, s)``, ``(k, s, p)`` or ``(k, s, p, d)``. The recurrences are
+    ``rf_out = rf_in + d(k-1) * jump_in`` and ``jump_out = jump_in * s``.
+    """
+    out: list[RFLayer] = []
+    for layer in layers:
+        k, s, *rest = layer
+        p = rest[0] if rest else 0
+        d = rest[1] if len(rest) > 1 else 1
+        _check_positive(k=k, s=s, d=d)
+        k_eff = d * (k - 1) + 1
+        start = start + ((k_eff - 1) / 2 - p) * jump
+        rf = rf + (k_eff - 1) * jump
+        jump = jump * s
+        out.append(RFLayer(rf=rf, jump=jump, start=start))
+    return out
+
+
+def receptive_field(layers: Iterable[Sequence[int]]) -> tuple[int, int]:
+    """(receptive field, jump) at the end of a chain of ``(k, s[, p[, d]])`` layers."""
+    rfs = receptive_fields(layers)
+    if not rfs:
+        return 1, 1
+    return rfs[-1].rf, rfs[-1].jump
+
+
+def conv2d_macs(out_h: int, out_w: int, in_channels: int, out_channels: int, kernel: tuple[int, int], groups: int = 1) -> int:
+    """Multiply-accumulates of one 2-D convolution for one image (bias adds not counted)."""
+    return out_h * out_w * out_channels * (in_channels // groups) * kernel[0] * kernel[1]
+
+
+def linear_macs(in_features: int, out_features: int) -> int:
+    """Multiply-accumulates of one fully connected layer for one sample."""
+    return in_features * out_features
+
+
+def feature_side(i: int, layers: Iterable[Sequence], *, model: str = "model") -> int:
+    """Side of the square feature map after a chain of named layers.
+
+    Each layer is ``(name, k, s, p)`` or ``(name, k, s, p, d)``. Raises
+    :class:`cnnlab.errors.ShapeError` naming the layer where the map vanishes, with the
+    formula and its numbers, so a model can size its head from ``input_size``.
+    """
+    from cnnlab.errors import ShapeError  # errors.py holds no torch either
+
+    side = i
+    for name, k, s, p, *rest in layers:
+        d = rest[0] if rest else 1
+        try:
+            side = conv_output_size(side, k, s, p, d)
+        except ValueError as exc:
+            raise ShapeError(
+                f"{model}: input size {i} is too small, the feature map vanishes at {name}: {exc}"
+            ) from None
+    return side
+
+
+def explain_output_size(
+    i: int,
+    k: int,
+    s: int = 1,
+    padding: int | str = 0,
+    d: int = 1,
+    ceil_mode: bool = False,
+) -> tuple[int, list[str]]:
+    """The output size and the worked steps, as the lecture's slides write them.
+
+    >>> explain_output_size(28, 3, 1, "same")[0]
+    28
+    """
+    before, after = resolve_padding(padding, i, k, s, d)
+    lines = [f"input i = {i}, kernel k = {k}, stride s = {s}" + (f", dilation d = {d}" if d != 1 else "")]
+    k_text = "k" if d == 1 else "d(k-1) + 1"
+    if isinstance(padding, str) and padding.lower() == "same":
+        o_target = -(-i // s)
+        lines.append(f'"same" padding: want o = ceil(i/s) = ceil({i}/{s}) = {o_target}')
+        raw = s * (o_target - 1) - i + d * (k - 1) + 1
+        clipped = "" if raw >= 0 else " -> 0 (never negative)"
+        lines.append(f"  total padding = s(o-1) - i + {k_text} = {s}*({o_target}-1) - {i} + {d * (k - 1) + 1} = {raw}{clipped}")
+        if before == after:
+            lines.append(f"  p = {before} per side" + (f"  (stride 1: p = (k-1)/2 = ({k}-1)/2 = {before})" if s == 1 and d == 1 else ""))
+        else:
+            lines.append(f"  odd total: {before} before, {after} after (the extra pixel goes right/bottom)")
+    elif isinstance(padding, str):
+        lines.append('"valid" padding: p = 0 (no padding; the feature map may shrink)')
+    else:
+        lines.append(f"padding p = {before} per side")
+    if before == after:
+        o = conv_output_size(i, k, s, before, d, ceil_mode)
+        rounding = "ceil" if ceil_mode else "floor"
+        lines.append(f"o = {rounding}((i + 2p - {k_text})/s) + 1")
+        lines.append(f"  = {conv_output_formula(i, k, s, before, d, ceil_mode)}")
+    else:
+        # asymmetric: o = floor((i + p_before + p_after - k)/s) + 1
+        total = before + after
+        o = (i + total - d * (k - 1) - 1) // s + 1
+        lines.append(f"o = floor((i + p_before + p_after - {k_text})/s) + 1")
+        lines.append(f"  = floor(({i} + {before} + {after} - {d * (k - 1) + 1})/{s}) + 1 = {o}")
+    lines.append(f"output size: {o}")
+    return o, lines

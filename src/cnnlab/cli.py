@@ -1,0 +1,230 @@
+"""The ``cnnlab`` command line: each command parses, calls one library function, prints.
+
+A user's mistake ends in one line (``cnnlab: error: ...``) and exit code 2, never a
+traceback; see :func:`run`.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from cnnlab.errors import CnnlabError
+
+# Wide enough for the summary table when stdout is a file or a pipe (rich assumes 80 columns there).
+console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+@click.group(context_settings=CONTEXT)
+@click.version_option(package_name="cnnlab", prog_name="cnnlab")
+def app() -> None:
+    """The CNN lecture as runnable, tested, fast software: train, inspect and time classic CNNs."""
+
+
+def _parse_options(items: tuple[str, ...] | list[str]) -> dict[str, Any]:
+    """``["dropout2d=0.2", "stem=cifar"]`` -> {"dropout2d": 0.2, "stem": "cifar"}."""
+    options: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise CnnlabError(f"--option takes KEY=VALUE (e.g. --option dropout2d=0.2), got {item!r}")
+        try:
+            value: Any = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        options[key.strip().replace("-", "_")] = value
+    return options
+
+
+DEVICES = click.Choice(["auto", "cpu", "cuda"])
+FORMATS = click.Choice(["table", "json"])
+OPTION = click.option("--option", "-o", "option", multiple=True, metavar="KEY=VALUE",
+                      help="Model option, e.g. -o dropout2d=0.2 (repeatable).")
+
+
+@app.command(context_settings=CONTEXT)
+@click.option("--model", default="convnet", show_default=True, help="Model name (see `cnnlab models`).")
+@click.option("--dataset", default="mnist", show_default=True, help="mnist, or digits (bundled, offline).")
+@click.option("--epochs", type=int, default=10, show_default=True, help="Passes over the training set.")
+@click.option("--batch-size", type=int, default=128, show_default=True, help="Minibatch size.")
+@click.option("--lr", type=float, default=0.05, show_default=True, help="Learning rate.")
+@click.option("--optimizer", type=click.Choice(["sgd", "adam"]), default="sgd", show_default=True)
+@click.option("--momentum", type=float, default=0.0, show_default=True, help="SGD momentum (the lecture uses none).")
+@click.option("--weight-decay", type=float, default=0.0, show_default=True, help="L2 weight decay.")
+@click.option("--seed", type=int, default=1, show_default=True, help="Seeds the model's init and the shuffling.")
+@click.option("--device", type=DEVICES, default="auto", show_default=True, help="auto picks CUDA when available.")
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="Run directory [default: runs/<timestamp>-<model>-<dataset>].")
+@click.option("--overwrite", is_flag=True, help="Allow writing into a non-empty --out.")
+@click.option("--data-dir", type=click.Path(path_type=Path), default=None,
+              help="Folder holding MNIST/raw [default: $CNNLAB_DATA, else ~/.cache/cnnlab/data].")
+@click.option("--download/--no-download", default=True, show_default=True,
+              help="Download missing data when a network exists.")
+@click.option("--deterministic/--no-deterministic", default=True, show_default=True,
+              help="Deterministic algorithms (cuDNN too): same seed, same weights.")
+@OPTION
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar or epoch lines.")
+def train(model: str, dataset: str, epochs: int, batch_size: int, lr: float, optimizer: str, momentum: float,
+          weight_decay: float, seed: int, device: str, out: Path | None, overwrite: bool, data_dir: Path | None,
+          download: bool, deterministic: bool, option: tuple[str, ...], quiet: bool) -> None:
+    """Train a model. With no arguments: the lecture's ConvNet recipe on MNIST."""
+    from cnnlab.callbacks import ConsoleLogger
+    from cnnlab.train import TrainConfig
+    from cnnlab.train import train as run_training
+
+    config = TrainConfig(
+        model=model,
+        dataset=dataset,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        optimizer=optimizer,
+        momentum=momentum,
+        weight_decay=weight_decay,
+        seed=seed,
+        device=device,
+        deterministic=deterministic,
+        data_dir=str(data_dir) if data_dir else None,
+        download=download,
+        out=str(out) if out else None,
+        model_options=_parse_options(option),
+    )
+    callbacks = [] if quiet else [ConsoleLogger(console)]
+    result = run_training(config, callbacks, overwrite=overwrite)
+    if quiet:
+        console.print(f"Test accuracy: {result.test_acc:.2f}% ({result.test_correct}/{result.test_total})")
+    console.print(f"Saved config.json, metrics.csv, model.pt and curves.png in {result.run_dir}")
+
+
+@app.command(context_settings=CONTEXT)
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option("--data-dir", type=click.Path(path_type=Path), default=None, help="Where the dataset is now, if it moved.")
+@click.option("--device", type=DEVICES, default="auto", show_default=True)
+def evaluate(run_dir: Path, data_dir: Path | None, device: str) -> None:
+    """Reload a run's checkpoint and reprint its test accuracy."""
+    from cnnlab.train import evaluate_run
+
+    correct, total, run = evaluate_run(run_dir, data_dir=str(data_dir) if data_dir else None, device=device)
+    console.print(f"{run.config.model} on {run.config.dataset} from {run.path}")
+    console.print(f"Test accuracy: {100.0 * correct / total:.2f}% ({correct}/{total})")
+
+
+@app.command(context_settings=CONTEXT)
+@click.option("--input", "-i", "input", type=int, required=True, help="Input size i (height or width).")
+@click.option("--kernel", "-k", type=int, required=True, help="Kernel size k.")
+@click.option("--stride", "-s", type=int, default=1, show_default=True, help="Stride s.")
+@click.option("--padding", "-p", default="0", show_default=True, help="Padding per side: an integer, same or valid.")
+@click.option("--dilation", "-d", type=int, default=1, show_default=True, help="Dilation d.")
+@click.option("--ceil-mode", is_flag=True, help="Round up, as MaxPool2d(ceil_mode=True).")
+def arith(input: int, kernel: int, stride: int, padding: str, dilation: int, ceil_mode: bool) -> None:
+    """Output size of a convolution or pooling layer, with the lecture's worked formula."""
+    from cnnlab.arithmetic import explain_output_size
+
+    pad: int | str
+    try:
+        pad = int(padding)
+    except ValueError:
+        pad = padding
+    try:
+        _, lines = explain_output_size(input, kernel, stride, pad, dilation, ceil_mode)
+    except (ValueError, TypeError) as exc:
+        raise CnnlabError(str(exc)) from None
+    for line in lines:
+        console.print(line)
+
+
+@app.command(context_settings=CONTEXT)
+@click.argument("model")
+@click.option("--input", "input", default=None, help="Input shape CxHxW, e.g. 1x28x28 [default: the model's].")
+@click.option("--num-classes", type=int, default=None, help="Output classes [default: the model's].")
+@click.option("--format", "format", type=FORMATS, default="table", show_default=True)
+@OPTION
+def summary(model: str, input: str | None, num_classes: int | None, format: str, option: tuple[str, ...]) -> None:
+    """Layer-by-layer shapes (28x28x1 => 28x28x4), formulas, parameters, MACs and receptive fields."""
+    from cnnlab.summary import parse_shape, summarize_model
+
+    shape = parse_shape(input) if input else None
+    result = summarize_model(model, shape, num_classes=num_classes, **_parse_options(option))
+    if format == "json":
+        print(json.dumps(result.to_dict(), indent=2))
+        return
+    table = Table(title=f"{model}, input {'x'.join(map(str, result.input_shape))} (CxHxW)")
+    for col, justify in [("layer", "left"), ("type", "left"), ("HxWxC => HxWxC", "left"), ("k / s / p", "left"),
+                         ("output size", "left"), ("params", "right"), ("MACs", "right"), ("RF", "right")]:
+        table.add_column(col, justify=justify)  # type: ignore[arg-type]
+    for row in result.layers:
+        ksp = ""
+        if row.kernel is not None:
+            pad = row.padding if isinstance(row.padding, str) else "x".join(map(str, row.padding or []))
+            ksp = f"{'x'.join(map(str, row.kernel))} / {'x'.join(map(str, row.stride or []))} / {pad}"
+        rf = "all" if row.receptive_field is None else f"{row.receptive_field} (jump {row.jump})"
+        table.add_row(row.name, row.type, row.transition, ksp, row.formula or "", f"{row.params:,}",
+                      f"{row.macs:,}", rf)
+    console.print(table)
+    console.print(f"Parameters: {result.total_params:,} ({result.trainable_params:,} trainable)")
+    console.print(
+        f"MACs per image: {result.total_macs:,} ({result.total_macs / 1e9:.3f} G); "
+        f"FLOPs = 2 x MACs = {result.total_flops:,} (conv and linear layers only)"
+    )
+
+
+@app.command(context_settings=CONTEXT)
+@click.option("--format", "format", type=FORMATS, default="table", show_default=True)
+def models(format: str) -> None:
+    """List the registered models with parameters and MACs at their default input."""
+    from cnnlab.models import get_model_info, list_models
+    from cnnlab.summary import summarize_model
+
+    rows = []
+    for name in list_models():
+        info = get_model_info(name)
+        s = summarize_model(name)
+        rows.append({"name": name, "family": info.family, "input": "x".join(map(str, info.input_shape)),
+                     "params": s.total_params, "macs": s.total_macs, "paper": info.paper})
+    if format == "json":
+        print(json.dumps(rows, indent=2))
+        return
+    table = Table(title="cnnlab models (MACs for one image at the default input)")
+    for col in ("name", "family", "input", "params", "GMACs", "paper"):
+        table.add_column(col, justify="right" if col in ("params", "GMACs") else "left")
+    for r in rows:
+        table.add_row(r["name"], r["family"], r["input"], f"{r['params']:,}", f"{r['macs'] / 1e9:.4f}", r["paper"])
+    console.print(table)
+
+
+def _error(message: str, code: int = 2) -> int:
+    first = message.strip().splitlines()[0] if message.strip() else "unknown error"
+    print(f"cnnlab: error: {first}", file=sys.stderr)
+    return code
+
+
+def run(argv: list[str] | None = None) -> int:
+    """Run the CLI and return its exit code (user mistakes: one line on stderr, code 2)."""
+    try:
+        result = app.main(args=argv, prog_name="cnnlab", standalone_mode=False)
+        return result if isinstance(result, int) else 0
+    except CnnlabError as exc:
+        return _error(str(exc), exc.exit_code)
+    except click.exceptions.NoArgsIsHelpError as exc:  # bare `cnnlab`: the help text
+        print(exc.ctx.get_help() if exc.ctx else "")
+        return 0
+    except click.UsageError as exc:
+        hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
+        return _error(exc.format_message() + hint, exc.exit_code)
+    except click.ClickException as exc:
+        return _error(exc.format_message(), exc.exit_code)
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        return _error("interrupted", 130)
+
+
+def main() -> None:
+    sys.exit(run())

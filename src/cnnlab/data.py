@@ -1,0 +1,200 @@
+"""Datasets as tensors in memory.
+
+Small datasets (MNIST, the bundled 8x8 digits) are decoded once into a uint8
+``N x C x H x W`` tensor and batched by index: no per-sample PIL transform, no worker
+processes. Scaling matches torchvision's ``ToTensor()`` exactly (``uint8 / 255``).
+
+Where the data lives: ``--data-dir``, else ``$CNNLAB_DATA``, else ``~/.cache/cnnlab/data``.
+MNIST uses torchvision's layout under that root: ``MNIST/raw/*-ubyte``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+import torch
+
+from cnnlab.errors import DataNotFoundError, UnknownNameError
+
+__all__ = [
+    "TensorData",
+    "DatasetSpec",
+    "DATASETS",
+    "data_root",
+    "get_dataset_spec",
+    "list_datasets",
+    "load_dataset",
+    "iterate_batches",
+]
+
+MNIST_FILES = (
+    "train-images-idx3-ubyte",
+    "train-labels-idx1-ubyte",
+    "t10k-images-idx3-ubyte",
+    "t10k-labels-idx1-ubyte",
+)
+
+
+@dataclass
+class TensorData:
+    """One split held in memory: ``images`` uint8 (N, C, H, W), ``labels`` int64 (N,)."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    classes: list[str]
+
+    def __post_init__(self) -> None:
+        if self.images.dim() != 4:
+            raise ValueError(f"images must be N x C x H x W, got shape {tuple(self.images.shape)}")
+        if len(self.images) != len(self.labels):
+            raise ValueError(f"{len(self.images)} images but {len(self.labels)} labels")
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @property
+    def sample_shape(self) -> tuple[int, int, int]:
+        return tuple(self.images.shape[1:])  # type: ignore[return-value]
+
+    def to(self, device: torch.device | str) -> "TensorData":
+        return TensorData(self.images.to(device), self.labels.to(device), self.classes)
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    name: str
+    in_channels: int
+    input_size: int
+    num_classes: int
+    description: str
+    loader: Callable[[Path, bool], tuple[TensorData, TensorData]]
+
+
+def data_root(data_dir: str | os.PathLike | None = None) -> Path:
+    """``data_dir``, else ``$CNNLAB_DATA``, else ``~/.cache/cnnlab/data``."""
+    if data_dir:
+        return Path(data_dir).expanduser()
+    env = os.environ.get("CNNLAB_DATA")
+    if env:
+        return Path(env).expanduser()
+    return Path.home() / ".cache" / "cnnlab" / "data"
+
+
+def _missing_mnist(root: Path, reason: str) -> DataNotFoundError:
+    raw = root / "MNIST" / "raw"
+    return DataNotFoundError(
+        f"MNIST not found in {raw} (expected {', '.join(MNIST_FILES)}) and {reason}; "
+        f"point --data-dir (or CNNLAB_DATA) at the folder that holds MNIST/raw, or use --dataset digits"
+    )
+
+
+def _load_mnist(root: Path, download: bool) -> tuple[TensorData, TensorData]:
+    from torchvision.datasets import MNIST
+
+    def build(train: bool, allow_download: bool) -> "MNIST":
+        # torchvision prints each failed mirror to stdout; keep our one line clean
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            return MNIST(str(root), train=train, download=allow_download)
+
+    splits = []
+    for train in (True, False):
+        try:
+            ds = build(train, False)
+        except RuntimeError:
+            if not download:
+                raise _missing_mnist(root, "downloading is off (--no-download)") from None
+            try:
+                ds = build(train, True)
+            except Exception as exc:  # network, permission, checksum: all mean "not here"
+                reason = f"download failed ({type(exc).__name__}: {str(exc).splitlines()[0][:120] if str(exc) else 'no network?'})"
+                raise _missing_mnist(root, reason) from None
+        images = ds.data.unsqueeze(1).contiguous()  # (N, 28, 28) -> (N, 1, 28, 28), uint8
+        splits.append(TensorData(images, ds.targets.long(), [str(c) for c in range(10)]))
+    return splits[0], splits[1]
+
+
+def _load_digits(root: Path, download: bool) -> tuple[TensorData, TensorData]:
+    """scikit-learn's bundled 1,797 8x8 digits (UCI), a fixed stratified 80/20 split."""
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    pixels = torch.as_tensor(bunch.images, dtype=torch.float64)  # (1797, 8, 8), values 0..16
+    images = torch.round(pixels * (255.0 / 16.0)).to(torch.uint8).unsqueeze(1)  # (N, 1, 8, 8)
+    labels = torch.as_tensor(bunch.target, dtype=torch.long)
+    # The split is fixed (its own generator), so test accuracy means the same across seeds.
+    g = torch.Generator().manual_seed(0)
+    test_idx = []
+    for c in range(10):
+        idx = torch.nonzero(labels == c).flatten()
+        idx = idx[torch.randperm(len(idx), generator=g)]
+        test_idx.append(idx[: round(0.2 * len(idx))])
+    test_mask = torch.zeros(len(labels), dtype=torch.bool)
+    test_mask[torch.cat(test_idx)] = True
+    classes = [str(c) for c in range(10)]
+    return (
+        TensorData(images[~test_mask].contiguous(), labels[~test_mask], classes),
+        TensorData(images[test_mask].contiguous(), labels[test_mask], classes),
+    )
+
+
+DATASETS: dict[str, DatasetSpec] = {
+    "mnist": DatasetSpec("mnist", 1, 28, 10, "MNIST handwritten digits, 60,000 train / 10,000 test, 28x28", _load_mnist),
+    "digits": DatasetSpec(
+        "digits", 1, 8, 10, "scikit-learn's bundled 8x8 digits, 1,437 train / 360 test (offline)", _load_digits
+    ),
+}
+
+
+def list_datasets() -> list[str]:
+    return sorted(DATASETS)
+
+
+def get_dataset_spec(name: str) -> DatasetSpec:
+    try:
+        return DATASETS[name]
+    except KeyError:
+        raise UnknownNameError("dataset", name, DATASETS) from None
+
+
+def load_dataset(
+    name: str, data_dir: str | os.PathLike | None = None, *, download: bool = True
+) -> tuple[TensorData, TensorData]:
+    """(train, test) splits of a dataset as uint8 tensors in memory."""
+    spec = get_dataset_spec(name)
+    return spec.loader(data_root(data_dir), download)
+
+
+def iterate_batches(
+    data: TensorData,
+    batch_size: int,
+    *,
+    shuffle: bool = False,
+    generator: torch.Generator | None = None,
+    device: torch.device | str | None = None,
+    memory_format: torch.memory_format = torch.contiguous_format,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Yield ``(x, y)`` batches: x float32 in [0, 1] (as ``ToTensor``), y int64.
+
+    ``data`` should already live on ``device`` (see :meth:`TensorData.to`); only the
+    index permutation is drawn on the CPU, from ``generator``.
+    """
+    n = len(data)
+    device = data.images.device if device is None else torch.device(device)
+    order = torch.randperm(n, generator=generator) if shuffle else None
+    for start in range(0, n, batch_size):
+        if order is None:
+            xb = data.images[start : start + batch_size]
+            yb = data.labels[start : start + batch_size]
+        else:
+            idx = order[start : start + batch_size].to(data.images.device, non_blocking=True)
+            xb = data.images.index_select(0, idx)
+            yb = data.labels.index_select(0, idx)
+        x = xb.to(device, non_blocking=True).float().div_(255.0)  # ToTensor(): uint8 / 255
+        if memory_format is not torch.contiguous_format:
+            x = x.contiguous(memory_format=memory_format)
+        yield x, yb.to(device, non_blocking=True)

@@ -1,0 +1,470 @@
+"""One readable training loop, with hooks around it.
+
+The defaults are the lecture's recipe (cnn-with-diff-init/default.ipynb): the ConvNet
+on MNIST, SGD lr 0.05 without momentum, batch 128, 10 epochs, seed 1, PyTorch's
+default init and ``ToTensor()`` scaling only. The loop itself does nothing but train;
+progress bars, logging, checkpoints and plots are callbacks (``on_epoch_end`` ...).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import math
+import os
+import platform
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+import cnnlab
+from cnnlab.data import TensorData, get_dataset_spec, iterate_batches, load_dataset
+from cnnlab.errors import CnnlabError, RunDirError
+from cnnlab.models import create_model, get_model_info
+
+__all__ = [
+    "TrainConfig",
+    "EpochRecord",
+    "TrainResult",
+    "Callback",
+    "Trainer",
+    "train",
+    "evaluate_accuracy",
+    "evaluate_run",
+    "load_run",
+    "resolve_device",
+    "determinism",
+]
+
+OPTIMIZERS = ("sgd", "adam")
+
+
+@dataclass
+class TrainConfig:
+    """Every setting of a run; saved as ``config.json`` in the run directory."""
+
+    model: str = "convnet"
+    dataset: str = "mnist"
+    epochs: int = 10  # the lecture's notebook
+    batch_size: int = 128
+    lr: float = 0.05  # per batch of 128, SGD without momentum, as in the lecture's notebook
+    optimizer: str = "sgd"
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+    seed: int = 1  # torch.manual_seed before the model is built, as in the notebook
+    device: str = "auto"
+    deterministic: bool = True
+    data_dir: str | None = None
+    download: bool = True
+    out: str | None = None
+    eval_batch_size: int = 1024  # forward-only passes; any size gives the same predictions
+    input_size: int | None = None  # None: the dataset's
+    model_options: dict[str, Any] = field(default_factory=dict)
+
+    def validate(self) -> None:
+        for name in ("epochs", "batch_size", "eval_batch_size"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise CnnlabError(f"--{name.replace('_', '-')} must be a positive integer, got {value!r}")
+        if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
+            raise CnnlabError(f"--lr must be a positive number, got {self.lr!r}")
+        if not 0 <= self.momentum < 1:
+            raise CnnlabError(f"--momentum must be in [0, 1), got {self.momentum!r}")
+        if self.weight_decay < 0:
+            raise CnnlabError(f"--weight-decay must be >= 0, got {self.weight_decay!r}")
+        if self.optimizer not in OPTIMIZERS:
+            from cnnlab.errors import UnknownNameError
+
+            raise UnknownNameError("optimizer", self.optimizer, OPTIMIZERS)
+        if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
+            raise CnnlabError(f"--device must be auto, cpu or cuda, got {self.device!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in names})
+
+
+@dataclass
+class EpochRecord:
+    epoch: int
+    train_loss: float  # mean minibatch cost over the epoch
+    train_acc: float  # percent, whole train set in eval mode after the epoch (as the notebook)
+    test_acc: float  # percent
+    seconds: float  # training time of the epoch, evaluation excluded
+    elapsed: float  # wall time since the start, evaluation included
+
+
+@dataclass
+class TrainResult:
+    config: TrainConfig
+    history: list[EpochRecord]
+    batch_losses: list[float]
+    test_correct: int
+    test_total: int
+    seconds: float
+    run_dir: Path | None
+    model: nn.Module
+
+    @property
+    def test_acc(self) -> float:
+        return 100.0 * self.test_correct / self.test_total
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """``auto`` -> CUDA when available, else CPU. Asking for CUDA without one is a user error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise CnnlabError("--device cuda was asked for but no CUDA device is available; use --device cpu or auto")
+    return device
+
+
+@contextlib.contextmanager
+def determinism(enabled: bool, device: torch.device) -> Iterator[None]:
+    """The lecture's ``cudnn.deterministic = True`` and more, restored on exit.
+
+    On: ``torch.use_deterministic_algorithms(True)``, cuDNN deterministic, benchmark off.
+    Off: cuDNN benchmark on (picks the fastest algorithm per shape at run time).
+    """
+    saved = (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+        torch.backends.cudnn.deterministic,
+        torch.backends.cudnn.benchmark,
+    )
+    if enabled:
+        if device.type == "cuda":
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS
+        # On CUDA a few backward kernels (e.g. adaptive average pooling) have no deterministic
+        # version; warn there instead of failing. On the CPU every op we use is deterministic.
+        torch.use_deterministic_algorithms(True, warn_only=device.type == "cuda")
+        torch.backends.cudnn.deterministic = True
+        torch.backends.cudnn.benchmark = False
+    else:
+        torch.use_deterministic_algorithms(False)
+        torch.backends.cudnn.deterministic = False
+        torch.backends.cudnn.benchmark = True
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(saved[0], warn_only=saved[1])
+        torch.backends.cudnn.deterministic = saved[2]
+        torch.backends.cudnn.benchmark = saved[3]
+
+
+@torch.inference_mode()
+def evaluate_accuracy(model: nn.Module, data: TensorData, batch_size: int = 1024) -> tuple[int, int, float]:
+    """(correct, total, mean loss) of ``model`` on ``data`` (already on the model's device)."""
+    was_training = model.training
+    model.eval()
+    correct = torch.zeros((), dtype=torch.long, device=data.images.device)
+    loss_sum = torch.zeros((), dtype=torch.float64, device=data.images.device)
+    for x, y in iterate_batches(data, batch_size):
+        logits = model(x)
+        correct += (logits.argmax(dim=1) == y).sum()
+        loss_sum += F.cross_entropy(logits, y, reduction="sum").double()
+    model.train(was_training)
+    return int(correct), len(data), float(loss_sum) / max(len(data), 1)
+
+
+class Callback:
+    """Hook points around the loop (names after Lightning/fastai). Override what you need."""
+
+    def on_train_start(self, trainer: "Trainer") -> None: ...
+
+    def on_epoch_start(self, trainer: "Trainer", epoch: int) -> None: ...
+
+    def on_batch_end(self, trainer: "Trainer", epoch: int, step: int, loss: torch.Tensor) -> None: ...
+
+    def on_epoch_end(self, trainer: "Trainer", record: EpochRecord) -> None: ...
+
+    def on_train_end(self, trainer: "Trainer", result: TrainResult) -> None: ...
+
+
+class Trainer:
+    """Holds the state of one run; :meth:`fit` is the loop."""
+
+    def __init__(self, config: TrainConfig, callbacks: Sequence[Callback] = ()):
+        config.validate()
+        self.config = config
+        self.callbacks = list(callbacks)
+        self.device = resolve_device(config.device)
+        spec = get_dataset_spec(config.dataset)
+        get_model_info(config.model)  # unknown model: fail before loading any data
+        train_data, test_data = load_dataset(config.dataset, config.data_dir, download=config.download)
+        self.classes = train_data.classes
+        self.input_shape = train_data.sample_shape  # (C, H, W)
+        self.train_data = train_data.to(self.device)
+        self.test_data = test_data.to(self.device)
+        self.spec = spec
+        self.model: nn.Module | None = None
+        self.optimizer: torch.optim.Optimizer | None = None
+        self.batch_losses: list[float] = []
+        self.history: list[EpochRecord] = []
+        self.run_dir: Path | None = None
+        self.steps_per_epoch = math.ceil(len(self.train_data) / config.batch_size)
+
+    def build_model(self) -> nn.Module:
+        c, h, w = self.input_shape
+        config = self.config
+        if config.input_size is not None and config.input_size != h:
+            raise CnnlabError(
+                f"--input-size {config.input_size} does not match the {config.dataset} images ({h}x{w}); "
+                f"leave it out to use {h}"
+            )
+        model = create_model(
+            config.model, num_classes=len(self.classes), in_channels=c, input_size=h, **config.model_options
+        )
+        return model.to(self.device)
+
+    def build_optimizer(self, model: nn.Module) -> torch.optim.Optimizer:
+        c = self.config
+        if c.optimizer == "sgd":
+            return torch.optim.SGD(model.parameters(), lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay)
+        return torch.optim.Adam(model.parameters(), lr=c.lr, weight_decay=c.weight_decay)
+
+    def _call(self, hook: str, *args: Any) -> None:
+        for cb in self.callbacks:
+            getattr(cb, hook)(self, *args)
+
+    def fit(self) -> TrainResult:
+        c = self.config
+        with determinism(c.deterministic, self.device):
+            torch.manual_seed(c.seed)  # before the model is built, as in the lecture's notebook
+            self.model = model = self.build_model()
+            self.optimizer = optimizer = self.build_optimizer(model)
+            shuffle = torch.Generator().manual_seed(c.seed)
+            self._call("on_train_start")
+            start = time.perf_counter()
+            for epoch in range(1, c.epochs + 1):
+                self._call("on_epoch_start", epoch)
+                model.train()
+                epoch_start = time.perf_counter()
+                losses = []
+                batches = iterate_batches(self.train_data, c.batch_size, shuffle=True, generator=shuffle)
+                for step, (x, y) in enumerate(batches):
+                    logits = model(x)
+                    loss = F.cross_entropy(logits, y)
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    optimizer.step()
+                    loss = loss.detach()
+                    losses.append(loss)
+                    self._call("on_batch_end", epoch, step, loss)
+                epoch_losses = torch.stack(losses).tolist()
+                if not all(math.isfinite(v) for v in epoch_losses):
+                    bad = next(i for i, v in enumerate(epoch_losses) if not math.isfinite(v))
+                    raise CnnlabError(
+                        f"the loss became {epoch_losses[bad]} at epoch {epoch}, step {bad}; lower --lr and try again"
+                    )
+                self.batch_losses.extend(epoch_losses)
+                if self.device.type == "cuda":
+                    torch.cuda.synchronize(self.device)
+                seconds = time.perf_counter() - epoch_start
+                train_correct, train_total, _ = evaluate_accuracy(model, self.train_data, c.eval_batch_size)
+                test_correct, test_total, _ = evaluate_accuracy(model, self.test_data, c.eval_batch_size)
+                record = EpochRecord(
+                    epoch=epoch,
+                    train_loss=sum(epoch_losses) / len(epoch_losses),
+                    train_acc=100.0 * train_correct / train_total,
+                    test_acc=100.0 * test_correct / test_total,
+                    seconds=seconds,
+                    elapsed=time.perf_counter() - start,
+                )
+                self.history.append(record)
+                self._call("on_epoch_end", record)
+            result = TrainResult(
+                config=c,
+                history=self.history,
+                batch_losses=self.batch_losses,
+                test_correct=test_correct,
+                test_total=test_total,
+                seconds=time.perf_counter() - start,
+                run_dir=self.run_dir,
+                model=model,
+            )
+            self._call("on_train_end", result)
+        return result
+
+
+# ---------------------------------------------------------------------------------------
+# Run directory: config.json, metrics.csv, model.pt, curves.png
+
+
+def default_run_dir(config: TrainConfig, root: str | os.PathLike = "runs") -> Path:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    base = Path(root) / f"{stamp}-{config.model}-{config.dataset}"
+    path, n = base, 1
+    while path.exists():
+        n += 1
+        path = base.with_name(f"{base.name}-{n}")
+    return path
+
+
+def environment_info(device: torch.device) -> dict[str, Any]:
+    info = {
+        "cnnlab_version": cnnlab.__version__,
+        "torch_version": torch.__version__,
+        "python_version": platform.python_version(),
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "torch_threads": torch.get_num_threads(),
+        "device": str(device),
+    }
+    if device.type == "cuda":
+        info["device_name"] = torch.cuda.get_device_name(device)
+        info["cudnn_version"] = torch.backends.cudnn.version()
+    return info
+
+
+def check_run_dir(path: str | os.PathLike, overwrite: bool = False) -> Path:
+    """Refuse a path that is a file, or a non-empty directory unless ``overwrite``."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise RunDirError(f"--out {path} is a file, not a directory; choose another --out")
+    if path.is_dir() and any(path.iterdir()) and not overwrite:
+        raise RunDirError(f"run directory {path} already exists and is not empty; choose another --out or pass --overwrite")
+    return path
+
+
+def prepare_run_dir(path: str | os.PathLike, overwrite: bool = False) -> Path:
+    """Create a fresh run directory (see :func:`check_run_dir`)."""
+    path = check_run_dir(path, overwrite)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _atomic_write_bytes(path: Path, write: Any) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as fh:
+        write(fh)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+class RunDirWriter(Callback):
+    """Writes config.json at the start, metrics.csv every epoch, model.pt and curves.png at the end."""
+
+    METRICS_HEADER = "epoch,train_loss,train_acc,test_acc,seconds,elapsed\n"
+
+    def __init__(self, path: str | os.PathLike, overwrite: bool = False, plot: bool = True):
+        self.path = Path(path)
+        self.overwrite = overwrite
+        self.plot = plot
+
+    def on_train_start(self, trainer: Trainer) -> None:
+        trainer.run_dir = prepare_run_dir(self.path, self.overwrite)
+        config = trainer.config.to_dict()
+        config["out"] = str(trainer.run_dir)
+        doc = {
+            "config": config,
+            "classes": trainer.classes,
+            "input_shape": list(trainer.input_shape),
+            "environment": environment_info(trainer.device),
+        }
+        (trainer.run_dir / "config.json").write_text(json.dumps(doc, indent=2) + "\n")
+        (trainer.run_dir / "metrics.csv").write_text(self.METRICS_HEADER)
+
+    def on_epoch_end(self, trainer: Trainer, record: EpochRecord) -> None:
+        assert trainer.run_dir is not None
+        with open(trainer.run_dir / "metrics.csv", "a") as fh:
+            fh.write(
+                f"{record.epoch},{record.train_loss:.6f},{record.train_acc:.4f},{record.test_acc:.4f},"
+                f"{record.seconds:.3f},{record.elapsed:.3f}\n"
+            )
+
+    def on_train_end(self, trainer: Trainer, result: TrainResult) -> None:
+        assert trainer.run_dir is not None and trainer.model is not None
+        result.run_dir = trainer.run_dir
+        checkpoint = {
+            "state_dict": {k: v.detach().cpu() for k, v in trainer.model.state_dict().items()},
+            "config": trainer.config.to_dict(),
+            "classes": list(trainer.classes),
+            "input_shape": list(trainer.input_shape),
+            "test_correct": result.test_correct,
+            "test_total": result.test_total,
+            "cnnlab_version": cnnlab.__version__,
+        }
+        _atomic_write_bytes(trainer.run_dir / "model.pt", lambda fh: torch.save(checkpoint, fh))
+        if self.plot:
+            from cnnlab.plots import plot_curves
+
+            plot_curves(result.batch_losses, result.history, trainer.run_dir / "curves.png", trainer.steps_per_epoch)
+
+
+def train(config: TrainConfig | None = None, callbacks: Sequence[Callback] = (), *, overwrite: bool = False,
+          write_run_dir: bool = True, **overrides: Any) -> TrainResult:
+    """Train a model; returns the history, the final test accuracy and the model.
+
+    ``train(epochs=1, dataset="digits")`` is short for ``train(TrainConfig(epochs=1, dataset="digits"))``.
+    """
+    config = dataclasses.replace(config or TrainConfig(), **overrides)
+    trainer = Trainer(config, callbacks)
+    if write_run_dir:
+        out = config.out or default_run_dir(config)
+        check_run_dir(out, overwrite)  # fail before training, not after
+        trainer.callbacks.insert(0, RunDirWriter(out, overwrite=overwrite))
+    return trainer.fit()
+
+
+# ---------------------------------------------------------------------------------------
+# Reloading a run
+
+
+@dataclass
+class LoadedRun:
+    path: Path
+    config: TrainConfig
+    model: nn.Module
+    classes: list[str]
+    input_shape: tuple[int, int, int]
+    checkpoint: dict[str, Any]
+
+
+def load_run(run_dir: str | os.PathLike, device: str | torch.device = "cpu") -> LoadedRun:
+    """Rebuild the model of a run directory from its ``model.pt`` (``weights_only=True``)."""
+    path = Path(run_dir)
+    if not path.is_dir():
+        raise RunDirError(f"run directory {path} does not exist; pass the folder `cnnlab train` wrote (see --out)")
+    ckpt_path = path / "model.pt"
+    if not ckpt_path.is_file():
+        raise RunDirError(f"{ckpt_path} is missing; the run did not finish, or {path} is not a cnnlab run directory")
+    try:
+        checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise RunDirError(f"{ckpt_path} cannot be read as a checkpoint ({type(exc).__name__}); it is truncated or not cnnlab's") from None
+    if not isinstance(checkpoint, dict) or not {"state_dict", "config", "input_shape", "classes"} <= set(checkpoint):
+        raise RunDirError(f"{ckpt_path} is not a cnnlab checkpoint (needs state_dict, config, input_shape, classes)")
+    config = TrainConfig.from_dict(checkpoint["config"])
+    c, h, _ = checkpoint["input_shape"]
+    model = create_model(config.model, num_classes=len(checkpoint["classes"]), in_channels=c, input_size=h,
+                         **config.model_options)
+    try:
+        model.load_state_dict(checkpoint["state_dict"])
+    except RuntimeError as exc:
+        raise RunDirError(f"{ckpt_path} does not fit model {config.model!r}: {str(exc).splitlines()[0]}") from None
+    model.to(device).eval()
+    return LoadedRun(path, config, model, list(checkpoint["classes"]), (c, h, checkpoint["input_shape"][2]), checkpoint)
+
+
+def evaluate_run(run_dir: str | os.PathLike, *, data_dir: str | None = None, device: str = "auto") -> tuple[int, int, LoadedRun]:
+    """Reload a run and score its test split: (correct, total, run)."""
+    dev = resolve_device(device)
+    run = load_run(run_dir, dev)
+    _, test = load_dataset(run.config.dataset, data_dir or run.config.data_dir, download=run.config.download)
+    test = test.to(dev)
+    with determinism(run.config.deterministic, dev):
+        correct, total, _ = evaluate_accuracy(run.model, test, run.config.eval_batch_size)
+    return correct, total, run
