@@ -238,6 +238,12 @@ class Trainer:
         for cb in self.callbacks:
             getattr(cb, hook)(self, *args)
 
+    @staticmethod
+    def _stop_non_finite(epoch: int, losses: list[torch.Tensor]) -> None:
+        values = torch.stack(losses).tolist()
+        bad = next(i for i, v in enumerate(values) if not math.isfinite(v))
+        raise CnnlabError(f"the loss became {values[bad]} at epoch {epoch}, step {bad}; lower --lr and try again")
+
     def fit(self) -> TrainResult:
         c = self.config
         with determinism(c.deterministic, self.device):
@@ -245,6 +251,8 @@ class Trainer:
             self.model = model = self.build_model()
             self.optimizer = optimizer = self.build_optimizer(model)
             shuffle = torch.Generator().manual_seed(c.seed)
+            # a finiteness check reads the loss back: free on the CPU, a sync on a GPU
+            check_every = 1 if self.device.type == "cpu" else 50
             self._call("on_train_start")
             start = time.perf_counter()
             for epoch in range(1, c.epochs + 1):
@@ -261,13 +269,12 @@ class Trainer:
                     optimizer.step()
                     loss = loss.detach()
                     losses.append(loss)
+                    if step % check_every == 0 and not torch.isfinite(loss):
+                        self._stop_non_finite(epoch, losses)
                     self._call("on_batch_end", epoch, step, loss)
                 epoch_losses = torch.stack(losses).tolist()
                 if not all(math.isfinite(v) for v in epoch_losses):
-                    bad = next(i for i, v in enumerate(epoch_losses) if not math.isfinite(v))
-                    raise CnnlabError(
-                        f"the loss became {epoch_losses[bad]} at epoch {epoch}, step {bad}; lower --lr and try again"
-                    )
+                    self._stop_non_finite(epoch, losses)
                 self.batch_losses.extend(epoch_losses)
                 if self.device.type == "cuda":
                     torch.cuda.synchronize(self.device)
