@@ -63,7 +63,8 @@ class TrainConfig:
     data_dir: str | None = None
     download: bool = True
     out: str | None = None
-    eval_batch_size: int = 1024  # forward-only passes; any size gives the same predictions
+    eval_batch_size: int = 512  # forward-only passes (fastest on 2 CPU cores for the ConvNet)
+    channels_last: bool | None = None  # NHWC memory format; None: on for CPU (oneDNN ~1.3-2x faster here), off on CUDA
     input_size: int | None = None  # None: the dataset's
     model_options: dict[str, Any] = field(default_factory=dict)
 
@@ -130,6 +131,12 @@ def resolve_device(name: str = "auto") -> torch.device:
     return device
 
 
+def memory_format_for(config: TrainConfig, device: torch.device) -> torch.memory_format:
+    """channels_last when asked for, or by default on the CPU (where oneDNN prefers NHWC)."""
+    use = config.channels_last if config.channels_last is not None else device.type == "cpu"
+    return torch.channels_last if use else torch.contiguous_format
+
+
 @contextlib.contextmanager
 def determinism(enabled: bool, device: torch.device) -> Iterator[None]:
     """The lecture's ``cudnn.deterministic = True`` and more, restored on exit.
@@ -164,13 +171,18 @@ def determinism(enabled: bool, device: torch.device) -> Iterator[None]:
 
 
 @torch.inference_mode()
-def evaluate_accuracy(model: nn.Module, data: TensorData, batch_size: int = 1024) -> tuple[int, int, float]:
+def evaluate_accuracy(
+    model: nn.Module,
+    data: TensorData,
+    batch_size: int = 512,
+    memory_format: torch.memory_format = torch.contiguous_format,
+) -> tuple[int, int, float]:
     """(correct, total, mean loss) of ``model`` on ``data`` (already on the model's device)."""
     was_training = model.training
     model.eval()
     correct = torch.zeros((), dtype=torch.long, device=data.images.device)
     loss_sum = torch.zeros((), dtype=torch.float64, device=data.images.device)
-    for x, y in iterate_batches(data, batch_size):
+    for x, y in iterate_batches(data, batch_size, memory_format=memory_format):
         logits = model(x)
         correct += (logits.argmax(dim=1) == y).sum()
         loss_sum += F.cross_entropy(logits, y, reduction="sum").double()
@@ -226,7 +238,11 @@ class Trainer:
         model = create_model(
             config.model, num_classes=len(self.classes), in_channels=c, input_size=h, **config.model_options
         )
-        return model.to(self.device)
+        return model.to(self.device, memory_format=self.memory_format)
+
+    @property
+    def memory_format(self) -> torch.memory_format:
+        return memory_format_for(self.config, self.device)
 
     def build_optimizer(self, model: nn.Module) -> torch.optim.Optimizer:
         c = self.config
@@ -253,6 +269,7 @@ class Trainer:
             shuffle = torch.Generator().manual_seed(c.seed)
             # a finiteness check reads the loss back: free on the CPU, a sync on a GPU
             check_every = 1 if self.device.type == "cpu" else 50
+            fmt = self.memory_format
             self._call("on_train_start")
             start = time.perf_counter()
             for epoch in range(1, c.epochs + 1):
@@ -260,7 +277,9 @@ class Trainer:
                 model.train()
                 epoch_start = time.perf_counter()
                 losses = []
-                batches = iterate_batches(self.train_data, c.batch_size, shuffle=True, generator=shuffle)
+                batches = iterate_batches(
+                    self.train_data, c.batch_size, shuffle=True, generator=shuffle, memory_format=self.memory_format
+                )
                 for step, (x, y) in enumerate(batches):
                     logits = model(x)
                     loss = F.cross_entropy(logits, y)
@@ -279,8 +298,8 @@ class Trainer:
                 if self.device.type == "cuda":
                     torch.cuda.synchronize(self.device)
                 seconds = time.perf_counter() - epoch_start
-                train_correct, train_total, _ = evaluate_accuracy(model, self.train_data, c.eval_batch_size)
-                test_correct, test_total, _ = evaluate_accuracy(model, self.test_data, c.eval_batch_size)
+                train_correct, train_total, _ = evaluate_accuracy(model, self.train_data, c.eval_batch_size, fmt)
+                test_correct, test_total, _ = evaluate_accuracy(model, self.test_data, c.eval_batch_size, fmt)
                 record = EpochRecord(
                     epoch=epoch,
                     train_loss=sum(epoch_losses) / len(epoch_losses),
@@ -473,5 +492,7 @@ def evaluate_run(run_dir: str | os.PathLike, *, data_dir: str | None = None, dev
     _, test = load_dataset(run.config.dataset, data_dir or run.config.data_dir, download=run.config.download)
     test = test.to(dev)
     with determinism(run.config.deterministic, dev):
-        correct, total, _ = evaluate_accuracy(run.model, test, run.config.eval_batch_size)
+        fmt = memory_format_for(run.config, dev)
+        run.model.to(memory_format=fmt)
+        correct, total, _ = evaluate_accuracy(run.model, test, run.config.eval_batch_size, fmt)
     return correct, total, run
