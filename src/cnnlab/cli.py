@@ -69,13 +69,16 @@ OPTION = click.option("--option", "-o", "option", multiple=True, metavar="KEY=VA
               help="Download missing data when a network exists.")
 @click.option("--deterministic/--no-deterministic", default=True, show_default=True,
               help="Deterministic algorithms (cuDNN too): same seed, same weights.")
+@click.option("--train-eval", type=click.Choice(["running", "full"]), default="running", show_default=True,
+              help="Train accuracy from the epoch's own minibatches (free), or a full eval-mode pass over the "
+                   "train set after each epoch, as the lecture notebook computes it.")
 @click.option("--channels-last/--no-channels-last", default=None,
               help="NHWC memory format [default: on for CPU, where oneDNN is faster with it; off on CUDA].")
 @OPTION
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar or epoch lines.")
 def train(model: str, dataset: str, epochs: int, batch_size: int, lr: float, optimizer: str, momentum: float,
           weight_decay: float, seed: int, device: str, out: Path | None, overwrite: bool, data_dir: Path | None,
-          download: bool, deterministic: bool, channels_last: bool | None, option: tuple[str, ...], quiet: bool) -> None:
+          download: bool, deterministic: bool, train_eval: str, channels_last: bool | None, option: tuple[str, ...], quiet: bool) -> None:
     """Train a model. With no arguments: the lecture's ConvNet recipe on MNIST."""
     from cnnlab.callbacks import ConsoleLogger
     from cnnlab.train import TrainConfig
@@ -93,6 +96,7 @@ def train(model: str, dataset: str, epochs: int, batch_size: int, lr: float, opt
         seed=seed,
         device=device,
         deterministic=deterministic,
+        train_eval=train_eval,
         channels_last=channels_last,
         data_dir=str(data_dir) if data_dir else None,
         download=download,
