@@ -9,6 +9,7 @@ import torch.nn as nn
 
 import cnnlab
 from cnnlab.errors import CnnlabError, ShapeError, UnknownNameError
+from cnnlab.models import min_input_size
 from cnnlab.summary import summarize_model
 
 
@@ -17,16 +18,23 @@ def n_params(model: nn.Module) -> int:
 
 
 @pytest.mark.parametrize("name", cnnlab.list_models())
-def test_every_model_builds_and_runs_at_its_default_input(name):
+def test_every_model_runs_on_its_smallest_valid_input(name):
+    """A real forward pass at the smallest input the arithmetic allows; one pixel less fails."""
     info = cnnlab.get_model_info(name)
-    if info.input_size > 64:
-        pytest.skip("large default input: covered on the meta device by test_summary")
+    side = min_input_size(name)
     torch.manual_seed(0)
-    model = cnnlab.create_model(name).eval()
-    x = torch.randn(2, *info.input_shape)
+    model = cnnlab.create_model(name, input_size=side, num_classes=3).eval()
     with torch.no_grad():
-        out = model(x)
-    assert out.shape == (2, info.num_classes)
+        assert model(torch.randn(1, info.in_channels, side, side)).shape == (1, 3)
+    if side > 1:
+        with pytest.raises(ShapeError):
+            cnnlab.create_model(name, input_size=side - 1)
+
+
+def test_smallest_inputs_follow_the_arithmetic():
+    assert min_input_size("convnet") == 4  # two 2x2 pools
+    assert min_input_size("vgg16") == 32  # five 2x2 pools
+    assert min_input_size("resnet50") == 1  # every layer padded
 
 
 @pytest.mark.parametrize("name", cnnlab.list_models())
@@ -127,7 +135,9 @@ def test_registry_metadata():
     info = cnnlab.get_model_info("convnet")
     assert info.input_shape == (1, 28, 28) and info.num_classes == 10
     assert "dropout2d" in info.options
-    assert "convnet" in cnnlab.list_models() and cnnlab.list_models("convnet") == ["convnet"]
+    assert "convnet" in cnnlab.list_models() and cnnlab.list_models("convnet") == ["convnet", "convnet_allconv"]
+    assert cnnlab.list_models("vgg") == sorted(["vgg11", "vgg11_bn", "vgg11_lrn", "vgg13", "vgg13_bn", "vgg16", "vgg16_bn",
+                                                "vgg16_c", "vgg19", "vgg19_bn"])
 
 
 @pytest.mark.parametrize("name", cnnlab.list_models())

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 
 from cnnlab import arithmetic
 from cnnlab.models import create_model, get_model_info, list_models, register_model
+from cnnlab.weights import load_weights
 
 __all__ = [
     "__version__",
@@ -17,6 +18,7 @@ __all__ = [
     "create_model",
     "get_model_info",
     "list_models",
+    "load_weights",
     "register_model",
     "with_probas",
     "WithProbas",

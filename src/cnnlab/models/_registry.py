@@ -15,7 +15,7 @@ import torch.nn as nn
 
 from cnnlab.errors import CnnlabError, UnknownNameError
 
-__all__ = ["ModelInfo", "register_model", "create_model", "list_models", "get_model_info"]
+__all__ = ["ModelInfo", "register_model", "create_model", "list_models", "get_model_info", "min_input_size"]
 
 
 @dataclass(frozen=True)
@@ -124,3 +124,33 @@ def create_model(
         **options,
     )
     return model
+
+
+def min_input_size(name: str, **options: Any) -> int:
+    """The smallest square input side the architecture accepts (found on the ``meta`` device,
+    so no memory or arithmetic is spent)."""
+    import torch
+
+    from cnnlab.errors import ShapeError
+
+    info = get_model_info(name)
+
+    def ok(side: int) -> bool:
+        try:
+            with torch.device("meta"):
+                model = create_model(name, input_size=side, **options)
+                model.eval()(torch.empty(1, info.in_channels, side, side))
+            return True
+        except (ShapeError, RuntimeError):
+            return False
+
+    lo, hi = 1, info.input_size
+    if not ok(hi):
+        raise ValueError(f"{name} does not accept its own default input size {hi}")
+    while lo < hi:  # the smallest side that works (output sizes grow with the input)
+        mid = (lo + hi) // 2
+        if ok(mid):
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo

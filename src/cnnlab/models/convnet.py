@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from cnnlab.arithmetic import feature_side
 from cnnlab.models._registry import register_model
 
-__all__ = ["ConvNet", "convnet"]
+__all__ = ["ConvNet", "ConvNetAllConv", "convnet", "convnet_allconv"]
 
 
 class ConvNet(nn.Module):
@@ -68,3 +68,37 @@ class ConvNet(nn.Module):
 def convnet(*, num_classes: int, in_channels: int, input_size: int, dropout2d: float = 0.0) -> ConvNet:
     """The lecture's simple ConvNet (4,266 parameters for 1x28x28, 10 classes)."""
     return ConvNet(num_classes=num_classes, in_channels=in_channels, input_size=input_size, dropout2d=dropout2d)
+
+
+class ConvNetAllConv(nn.Module):
+    """The lecture's all-convolutional net (convnet-allconv notebook; Springenberg et al. 2015):
+    seven 3x3 convs, the stride-2 ones replacing max-pooling, ReLU after each, then global
+    average pooling over the last conv's ``num_classes`` maps -- no linear layer."""
+
+    def __init__(self, num_classes: int = 10, in_channels: int = 1, input_size: int = 28):
+        super().__init__()
+        spec = [(in_channels, 4, 1), (4, 4, 2), (4, 8, 1), (8, 8, 2), (8, 16, 1), (16, 16, 2), (16, num_classes, 1)]
+        for i, (c_in, c_out, stride) in enumerate(spec, start=1):
+            setattr(self, f"conv_{i}", nn.Conv2d(c_in, c_out, kernel_size=3, stride=stride, padding=1))
+        feature_side(input_size, [(f"conv_{i}", 3, s, 1) for i, (_, _, s) in enumerate(spec, start=1)],
+                     model="convnet_allconv")  # 28 -> 28 -> 14 -> 14 -> 7 -> 7 -> 4 -> 4
+        self.pool = nn.AdaptiveAvgPool2d(1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for i in range(1, 8):
+            x = F.relu(getattr(self, f"conv_{i}")(x))
+        x = self.pool(x)  # (N, num_classes, 1, 1)
+        return torch.flatten(x, 1)  # (N, num_classes)
+
+
+@register_model(
+    "convnet_allconv",
+    family="convnet",
+    num_classes=10,
+    in_channels=1,
+    input_size=28,
+    paper="Springenberg et al. 2015, arXiv:1412.6806 (lecture notebook convnet-allconv)",
+)
+def convnet_allconv(*, num_classes: int, in_channels: int, input_size: int) -> ConvNetAllConv:
+    """All-convolutional ConvNet with global average pooling (MNIST test 96.42% in its notebook)."""
+    return ConvNetAllConv(num_classes=num_classes, in_channels=in_channels, input_size=input_size)
