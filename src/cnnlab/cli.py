@@ -17,6 +17,10 @@ from rich.table import Table
 
 from cnnlab.errors import CnnlabError
 
+from cnnlab.layers import INITS
+
+INIT_NAMES = list(INITS)
+
 # Wide enough for the summary table when stdout is a file or a pipe (rich assumes 80 columns there).
 console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -69,6 +73,14 @@ OPTION = click.option("--option", "-o", "option", multiple=True, metavar="KEY=VA
               help="Download missing data when a network exists.")
 @click.option("--deterministic/--no-deterministic", default=True, show_default=True,
               help="Deterministic algorithms (cuDNN too): same seed, same weights.")
+@click.option("--init", "init", type=click.Choice(INIT_NAMES), default="default", show_default=True,
+              help="Weight init of every conv and linear layer, biases zeroed (the cnn-with-diff-init notebooks).")
+@click.option("--input-size", type=int, default=None, help="Resize the images once to this side [default: the dataset's].")
+@click.option("--in-channels", type=int, default=None, help="Repeat gray images to this many channels (3 for RGB weights).")
+@click.option("--weights", type=click.Path(path_type=Path), default=None,
+              help="Start from this state_dict (torchvision .pth or a cnnlab model.pt); a head of another size is replaced.")
+@click.option("--freeze", multiple=True, metavar="MODULE",
+              help="Keep this module's parameters fixed, e.g. --freeze features (repeatable).")
 @click.option("--train-eval", type=click.Choice(["running", "full"]), default="running", show_default=True,
               help="Train accuracy from the epoch's own minibatches (free), or a full eval-mode pass over the "
                    "train set after each epoch, as the lecture notebook computes it.")
@@ -78,7 +90,9 @@ OPTION = click.option("--option", "-o", "option", multiple=True, metavar="KEY=VA
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar or epoch lines.")
 def train(model: str, dataset: str, epochs: int, batch_size: int, lr: float, optimizer: str, momentum: float,
           weight_decay: float, seed: int, device: str, out: Path | None, overwrite: bool, data_dir: Path | None,
-          download: bool, deterministic: bool, train_eval: str, channels_last: bool | None, option: tuple[str, ...], quiet: bool) -> None:
+          download: bool, deterministic: bool, init: str, input_size: int | None, in_channels: int | None,
+          weights: Path | None, freeze: tuple[str, ...], train_eval: str, channels_last: bool | None,
+          option: tuple[str, ...], quiet: bool) -> None:
     """Train a model. With no arguments: the lecture's ConvNet recipe on MNIST."""
     from cnnlab.callbacks import ConsoleLogger
     from cnnlab.train import TrainConfig
@@ -96,6 +110,11 @@ def train(model: str, dataset: str, epochs: int, batch_size: int, lr: float, opt
         seed=seed,
         device=device,
         deterministic=deterministic,
+        init=init,
+        input_size=input_size,
+        in_channels=in_channels,
+        weights=str(weights) if weights else None,
+        freeze=list(freeze),
         train_eval=train_eval,
         channels_last=channels_last,
         data_dir=str(data_dir) if data_dir else None,
@@ -204,6 +223,46 @@ def models(format: str) -> None:
     for r in rows:
         table.add_row(r["name"], r["family"], r["input"], f"{r['params']:,}", f"{r['macs'] / 1e9:.4f}", r["paper"])
     console.print(table)
+
+
+@app.group(context_settings=CONTEXT)
+def experiment() -> None:
+    """The lecture's experiments, each one command."""
+
+
+@experiment.command("inits", context_settings=CONTEXT)
+@click.option("--out", type=click.Path(path_type=Path), default=Path("runs/inits"), show_default=True,
+              help="Folder for one run per init, inits.csv and inits.png.")
+@click.option("--inits", default=",".join(INIT_NAMES), show_default=True, help="Comma-separated init schemes.")
+@click.option("--model", default="convnet", show_default=True)
+@click.option("--dataset", default="mnist", show_default=True)
+@click.option("--epochs", type=int, default=10, show_default=True)
+@click.option("--seed", type=int, default=1, show_default=True)
+@click.option("--data-dir", type=click.Path(path_type=Path), default=None)
+@click.option("--device", type=DEVICES, default="auto", show_default=True)
+@click.option("--overwrite", is_flag=True, help="Allow writing into a non-empty --out.")
+def experiment_inits(out: Path, inits: str, model: str, dataset: str, epochs: int, seed: int, data_dir: Path | None,
+                     device: str, overwrite: bool) -> None:
+    """Train the ConvNet recipe once per weight init; table and accuracy plot (cnn-with-diff-init)."""
+    from cnnlab.experiments import LECTURE_INIT_TABLE, run_init_experiment
+    from cnnlab.train import TrainConfig
+
+    names = [n.strip() for n in inits.split(",") if n.strip()]
+    base = TrainConfig(model=model, dataset=dataset, epochs=epochs, seed=seed, device=device,
+                       data_dir=str(data_dir) if data_dir else None)
+    from cnnlab.callbacks import ConsoleLogger
+
+    rows = run_init_experiment(out, names, base, [ConsoleLogger(console)], overwrite=overwrite)
+    table = Table(title=f"{model} on {dataset}, {epochs} epochs, one run per init (lecture's figures in brackets)")
+    for col in ("init", "epoch-1 train %", "final train %", "test %", "seconds"):
+        table.add_column(col, justify="left" if col == "init" else "right")
+    for r in rows:
+        lec = LECTURE_INIT_TABLE.get(r.init) if (model, dataset, epochs) == ("convnet", "mnist", 10) else None
+        ref = (lambda i: f" ({lec[i]:.2f})") if lec else (lambda i: "")
+        table.add_row(r.init, f"{r.epoch1_train_acc:.2f}{ref(0)}", f"{r.final_train_acc:.2f}{ref(1)}",
+                      f"{r.test_acc:.2f}{ref(2)}", f"{r.seconds:.1f}")
+    console.print(table)
+    console.print(f"Wrote {out / 'inits.csv'} and {out / 'inits.png'}")
 
 
 def _error(message: str, code: int = 2) -> int:

@@ -19,7 +19,7 @@ from typing import Callable, Iterator
 
 import torch
 
-from cnnlab.errors import DataNotFoundError, UnknownNameError
+from cnnlab.errors import CnnlabError, DataNotFoundError, UnknownNameError
 
 __all__ = [
     "TensorData",
@@ -30,6 +30,9 @@ __all__ = [
     "list_datasets",
     "load_dataset",
     "iterate_batches",
+    "resize_images",
+    "repeat_channels",
+    "load_prepared",
 ]
 
 MNIST_FILES = (
@@ -145,7 +148,7 @@ def _load_digits(root: Path, download: bool) -> tuple[TensorData, TensorData]:
 DATASETS: dict[str, DatasetSpec] = {
     "mnist": DatasetSpec("mnist", 1, 28, 10, "MNIST handwritten digits, 60,000 train / 10,000 test, 28x28", _load_mnist),
     "digits": DatasetSpec(
-        "digits", 1, 8, 10, "scikit-learn's bundled 8x8 digits, 1,437 train / 360 test (offline)", _load_digits
+        "digits", 1, 8, 10, "scikit-learn's bundled 8x8 digits, 1,438 train / 359 test (offline)", _load_digits
     ),
 }
 
@@ -167,6 +170,30 @@ def load_dataset(
     """(train, test) splits of a dataset as uint8 tensors in memory."""
     spec = get_dataset_spec(name)
     return spec.loader(data_root(data_dir), download)
+
+
+def resize_images(data: TensorData, size: int, chunk: int = 4096) -> TensorData:
+    """Resize every image to ``size x size`` once (bilinear, antialiased), kept as uint8."""
+    import torch.nn.functional as F
+
+    if data.images.shape[-1] == size and data.images.shape[-2] == size:
+        return data
+    out = torch.empty((len(data), data.images.shape[1], size, size), dtype=torch.uint8)
+    for start in range(0, len(data), chunk):
+        x = data.images[start : start + chunk].float()
+        y = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+        out[start : start + chunk] = y.round_().clamp_(0, 255).to(torch.uint8)
+    return TensorData(out, data.labels, data.classes)
+
+
+def repeat_channels(data: TensorData, channels: int) -> TensorData:
+    """Gray -> ``channels`` identical planes (as ``Grayscale(num_output_channels=3)``), without copying."""
+    have = data.images.shape[1]
+    if have == channels:
+        return data
+    if have != 1:
+        raise CnnlabError(f"the images have {have} channels; only 1-channel images can be repeated to {channels}")
+    return TensorData(data.images.expand(-1, channels, -1, -1), data.labels, data.classes)
 
 
 def iterate_batches(
@@ -198,3 +225,20 @@ def iterate_batches(
         if memory_format is not torch.contiguous_format:
             x = x.contiguous(memory_format=memory_format)
         yield x, yb.to(device, non_blocking=True)
+
+
+def load_prepared(
+    name: str,
+    data_dir: str | os.PathLike | None = None,
+    *,
+    download: bool = True,
+    input_size: int | None = None,
+    in_channels: int | None = None,
+) -> tuple[TensorData, TensorData]:
+    """:func:`load_dataset`, then resized to ``input_size`` and repeated to ``in_channels`` if asked."""
+    train, test = load_dataset(name, data_dir, download=download)
+    if input_size is not None:
+        train, test = resize_images(train, input_size), resize_images(test, input_size)
+    if in_channels is not None:
+        train, test = repeat_channels(train, in_channels), repeat_channels(test, in_channels)
+    return train, test

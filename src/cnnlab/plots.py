@@ -39,3 +39,23 @@ def plot_curves(batch_losses: Sequence[float], history: Sequence, path: str | Pa
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def plot_init_experiment(rows: Sequence, path: str | Path) -> Path:
+    """Train and test accuracy per epoch, one line per weight initialisation."""
+    fig, (ax_train, ax_test) = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
+    for row in rows:
+        epochs = [r.epoch for r in row.history]
+        ax_train.plot(epochs, [r.train_acc for r in row.history], marker="o", ms=3, label=row.init)
+        ax_test.plot(epochs, [r.test_acc for r in row.history], marker="o", ms=3, label=row.init)
+    for ax, title in ((ax_train, "Train accuracy"), (ax_test, "Test accuracy")):
+        ax.set_xlabel("epoch")
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+    ax_train.set_ylabel("accuracy (%)")
+    ax_test.legend(title="init", fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -24,8 +24,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import cnnlab
-from cnnlab.data import TensorData, get_dataset_spec, iterate_batches, load_dataset
-from cnnlab.errors import CnnlabError, RunDirError
+from cnnlab.data import TensorData, get_dataset_spec, iterate_batches, load_prepared
+from cnnlab.errors import CnnlabError, RunDirError, UnknownNameError
+from cnnlab.layers import INITS, init_weights
+from cnnlab.weights import freeze, load_weights, weights_in_channels
 from cnnlab.models import create_model, get_model_info
 
 __all__ = [
@@ -70,12 +72,18 @@ class TrainConfig:
     # lecture notebook's compute_accuracy() does (one extra forward pass over the train set).
     train_eval: str = "running"
     channels_last: bool | None = None  # NHWC memory format; None: on for CPU (oneDNN ~1.3-2x faster here), off on CUDA
-    input_size: int | None = None  # None: the dataset's
+    input_size: int | None = None  # None: the dataset's; else images are resized once, in memory
+    in_channels: int | None = None  # None: the dataset's; 3 repeats gray images (for RGB weights)
+    weights: str | None = None  # state_dict to start from (torchvision .pth or a cnnlab model.pt)
+    freeze: list[str] = field(default_factory=list)  # module names whose parameters stay fixed
     model_options: dict[str, Any] = field(default_factory=dict)
+    init: str = "default"  # weight init of every Conv2d/Linear, biases zeroed (cnn-with-diff-init notebooks)
 
     def validate(self) -> None:
-        for name in ("epochs", "batch_size", "eval_batch_size"):
+        for name in ("epochs", "batch_size", "eval_batch_size", "input_size", "in_channels"):
             value = getattr(self, name)
+            if value is None and name in ("input_size", "in_channels"):
+                continue
             if not isinstance(value, int) or value < 1:
                 raise CnnlabError(f"--{name.replace('_', '-')} must be a positive integer, got {value!r}")
         if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
@@ -84,11 +92,11 @@ class TrainConfig:
             raise CnnlabError(f"--momentum must be in [0, 1), got {self.momentum!r}")
         if self.weight_decay < 0:
             raise CnnlabError(f"--weight-decay must be >= 0, got {self.weight_decay!r}")
+        if self.init not in INITS:
+            raise UnknownNameError("init", self.init, INITS)
         if self.train_eval not in TRAIN_EVALS:
             raise CnnlabError(f"--train-eval must be one of {', '.join(TRAIN_EVALS)}, got {self.train_eval!r}")
         if self.optimizer not in OPTIMIZERS:
-            from cnnlab.errors import UnknownNameError
-
             raise UnknownNameError("optimizer", self.optimizer, OPTIMIZERS)
         if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
             raise CnnlabError(f"--device must be auto, cpu or cuda, got {self.device!r}")
@@ -221,13 +229,15 @@ class Trainer:
         self.device = resolve_device(config.device)
         spec = get_dataset_spec(config.dataset)
         get_model_info(config.model)  # unknown model: fail before loading any data
-        train_data, test_data = load_dataset(config.dataset, config.data_dir, download=config.download)
+        train_data, test_data = load_prepared(config.dataset, config.data_dir, download=config.download,
+                                              input_size=config.input_size, in_channels=config.in_channels)
         self.classes = train_data.classes
         self.input_shape = train_data.sample_shape  # (C, H, W)
         self.train_data = train_data.to(self.device)
         self.test_data = test_data.to(self.device)
         self.spec = spec
         self.model: nn.Module | None = None
+        self.replaced_head: list[str] = []
         self.optimizer: torch.optim.Optimizer | None = None
         self.batch_losses: list[float] = []
         self.history: list[EpochRecord] = []
@@ -235,17 +245,29 @@ class Trainer:
         self.steps_per_epoch = math.ceil(len(self.train_data) / config.batch_size)
 
     def build_model(self) -> nn.Module:
-        c, h, w = self.input_shape
+        c, h, _ = self.input_shape
         config = self.config
-        if config.input_size is not None and config.input_size != h:
-            raise CnnlabError(
-                f"--input-size {config.input_size} does not match the {config.dataset} images ({h}x{w}); "
-                f"leave it out to use {h}"
-            )
         model = create_model(
             config.model, num_classes=len(self.classes), in_channels=c, input_size=h, **config.model_options
         )
+        init_weights(model, config.init)
+        if config.weights:
+            expected = weights_in_channels(config.weights)
+            if expected is not None and expected != c:
+                raise CnnlabError(
+                    f"the weights in {config.weights} expect {expected} input channel(s) but {config.dataset} has {c}; "
+                    f"pass --in-channels {expected}" + (" to repeat the gray channel" if c == 1 else "")
+                )
+            self.replaced_head = load_weights(model, config.weights, replace_head=True)
+        if config.freeze:
+            freeze(model, config.freeze)
         return model.to(self.device, memory_format=self.memory_format)
+
+    def _frozen_to_eval(self, model: nn.Module) -> None:
+        """Frozen parts are fixed feature extractors: BN statistics and dropout stay off."""
+        modules = dict(model.named_modules())
+        for name in self.config.freeze:
+            modules[name].eval()
 
     @property
     def memory_format(self) -> torch.memory_format:
@@ -253,9 +275,12 @@ class Trainer:
 
     def build_optimizer(self, model: nn.Module) -> torch.optim.Optimizer:
         c = self.config
+        params = [p for p in model.parameters() if p.requires_grad]  # frozen tensors stay exactly as loaded
+        if not params:
+            raise CnnlabError("every parameter is frozen; --freeze fewer modules")
         if c.optimizer == "sgd":
-            return torch.optim.SGD(model.parameters(), lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay)
-        return torch.optim.Adam(model.parameters(), lr=c.lr, weight_decay=c.weight_decay)
+            return torch.optim.SGD(params, lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay)
+        return torch.optim.Adam(params, lr=c.lr, weight_decay=c.weight_decay)
 
     def _call(self, hook: str, *args: Any) -> None:
         for cb in self.callbacks:
@@ -282,6 +307,7 @@ class Trainer:
             for epoch in range(1, c.epochs + 1):
                 self._call("on_epoch_start", epoch)
                 model.train()
+                self._frozen_to_eval(model)
                 epoch_start = time.perf_counter()
                 losses = []
                 running_correct = torch.zeros((), dtype=torch.long, device=self.device)
@@ -501,7 +527,9 @@ def evaluate_run(run_dir: str | os.PathLike, *, data_dir: str | None = None, dev
     """Reload a run and score its test split: (correct, total, run)."""
     dev = resolve_device(device)
     run = load_run(run_dir, dev)
-    _, test = load_dataset(run.config.dataset, data_dir or run.config.data_dir, download=run.config.download)
+    c = run.config
+    _, test = load_prepared(c.dataset, data_dir or c.data_dir, download=c.download, input_size=c.input_size,
+                            in_channels=c.in_channels)
     test = test.to(dev)
     with determinism(run.config.deterministic, dev):
         fmt = memory_format_for(run.config, dev)

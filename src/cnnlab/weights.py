@@ -11,7 +11,7 @@ import torch.nn as nn
 
 from cnnlab.errors import CnnlabError
 
-__all__ = ["load_weights", "head_name", "freeze"]
+__all__ = ["load_weights", "head_name", "freeze", "weights_in_channels"]
 
 
 def _read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
@@ -66,8 +66,12 @@ def load_weights(model: nn.Module, path: str | os.PathLike, *, replace_head: boo
         if key not in state:
             raise CnnlabError(f"{path} does not fit the model: key {key!r} {list(tensor.shape)} is missing from the file")
         if state[key].shape != tensor.shape:
+            hint = ""
+            if tensor.dim() == 2 and state[key].shape[0] == tensor.shape[0]:
+                hint = ("; a linear layer's input width follows the input size (for VGG, -o avgpool_size=7 keeps "
+                        "torchvision's 7x7x512 head at any input size)")
             raise CnnlabError(f"{path} does not fit the model: {key!r} is {list(state[key].shape)} in the file "
-                              f"but {list(tensor.shape)} in the model")
+                              f"but {list(tensor.shape)} in the model{hint}")
     extra = [k for k in state if k not in own]
     if extra:
         raise CnnlabError(f"{path} does not fit the model: the file has key {extra[0]!r} {list(state[extra[0]].shape)} "
@@ -91,3 +95,11 @@ def freeze(model: nn.Module, prefixes: list[str] | tuple[str, ...]) -> int:
             param.requires_grad_(False)
             count += 1
     return count
+
+
+def weights_in_channels(path: str | os.PathLike) -> int | None:
+    """Input channels the first convolution of a weights file expects (None if it has none)."""
+    for tensor in _read_state_dict(path).values():
+        if tensor.dim() == 4:
+            return int(tensor.shape[1])
+    return None

@@ -122,17 +122,19 @@ class VGG(nn.Module):
 
 
 def _vgg(cfg: str, batch_norm: bool, name: str, *, num_classes: int, in_channels: int, input_size: int,
-         dropout: float = 0.5, dropout2d: float = 0.0, **kwargs: Any) -> VGG:
+         dropout: float = 0.5, dropout2d: float = 0.0, avgpool_size: int | None = None, **kwargs: Any) -> VGG:
     features = make_layers(cfgs[cfg], batch_norm=batch_norm, in_channels=in_channels, dropout2d=dropout2d)
     side = feature_side(input_size, spatial_geometry(features, "features"), model=name)
+    if avgpool_size is not None:
+        side = avgpool_size  # e.g. 7: torchvision's 25,088-wide head at any input size (to load its weights)
     return VGG(features, num_classes=num_classes, feature_side=side, dropout=dropout, **kwargs)
 
 
 def _register(name: str, cfg: str, batch_norm: bool, doc: str) -> None:
     def builder(*, num_classes: int, in_channels: int, input_size: int, dropout: float = 0.5,
-                dropout2d: float = 0.0, init_weights: bool = True) -> VGG:
+                dropout2d: float = 0.0, avgpool_size: int | None = None, init_weights: bool = True) -> VGG:
         return _vgg(cfg, batch_norm, name, num_classes=num_classes, in_channels=in_channels, input_size=input_size,
-                    dropout=dropout, dropout2d=dropout2d, init_weights=init_weights)
+                    dropout=dropout, dropout2d=dropout2d, avgpool_size=avgpool_size, init_weights=init_weights)
 
     builder.__name__ = name
     builder.__doc__ = doc
