@@ -102,3 +102,20 @@ def test_cli_experiment_inits(tmp_path):
     assert "uniform" in proc.stdout and (tmp_path / "x" / "inits.csv").is_file()
     assert_user_error(run_cli("experiment", "inits", "--inits", "gaussian", "--out", str(tmp_path / "y")),
                       "unknown init 'gaussian'")
+
+
+@pytest.mark.parametrize("name", cnnlab.list_models())
+def test_every_model_trains_and_evaluates(name, tmp_path):
+    """Each registry model goes through train -> model.pt -> evaluate (2 small batches)."""
+    from cnnlab.models import min_input_size
+    from cnnlab.train import evaluate_run
+
+    info = cnnlab.get_model_info(name)
+    side = max(8, min_input_size(name))
+    config = TrainConfig(model=name, dataset="digits", epochs=1, batch_size=8, limit_batches=2, lr=0.01,
+                         input_size=side if side != 8 else None, in_channels=info.in_channels if info.in_channels != 1 else None,
+                         out=str(tmp_path / "run"))
+    result = train(config)
+    correct, total, run = evaluate_run(tmp_path / "run")
+    assert (correct, total) == (result.test_correct, result.test_total)
+    assert run.input_shape == (info.in_channels, side, side)

@@ -81,6 +81,7 @@ OPTION = click.option("--option", "-o", "option", multiple=True, metavar="KEY=VA
               help="Start from this state_dict (torchvision .pth or a cnnlab model.pt); a head of another size is replaced.")
 @click.option("--freeze", multiple=True, metavar="MODULE",
               help="Keep this module's parameters fixed, e.g. --freeze features (repeatable).")
+@click.option("--limit-batches", type=int, default=None, help="Stop each epoch after N batches (quick smoke runs).")
 @click.option("--train-eval", type=click.Choice(["running", "full"]), default="running", show_default=True,
               help="Train accuracy from the epoch's own minibatches (free), or a full eval-mode pass over the "
                    "train set after each epoch, as the lecture notebook computes it.")
@@ -91,7 +92,7 @@ OPTION = click.option("--option", "-o", "option", multiple=True, metavar="KEY=VA
 def train(model: str, dataset: str, epochs: int, batch_size: int, lr: float, optimizer: str, momentum: float,
           weight_decay: float, seed: int, device: str, out: Path | None, overwrite: bool, data_dir: Path | None,
           download: bool, deterministic: bool, init: str, input_size: int | None, in_channels: int | None,
-          weights: Path | None, freeze: tuple[str, ...], train_eval: str, channels_last: bool | None,
+          weights: Path | None, freeze: tuple[str, ...], limit_batches: int | None, train_eval: str, channels_last: bool | None,
           option: tuple[str, ...], quiet: bool) -> None:
     """Train a model. With no arguments: the lecture's ConvNet recipe on MNIST."""
     from cnnlab.callbacks import ConsoleLogger
@@ -115,6 +116,7 @@ def train(model: str, dataset: str, epochs: int, batch_size: int, lr: float, opt
         in_channels=in_channels,
         weights=str(weights) if weights else None,
         freeze=list(freeze),
+        limit_batches=limit_batches,
         train_eval=train_eval,
         channels_last=channels_last,
         data_dir=str(data_dir) if data_dir else None,

@@ -77,12 +77,13 @@ class TrainConfig:
     weights: str | None = None  # state_dict to start from (torchvision .pth or a cnnlab model.pt)
     freeze: list[str] = field(default_factory=list)  # module names whose parameters stay fixed
     model_options: dict[str, Any] = field(default_factory=dict)
+    limit_batches: int | None = None  # stop each epoch after this many batches (smoke tests, like Lightning's)
     init: str = "default"  # weight init of every Conv2d/Linear, biases zeroed (cnn-with-diff-init notebooks)
 
     def validate(self) -> None:
-        for name in ("epochs", "batch_size", "eval_batch_size", "input_size", "in_channels"):
+        for name in ("epochs", "batch_size", "eval_batch_size", "input_size", "in_channels", "limit_batches"):
             value = getattr(self, name)
-            if value is None and name in ("input_size", "in_channels"):
+            if value is None and name in ("input_size", "in_channels", "limit_batches"):
                 continue
             if not isinstance(value, int) or value < 1:
                 raise CnnlabError(f"--{name.replace('_', '-')} must be a positive integer, got {value!r}")
@@ -243,6 +244,8 @@ class Trainer:
         self.history: list[EpochRecord] = []
         self.run_dir: Path | None = None
         self.steps_per_epoch = math.ceil(len(self.train_data) / config.batch_size)
+        if config.limit_batches is not None:
+            self.steps_per_epoch = min(self.steps_per_epoch, config.limit_batches)
 
     def build_model(self) -> nn.Module:
         c, h, _ = self.input_shape
@@ -311,10 +314,14 @@ class Trainer:
                 epoch_start = time.perf_counter()
                 losses = []
                 running_correct = torch.zeros((), dtype=torch.long, device=self.device)
+                seen = 0
                 batches = iterate_batches(
                     self.train_data, c.batch_size, shuffle=True, generator=shuffle, memory_format=self.memory_format
                 )
                 for step, (x, y) in enumerate(batches):
+                    if c.limit_batches is not None and step >= c.limit_batches:
+                        break
+                    seen += len(y)
                     logits = model(x)
                     loss = F.cross_entropy(logits, y)
                     optimizer.zero_grad(set_to_none=True)
@@ -336,7 +343,7 @@ class Trainer:
                 if c.train_eval == "full":
                     train_correct, train_total, _ = evaluate_accuracy(model, self.train_data, c.eval_batch_size, fmt)
                 else:
-                    train_correct, train_total = int(running_correct), len(self.train_data)
+                    train_correct, train_total = int(running_correct), seen
                 test_correct, test_total, _ = evaluate_accuracy(model, self.test_data, c.eval_batch_size, fmt)
                 record = EpochRecord(
                     epoch=epoch,
