@@ -165,6 +165,10 @@ def test_allconv_has_no_linear_layer():
     assert not any(isinstance(m, nn.Linear) for m in model.modules())
     assert sum(isinstance(m, nn.Conv2d) for m in model.modules()) == 7
     assert model(torch.rand(2, 1, 28, 28)).shape == (2, 10)
+    assert (model(torch.randn(8, 1, 28, 28)) >= 0).all()  # the notebook's ReLU on the class maps
+    torch.manual_seed(0)
+    linear_maps = cnnlab.create_model("convnet_allconv", final_relu=False)
+    assert (linear_maps(torch.randn(8, 1, 28, 28)) < 0).any()
 
 
 def test_fc_equals_conv_over_the_full_map():
