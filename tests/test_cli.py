@@ -56,6 +56,15 @@ def test_user_errors_are_one_line_exit_2(args, fragments):
     assert_user_error(cnnlab(*args), *fragments)
 
 
+def test_cuda_without_a_gpu_is_a_user_error(tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    proc = cnnlab("train", "--dataset", "digits", "--device", "cuda", "--out", str(tmp_path / "r"))
+    assert_user_error(proc, "no CUDA device is available", "--device cpu")
+
+
 def test_missing_data_is_one_line_and_writes_nothing(tmp_path):
     out = tmp_path / "run"
     proc = cnnlab("train", "--data-dir", str(tmp_path / "empty"), "--no-download", "--out", str(out))
