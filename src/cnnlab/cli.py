@@ -267,6 +267,118 @@ def experiment_inits(out: Path, inits: str, model: str, dataset: str, epochs: in
     console.print(f"Wrote {out / 'inits.csv'} and {out / 'inits.png'}")
 
 
+@app.group(context_settings=CONTEXT)
+def demo() -> None:
+    """The lecture's slides, computed."""
+
+
+@demo.command("xcorr", context_settings=CONTEXT)
+@click.option("--associativity", is_flag=True, help="Also show that convolution is associative, cross-correlation not.")
+def demo_xcorr(associativity: bool) -> None:
+    """Cross-correlation vs convolution on the lecture's 3x3 example."""
+    from cnnlab.conv.demo import associativity_lines, xcorr_lines
+
+    for line in xcorr_lines():
+        console.print(line)
+    if associativity:
+        console.print()
+        for line in associativity_lines():
+            console.print(line)
+
+
+@app.group(context_settings=CONTEXT)
+def bench() -> None:
+    """Benchmarks, timed against the library peer in the same process."""
+
+
+def _int_list(text: str, name: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        values = []
+    if not values or min(values) < 1:
+        raise CnnlabError(f"{name} takes comma-separated positive integers, e.g. 1,8; got {text!r}")
+    return values
+
+
+@bench.command("conv", context_settings=CONTEXT)
+@click.option("--quick", is_flag=True, help="Three layers (256@56, 512@28, 512@14), 3 runs, FFT at batch 1 only.")
+@click.option("--batch-sizes", default="1,8", show_default=True, help="Comma-separated batch sizes.")
+@click.option("--algorithms", default="im2col,fft,winograd,winograd4", show_default=True,
+              help="Comma-separated: direct, im2col, fft, winograd, winograd4.")
+@click.option("--runs", type=int, default=None, help="Timed runs per case [default: 5, --quick 3].")
+@click.option("--device", type=DEVICES, default="cpu", show_default=True)
+@click.option("--errors/--no-errors", default=True, show_default=True, help="Also print the float64 error report.")
+@click.option("--format", "format", type=FORMATS, default="table", show_default=True)
+def bench_conv_cmd(quick: bool, batch_sizes: str, algorithms: str, runs: int | None, device: str, errors: bool,
+                   format: str) -> None:
+    """VGG-16's 3x3 layers: each algorithm's ms, GFLOP/s, ratio to F.conv2d and max error."""
+    from cnnlab.conv import ALGORITHMS
+    from cnnlab.conv.bench import VGG16_LAYERS, bench_conv, cudnn_modes, error_report, machine_line, rows_as_dicts
+    from cnnlab.train import resolve_device
+
+    dev = resolve_device(device)
+    names = [a.strip() for a in algorithms.split(",") if a.strip()]
+    for name in names:
+        if name not in ALGORITHMS:
+            from cnnlab.errors import UnknownNameError
+
+            raise UnknownNameError("algorithm", name, ALGORITHMS)
+    sizes = _int_list(batch_sizes, "--batch-sizes")
+    layers = [(256, 56), (512, 28), (512, 14)] if quick else VGG16_LAYERS
+    runs = runs or (3 if quick else 5)
+    if runs < 1:
+        raise CnnlabError(f"--runs must be a positive integer, got {runs}")
+
+    def skip(algorithm: str, channels: int, side: int, batch: int) -> bool:
+        if algorithm == "direct":
+            return side > 14 or batch > 1  # a Python loop per output position: teaching speed
+        return quick and algorithm == "fft" and batch > 1
+
+    header = machine_line(dev)
+    table = Table(title=f"cnnlab bench conv: 3x3 convolutions, padding 1 (float32) -- {header}")
+    for col in ("layer", "batch", "algorithm", "ms", "GFLOP/s", "x F.conv2d", "max error"):
+        table.add_column(col, justify="left" if col in ("layer", "algorithm") else "right")
+    live = format == "table"
+    if live:
+        console.print(header)
+
+    def on_row(row) -> None:
+        if live:
+            console.print(f"  {row.layer:>7s} batch {row.batch}: {row.algorithm:9s} {row.ms:9.2f} ms "
+                          f"{row.gflops:7.1f} GFLOP/s {row.ratio:6.2f}x  err {row.max_error:.1e}")
+
+    rows = bench_conv(layers, sizes, names, runs=runs, device=dev, skip=skip, on_row=on_row)
+    result: dict = {"machine": header, "rows": rows_as_dicts(rows)}
+    if dev.type == "cuda":
+        result["cudnn_modes"] = cudnn_modes(layers, sizes, device=dev)
+    if errors:
+        result["errors"] = error_report(layers)
+    if format == "json":
+        print(json.dumps(result, indent=2))
+        return
+    for row in rows:
+        table.add_row(row.layer, str(row.batch), row.algorithm, f"{row.ms:.2f}", f"{row.gflops:.1f}",
+                      f"{row.ratio:.2f}", f"{row.max_error:.1e}")
+    console.print(table)
+    if "cudnn_modes" in result:
+        modes = Table(title="F.conv2d on CUDA: cuDNN benchmark x deterministic (ms, median)")
+        keys = [k for k in result["cudnn_modes"][0] if k not in ("layer", "batch")]
+        for col in ("layer", "batch", *keys):
+            modes.add_column(col)
+        for r in result["cudnn_modes"]:
+            modes.add_row(r["layer"], str(r["batch"]), *(f"{r[k]:.3f}" for k in keys))
+        console.print(modes)
+    if errors:
+        err = Table(title="max |y - y64| / max |y64| against F.conv2d in float64 (batch 1)")
+        keys = [k for k in result["errors"][0] if k != "layer"]
+        for col in ("layer", *keys):
+            err.add_column(col, justify="right")
+        for r in result["errors"]:
+            err.add_row(r["layer"], *("-" if r[k] is None else f"{r[k]:.1e}" for k in keys))
+        console.print(err)
+
+
 def _error(message: str, code: int = 2) -> int:
     first = message.strip().splitlines()[0] if message.strip() else "unknown error"
     print(f"cnnlab: error: {first}", file=sys.stderr)
