@@ -379,6 +379,93 @@ def bench_conv_cmd(quick: bool, batch_sizes: str, algorithms: str, runs: int | N
         console.print(err)
 
 
+@app.command(context_settings=CONTEXT)
+@click.argument("models", nargs=-1)
+@click.option("--input", "input", default=None, help="Input shape CxHxW for every model [default: each model's own].")
+@click.option("--batch-sizes", default="1,2,4,8,16,32,64", show_default=True, help="Comma-separated batch sizes.")
+@click.option("--repeats", type=int, default=None, help="Timed runs per batch size [default: 10, --quick 3].")
+@click.option("--quick", is_flag=True, help="Batch sizes 1 and 8, 3 timed runs.")
+@click.option("--no-timing", is_flag=True, help="Counts only: parameters, operations, memory.")
+@click.option("--per-layer", is_flag=True, help="Include the per-layer breakdown (json output).")
+@click.option("--device", type=DEVICES, default="cpu", show_default=True)
+@click.option("--runs", "runs", multiple=True, type=click.Path(path_type=Path),
+              help="cnnlab run directory (or a folder of them) to take test accuracies from (repeatable).")
+@click.option("--format", "format", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
+@click.option("--charts", type=click.Path(path_type=Path), default=None, help="Folder for the four PNG charts.")
+@click.option("--html", "html_path", type=click.Path(path_type=Path), default=None, help="Write one self-contained HTML report.")
+def analyze(models: tuple[str, ...], input: str | None, batch_sizes: str, repeats: int | None, quick: bool,
+            no_timing: bool, per_layer: bool, device: str, runs: tuple[Path, ...], format: str, charts: Path | None,
+            html_path: Path | None) -> None:
+    """Canziani et al. (2016) for the zoo: parameters, operations, memory, time vs batch size, accuracy."""
+    from cnnlab.analysis import analyze_models
+    from cnnlab.models import get_model_info, list_models
+    from cnnlab.summary import parse_shape
+    from cnnlab.train import resolve_device
+
+    names = list(models) or list_models()
+    for name in names:
+        get_model_info(name)  # unknown names: one line before any work
+    sizes = [1, 8] if quick else _int_list(batch_sizes, "--batch-sizes")
+    repeats = repeats or (3 if quick else 10)
+    if repeats < 1:
+        raise CnnlabError(f"--repeats must be a positive integer, got {repeats}")
+    shape = parse_shape(input) if input else None
+    dev = resolve_device(device)
+    for target in (charts, html_path):
+        if target is not None and target.exists() and not target.is_dir() and target == charts:
+            raise CnnlabError(f"--charts {target} is a file; give a folder")
+
+    def progress(rep) -> None:
+        if format == "table" and not no_timing:
+            console.print(f"  {rep.name}: {rep.gmacs:.3f} GMACs, "
+                          + ", ".join(f"b{t['batch']} {t['ms_per_image']:.2f} ms/img" for t in rep.timing))
+
+    report = analyze_models(names, sizes, dev, input_shape=shape, timing=not no_timing, repeats=repeats,
+                            per_layer=per_layer, run_dirs=runs, on_model=progress)
+    if charts is not None:
+        from cnnlab.plots import analysis_charts
+
+        analysis_charts(report, charts)
+    if html_path is not None:
+        from cnnlab.report_html import write_html
+
+        write_html(report, html_path)
+    if format == "json":
+        print(report.to_json())
+        return
+    if format == "csv":
+        print(report.to_csv(), end="")
+        return
+    big = max(sizes)
+    table = Table(title=f"cnnlab analyze -- {report.machine['description']}")
+    cols = ["model", "input", "params", "GMACs", "GFLOPs", "param MiB", f"act MiB fwd/train @{big}", "top-1 %"]
+    if not no_timing:
+        cols += [f"ms/img @{sizes[0]}", f"ms/img @{big}", f"img/s @{big}", "% of roof"]
+    for col in cols:
+        table.add_column(col, justify="left" if col in ("model", "input") else "right")
+    for m in report.models:
+        mem = next(x for x in m.memory if x["batch"] == big)
+        row = [m.name, "x".join(map(str, m.input_shape)), f"{m.params:,}", f"{m.macs / 1e9:.3f}",
+               f"{m.flops / 1e9:.3f}", f"{m.param_bytes / 2**20:.1f}",
+               f"{mem['forward_bytes'] / 2**20:.1f} / {mem['training_bytes'] / 2**20:.1f}",
+               "-" if m.accuracy is None else f"{m.accuracy:.2f}"]
+        if not no_timing:
+            first, last = m.timing[0], m.timing[-1]
+            roof = "-" if last["roof_fraction"] is None else f"{100 * last['roof_fraction']:.0f}"
+            row += [f"{first['ms_per_image']:.3f}", f"{last['ms_per_image']:.3f}", f"{last['images_per_s']:.1f}", roof]
+        table.add_row(*row)
+    console.print(table)
+    console.print(report.convention + ".")
+    if report.machine.get("roof_gflops"):
+        console.print(f"Roof: {report.machine['roof_gflops']:.0f} GFLOP/s (float32 2048^3 matrix multiply, same run).")
+    unsupported = sorted({u for m in report.models for u in m.unsupported})
+    if unsupported:
+        console.print(f"Not counted (unknown ops): {', '.join(unsupported)}")
+    sources = sorted({m.accuracy_source for m in report.models if m.accuracy_source})
+    for source in sources:
+        console.print(f"Accuracy: {source}")
+
+
 def _error(message: str, code: int = 2) -> int:
     first = message.strip().splitlines()[0] if message.strip() else "unknown error"
     print(f"cnnlab: error: {first}", file=sys.stderr)

@@ -1,0 +1,184 @@
+"""cnnlab analyze: exact counts against torchvision's documented figures and FlopCounterMode,
+memory bookkeeping, timing fields, reports (table, csv, json, html, charts), any nn.Module."""
+
+from __future__ import annotations
+
+import json
+import time
+from html.parser import HTMLParser
+
+import pytest
+import torch
+import torch.nn as nn
+from torch.utils.flop_counter import FlopCounterMode
+
+import cnnlab
+from cnnlab.analysis import IMAGENET_TOP1, activation_bytes, analyze, analyze_models, count_ops
+
+from test_cli import assert_user_error, cnnlab as run_cli
+
+# torchvision's documented "GFLOPS" column, which counts multiply-accumulates (GMACs)
+TORCHVISION_GMACS = {"vgg11": 7.609, "vgg13": 11.308, "vgg16": 15.470, "vgg19": 19.632, "resnet18": 1.814,
+                     "resnet34": 3.664, "resnet50": 4.089, "resnet101": 7.801, "resnet152": 11.514}
+
+
+@pytest.fixture(scope="module")
+def zoo_counts():
+    return {m.name: m for m in analyze_models(cnnlab.list_models(), timing=False).models}
+
+
+@pytest.mark.parametrize("name,gmacs", TORCHVISION_GMACS.items())
+def test_macs_within_half_percent_of_torchvision(zoo_counts, name, gmacs):
+    assert abs(zoo_counts[name].macs / 1e9 - gmacs) / gmacs < 0.005
+    assert zoo_counts[name].flops == 2 * zoo_counts[name].macs
+
+
+@pytest.mark.parametrize("name", cnnlab.list_models())
+def test_flops_equal_flop_counter_mode(zoo_counts, name):
+    info = cnnlab.get_model_info(name)
+    with torch.device("meta"):
+        model = cnnlab.create_model(name).eval()
+    with FlopCounterMode(display=False) as counter:
+        model(torch.empty(1, *info.input_shape, device="meta"))
+    assert zoo_counts[name].flops == counter.get_total_flops()
+    assert zoo_counts[name].unsupported == []
+
+
+def test_params_equal_documented(zoo_counts):
+    assert zoo_counts["vgg16"].params == 138_357_544 and zoo_counts["resnet50"].params == 25_557_032
+    with torch.device("meta"):
+        r50 = cnnlab.create_model("resnet50")
+    bns = [m for m in r50.modules() if isinstance(m, nn.BatchNorm2d)]
+    # buffers reported apart from parameters: running mean + var per channel, one step counter per BN
+    assert zoo_counts["resnet50"].buffers == sum(2 * m.num_features + 1 for m in bns)
+    assert zoo_counts["resnet50"].trainable_params == zoo_counts["resnet50"].params
+    assert zoo_counts["vgg16"].param_bytes == 4 * 138_357_544
+    assert zoo_counts["vgg16"].accuracy == IMAGENET_TOP1["vgg16"] == 71.592
+    assert zoo_counts["convnet"].accuracy is None
+
+
+def test_convnet_hand_count(zoo_counts):
+    m = zoo_counts["convnet"]
+    assert m.macs == 88_592  # 28*28*4*9 + 14*14*8*4*9 + 392*10
+    # pooling and activations listed apart, never mixed into MACs
+    assert m.other_ops["activation"] == 28 * 28 * 4 + 14 * 14 * 8
+    assert m.other_ops["pool"] == (14 * 14 * 4 + 7 * 7 * 8) * 4
+
+
+def test_resnet_adds_and_norms_counted_apart(zoo_counts):
+    r18 = zoo_counts["resnet18"].other_ops
+    assert r18["add"] == 64 * 56 * 56 * 2 + 128 * 28 * 28 * 2 + 256 * 14 * 14 * 2 + 512 * 7 * 7 * 2
+    assert r18["norm"] > 0 and r18["pool"] > 0
+
+
+def test_counting_the_whole_zoo_is_fast():
+    start = time.perf_counter()
+    analyze_models(cnnlab.list_models(), timing=False)
+    assert time.perf_counter() - start < 10.0
+
+
+def test_activation_memory_by_hand():
+    with torch.device("meta"):
+        model = cnnlab.create_model("convnet")
+    fwd, train = activation_bytes(model, (1, 28, 28), 4)
+    produced = 4 * 4 * (28 * 28 * 4 + 14 * 14 * 4 + 14 * 14 * 8 + 7 * 7 * 8 + 10)  # conv_1, pool_1, conv_2, pool_2, linear_1
+    assert fwd == produced
+    assert train > 0
+    rep = analyze_models(["convnet"], batch_sizes=(1, 2, 8), timing=False).models[0]
+    assert [m["forward_bytes"] for m in rep.memory] == [produced // 4, produced // 2, 2 * produced]
+
+
+def test_unsupported_ops_are_named_not_zeroed():
+    class Odd(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(1, 2, 3)
+
+        def forward(self, x):
+            return torch.cumsum(self.conv(x), dim=-1)
+
+    report = analyze(Odd(), (1, 8, 8), batch_sizes=(1,), timing=False)
+    m = report.models[0]
+    assert m.macs == 6 * 6 * 2 * 9
+    assert any("cumsum" in u and "Odd" in u for u in m.unsupported)
+
+
+def test_any_module_with_timing_and_frames():
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 4))
+    report = analyze(model, (3, 16, 16), batch_sizes=(1, 4), repeats=3, name="tiny")
+    m = report.models[0]
+    assert [t["batch"] for t in m.timing] == [1, 4]
+    for t in m.timing:
+        assert t["ms_per_batch"] > 0 and t["images_per_s"] == pytest.approx(t["batch"] / t["ms_per_batch"] * 1e3)
+        assert t["roof_fraction"] is not None and t["repeats"] == 3
+    assert report.machine["roof_gflops"] > 1 and report.machine["threads"] == torch.get_num_threads()
+    frame = report.to_frame()
+    assert frame.loc[0, "name"] == "tiny" and frame.loc[0, "macs"] == 16 * 16 * 8 * 27 + 32
+    d = report.to_dict()
+    assert d["models"][0]["params"] == sum(p.numel() for p in model.parameters())
+    objs = json.loads(report.to_json())
+    assert {"name", "params", "macs", "flops"} <= set(objs[0])
+    assert report.to_csv().splitlines()[0].startswith("name,")
+
+
+class _Checker(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.images, self.rows, self.stack = 0, 0, []
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "img" and dict(attrs).get("src", "").startswith("data:image/png;base64,"):
+            self.images += 1
+        if tag == "tr":
+            self.rows += 1
+
+
+def test_cli_analyze_outputs(tmp_path):
+    html_path = tmp_path / "report.html"
+    proc = run_cli("analyze", "convnet", "resblocks_projection", "--quick", "--repeats", "1", "--format", "json",
+                   "--html", str(html_path), "--charts", str(tmp_path / "charts"))
+    assert proc.returncode == 0, proc.stderr
+    objs = json.loads(proc.stdout)
+    assert [o["name"] for o in objs] == ["convnet", "resblocks_projection"]
+    assert objs[0]["params"] == 4266 and objs[0]["macs"] == 88592 and objs[0]["flops"] == 177184
+    assert [t["batch"] for t in objs[0]["timing"]] == [1, 8]
+    checker = _Checker()
+    checker.feed(html_path.read_text())
+    assert checker.images == 4 and checker.rows == 3  # header + two models, four embedded charts
+    assert sorted(p.name for p in (tmp_path / "charts").iterdir()) == [
+        "accuracy_vs_ops.png", "memory_vs_batch.png", "ops_vs_time.png", "time_vs_batch.png"]
+    proc = run_cli("analyze", "vgg16", "resnet18", "--no-timing", "--format", "csv")
+    lines = proc.stdout.splitlines()
+    assert lines[0].startswith("name,") and lines[1].startswith("vgg16,") and "138357544" in lines[1]
+    assert_user_error(run_cli("analyze", "vgg17"), "unknown model 'vgg17'", "vgg16")
+    assert_user_error(run_cli("analyze", "convnet", "--batch-sizes", "a,b"), "--batch-sizes")
+
+
+def test_cli_analyze_accuracy_from_runs(tmp_path):
+    proc = run_cli("train", "--dataset", "digits", "--epochs", "2", "--momentum", "0.9", "--lr", "0.1",
+                   "--batch-size", "32", "--out", str(tmp_path / "runs" / "a"))
+    assert proc.returncode == 0, proc.stderr
+    proc = run_cli("analyze", "convnet", "--no-timing", "--format", "json", "--runs", str(tmp_path / "runs"))
+    obj = json.loads(proc.stdout)[0]
+    assert obj["accuracy"] is not None and "digits test" in obj["accuracy_source"]
+    assert_user_error(run_cli("analyze", "convnet", "--runs", str(tmp_path / "nothing")), "no cnnlab run directory")
+
+
+def test_html_report_renders_in_headless_chromium(tmp_path):
+    """Where a Chromium is installed, the report renders to a non-trivial screenshot."""
+    import shutil
+    import subprocess
+
+    browser = next((shutil.which(b) for b in ("chromium", "chromium-browser", "google-chrome") if shutil.which(b)), None)
+    if browser is None:
+        pytest.skip("no Chromium on this machine")
+    from cnnlab.report_html import write_html
+
+    report = analyze_models(["convnet", "resnet18"], batch_sizes=(1,), timing=False)
+    page = write_html(report, tmp_path / "r.html")
+    shot = tmp_path / "shot.png"
+    subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                    "--disable-component-update", "--disable-sync", "--no-first-run",
+                    f"--user-data-dir={tmp_path / 'profile'}", f"--screenshot={shot}", "--window-size=1280,2000",
+                    page.as_uri()], capture_output=True, timeout=120)
+    assert shot.is_file() and shot.stat().st_size > 20_000
