@@ -11,9 +11,11 @@ import torch.nn.functional as F
 from cnnlab import arithmetic
 from cnnlab.models import create_model, get_model_info, list_models, register_model
 from cnnlab.weights import load_weights
+from cnnlab.analysis import analyze
 
 __all__ = [
     "__version__",
+    "analyze",
     "arithmetic",
     "create_model",
     "get_model_info",

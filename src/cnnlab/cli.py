@@ -438,14 +438,14 @@ def analyze(models: tuple[str, ...], input: str | None, batch_sizes: str, repeat
         return
     big = max(sizes)
     table = Table(title=f"cnnlab analyze -- {report.machine['description']}")
-    cols = ["model", "input", "params", "GMACs", "GFLOPs", "param MiB", f"act MiB fwd/train @{big}", "top-1 %"]
+    cols = ["model", "input", "params", "MACs", "GFLOPs", "param MiB", f"act MiB fwd/train @{big}", "top-1 %"]
     if not no_timing:
         cols += [f"ms/img @{sizes[0]}", f"ms/img @{big}", f"img/s @{big}", "% of roof"]
     for col in cols:
         table.add_column(col, justify="left" if col in ("model", "input") else "right")
     for m in report.models:
         mem = next(x for x in m.memory if x["batch"] == big)
-        row = [m.name, "x".join(map(str, m.input_shape)), f"{m.params:,}", f"{m.macs / 1e9:.3f}",
+        row = [m.name, "x".join(map(str, m.input_shape)), f"{m.params:,}", f"{m.macs:,}",
                f"{m.flops / 1e9:.3f}", f"{m.param_bytes / 2**20:.1f}",
                f"{mem['forward_bytes'] / 2**20:.1f} / {mem['training_bytes'] / 2**20:.1f}",
                "-" if m.accuracy is None else f"{m.accuracy:.2f}"]
@@ -455,6 +455,15 @@ def analyze(models: tuple[str, ...], input: str | None, batch_sizes: str, repeat
             row += [f"{first['ms_per_image']:.3f}", f"{last['ms_per_image']:.3f}", f"{last['images_per_s']:.1f}", roof]
         table.add_row(*row)
     console.print(table)
+    if per_layer:
+        for m in report.models:
+            layers = Table(title=f"{m.name}: per layer (one image)")
+            for col in ("layer", "type", "output", "params", "MACs"):
+                layers.add_column(col, justify="left" if col in ("layer", "type", "output") else "right")
+            for r in m.per_layer or []:
+                layers.add_row(r["layer"], r["type"], "x".join(map(str, r["output"])), f"{r['params']:,}",
+                               f"{r['macs']:,}")
+            console.print(layers)
     console.print(report.convention + ".")
     if report.machine.get("roof_gflops"):
         console.print(f"Roof: {report.machine['roof_gflops']:.0f} GFLOP/s (float32 2048^3 matrix multiply, same run).")
