@@ -13,7 +13,7 @@ import torch.nn as nn
 from torch.utils.flop_counter import FlopCounterMode
 
 import cnnlab
-from cnnlab.analysis import IMAGENET_TOP1, activation_bytes, analyze, analyze_models, count_ops
+from cnnlab.analysis import IMAGENET_TOP1, activation_bytes, analyze, analyze_models
 
 from test_cli import assert_user_error, cnnlab as run_cli
 

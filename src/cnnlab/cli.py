@@ -59,9 +59,19 @@ OPTION = click.option("--option", "-o", "option", multiple=True, metavar="KEY=VA
 @click.option("--epochs", type=int, default=10, show_default=True, help="Passes over the training set.")
 @click.option("--batch-size", type=int, default=128, show_default=True, help="Minibatch size.")
 @click.option("--lr", type=float, default=0.05, show_default=True, help="Learning rate.")
-@click.option("--optimizer", type=click.Choice(["sgd", "adam"]), default="sgd", show_default=True)
+@click.option("--optimizer", type=click.Choice(["sgd", "adam", "adamw"]), default="sgd", show_default=True)
 @click.option("--momentum", type=float, default=0.0, show_default=True, help="SGD momentum (the lecture uses none).")
-@click.option("--weight-decay", type=float, default=0.0, show_default=True, help="L2 weight decay.")
+@click.option("--nesterov", is_flag=True, help="Nesterov momentum (SGD).")
+@click.option("--weight-decay", type=float, default=0.0, show_default=True, help="L2 weight decay (decoupled for adamw).")
+@click.option("--schedule", type=click.Choice(["constant", "step", "cosine", "onecycle"]), default="constant",
+              show_default=True, help="Learning-rate schedule, stepped every batch.")
+@click.option("--warmup-epochs", type=float, default=0.0, show_default=True, help="Linear warm-up (fractions allowed).")
+@click.option("--step-size", type=int, default=30, show_default=True, help="schedule step: epochs between decays.")
+@click.option("--gamma", type=float, default=0.1, show_default=True, help="schedule step: decay factor.")
+@click.option("--label-smoothing", type=float, default=0.0, show_default=True)
+@click.option("--clip-grad", type=float, default=None, help="Clip the global gradient norm to this value.")
+@click.option("--resume", "resume_dir", type=click.Path(path_type=Path), default=None,
+              help="Continue this run directory from its checkpoint.pt (its own settings; --epochs may extend).")
 @click.option("--seed", type=int, default=1, show_default=True, help="Seeds the model's init and the shuffling.")
 @click.option("--device", type=DEVICES, default="auto", show_default=True, help="auto picks CUDA when available.")
 @click.option("--out", type=click.Path(path_type=Path), default=None,
@@ -90,14 +100,25 @@ OPTION = click.option("--option", "-o", "option", multiple=True, metavar="KEY=VA
 @OPTION
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar or epoch lines.")
 def train(model: str, dataset: str, epochs: int, batch_size: int, lr: float, optimizer: str, momentum: float,
-          weight_decay: float, seed: int, device: str, out: Path | None, overwrite: bool, data_dir: Path | None,
+          nesterov: bool, weight_decay: float, schedule: str, warmup_epochs: float, step_size: int, gamma: float,
+          label_smoothing: float, clip_grad: float | None, resume_dir: Path | None, seed: int, device: str, out: Path | None, overwrite: bool, data_dir: Path | None,
           download: bool, deterministic: bool, init: str, input_size: int | None, in_channels: int | None,
           weights: Path | None, freeze: tuple[str, ...], limit_batches: int | None, train_eval: str, channels_last: bool | None,
           option: tuple[str, ...], quiet: bool) -> None:
     """Train a model. With no arguments: the lecture's ConvNet recipe on MNIST."""
     from cnnlab.callbacks import ConsoleLogger
-    from cnnlab.train import TrainConfig
+    from cnnlab.train import TrainConfig, resume
     from cnnlab.train import train as run_training
+
+    callbacks = [] if quiet else [ConsoleLogger(console)]
+    if resume_dir is not None:
+        ctx = click.get_current_context()
+        explicit = ctx.get_parameter_source("epochs") is click.core.ParameterSource.COMMANDLINE
+        result = resume(resume_dir, callbacks, epochs=epochs if explicit else None,
+                        data_dir=str(data_dir) if data_dir else None)
+        console.print(f"Test accuracy: {result.test_acc:.2f}% ({result.test_correct}/{result.test_total})"
+                      if quiet else f"Resumed and finished {result.run_dir}")
+        return
 
     config = TrainConfig(
         model=model,
@@ -107,7 +128,14 @@ def train(model: str, dataset: str, epochs: int, batch_size: int, lr: float, opt
         lr=lr,
         optimizer=optimizer,
         momentum=momentum,
+        nesterov=nesterov,
         weight_decay=weight_decay,
+        schedule=schedule,
+        warmup_epochs=warmup_epochs,
+        step_size=step_size,
+        gamma=gamma,
+        label_smoothing=label_smoothing,
+        clip_grad=clip_grad,
         seed=seed,
         device=device,
         deterministic=deterministic,
@@ -124,7 +152,6 @@ def train(model: str, dataset: str, epochs: int, batch_size: int, lr: float, opt
         out=str(out) if out else None,
         model_options=_parse_options(option),
     )
-    callbacks = [] if quiet else [ConsoleLogger(console)]
     result = run_training(config, callbacks, overwrite=overwrite)
     if quiet:
         console.print(f"Test accuracy: {result.test_acc:.2f}% ({result.test_correct}/{result.test_total})")
@@ -411,9 +438,10 @@ def analyze(models: tuple[str, ...], input: str | None, batch_sizes: str, repeat
         raise CnnlabError(f"--repeats must be a positive integer, got {repeats}")
     shape = parse_shape(input) if input else None
     dev = resolve_device(device)
-    for target in (charts, html_path):
-        if target is not None and target.exists() and not target.is_dir() and target == charts:
-            raise CnnlabError(f"--charts {target} is a file; give a folder")
+    if charts is not None and charts.exists() and not charts.is_dir():
+        raise CnnlabError(f"--charts {charts} is a file; give a folder")
+    if html_path is not None and html_path.is_dir():
+        raise CnnlabError(f"--html {html_path} is a folder; give a file name such as report.html")
 
     def progress(rep) -> None:
         if format == "table" and not no_timing:

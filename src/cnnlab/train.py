@@ -37,6 +37,7 @@ __all__ = [
     "Callback",
     "Trainer",
     "train",
+    "resume",
     "evaluate_accuracy",
     "evaluate_run",
     "load_run",
@@ -44,7 +45,8 @@ __all__ = [
     "determinism",
 ]
 
-OPTIMIZERS = ("sgd", "adam")
+OPTIMIZERS = ("sgd", "adam", "adamw")
+SCHEDULES = ("constant", "step", "cosine", "onecycle")
 TRAIN_EVALS = ("running", "full")
 
 
@@ -59,7 +61,14 @@ class TrainConfig:
     lr: float = 0.05  # per batch of 128, SGD without momentum, as in the lecture's notebook
     optimizer: str = "sgd"
     momentum: float = 0.0
+    nesterov: bool = False
     weight_decay: float = 0.0
+    schedule: str = "constant"  # learning-rate schedule, stepped every batch
+    warmup_epochs: float = 0.0  # linear warm-up from 0 (fractions of an epoch allowed)
+    step_size: int = 30  # schedule "step": multiply by gamma every step_size epochs
+    gamma: float = 0.1
+    label_smoothing: float = 0.0
+    clip_grad: float | None = None  # max global gradient norm
     seed: int = 1  # torch.manual_seed before the model is built, as in the notebook
     device: str = "auto"
     deterministic: bool = True
@@ -95,6 +104,16 @@ class TrainConfig:
             raise CnnlabError(f"--weight-decay must be >= 0, got {self.weight_decay!r}")
         if self.init not in INITS:
             raise UnknownNameError("init", self.init, INITS)
+        if self.schedule not in SCHEDULES:
+            raise UnknownNameError("schedule", self.schedule, SCHEDULES)
+        if self.nesterov and (self.optimizer != "sgd" or self.momentum <= 0):
+            raise CnnlabError("--nesterov needs --optimizer sgd and a --momentum above 0")
+        if not 0 <= self.label_smoothing < 1:
+            raise CnnlabError(f"--label-smoothing must be in [0, 1), got {self.label_smoothing!r}")
+        if self.clip_grad is not None and not self.clip_grad > 0:
+            raise CnnlabError(f"--clip-grad must be positive, got {self.clip_grad!r}")
+        if self.warmup_epochs < 0 or self.step_size < 1 or not 0 < self.gamma <= 1:
+            raise CnnlabError("--warmup-epochs must be >= 0, --step-size >= 1 and --gamma in (0, 1]")
         if self.train_eval not in TRAIN_EVALS:
             raise CnnlabError(f"--train-eval must be one of {', '.join(TRAIN_EVALS)}, got {self.train_eval!r}")
         if self.optimizer not in OPTIMIZERS:
@@ -238,6 +257,10 @@ class Trainer:
         self.test_data = test_data.to(self.device)
         self.spec = spec
         self.model: nn.Module | None = None
+        self.scheduler: torch.optim.lr_scheduler.LambdaLR | None = None
+        self.shuffle: torch.Generator | None = None
+        self.resume_from: dict[str, Any] | None = None  # a checkpoint to continue (see resume())
+        self.test_counts: tuple[int, int] | None = None
         self.replaced_head: list[str] = []
         self.optimizer: torch.optim.Optimizer | None = None
         self.batch_losses: list[float] = []
@@ -282,12 +305,75 @@ class Trainer:
         if not params:
             raise CnnlabError("every parameter is frozen; --freeze fewer modules")
         if c.optimizer == "sgd":
-            return torch.optim.SGD(params, lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay)
+            return torch.optim.SGD(params, lr=c.lr, momentum=c.momentum, nesterov=c.nesterov,
+                                   weight_decay=c.weight_decay)
+        if c.optimizer == "adamw":
+            return torch.optim.AdamW(params, lr=c.lr, weight_decay=c.weight_decay)
         return torch.optim.Adam(params, lr=c.lr, weight_decay=c.weight_decay)
+
+    def build_scheduler(self, optimizer: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LambdaLR:
+        """Every schedule as a factor of ``lr`` per optimizer step (so warm-up and resume are uniform)."""
+        c = self.config
+        steps = self.steps_per_epoch
+        total = max(1, c.epochs * steps)
+        warmup = int(round(c.warmup_epochs * steps))
+
+        def factor(step: int) -> float:
+            if step < warmup:
+                return (step + 1) / warmup
+            if c.schedule == "step":
+                return c.gamma ** (step // (c.step_size * steps))
+            if c.schedule == "cosine":
+                t = (step - warmup) / max(1, total - warmup)
+                return 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
+            if c.schedule == "onecycle":  # up for 30% of the steps, then cosine down to lr/1e4 (as OneCycleLR)
+                peak = max(warmup, int(0.3 * total))
+                if step < peak:
+                    return 0.04 + 0.96 * (step + 1) / max(1, peak)
+                t = (step - peak) / max(1, total - peak)
+                return 1e-4 + (1 - 1e-4) * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
+            return 1.0
+
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
     def _call(self, hook: str, *args: Any) -> None:
         for cb in self.callbacks:
             getattr(cb, hook)(self, *args)
+
+    def state(self, epoch: int) -> dict[str, Any]:
+        """Everything needed to continue after ``epoch`` bit for bit (model, optimizer, schedule, RNGs)."""
+        assert self.model is not None and self.optimizer is not None and self.scheduler is not None
+        state = {
+            "epoch": epoch,
+            "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+            "shuffle_rng": self.shuffle.get_state() if self.shuffle is not None else None,
+            "history": [dataclasses.asdict(r) for r in self.history],
+            "batch_losses": list(self.batch_losses),
+            "config": self.config.to_dict(),
+        }
+        if self.device.type == "cuda":
+            state["cuda_rng"] = torch.cuda.get_rng_state(self.device)
+        return state
+
+    def _restore(self, state: dict[str, Any]) -> int:
+        assert self.model is not None and self.optimizer is not None and self.scheduler is not None
+        try:
+            self.model.load_state_dict(state["model"])
+        except RuntimeError as exc:
+            raise RunDirError(f"the checkpoint does not fit model {self.config.model!r}: {str(exc).splitlines()[0]}") from None
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["torch_rng"])
+        if state.get("shuffle_rng") is not None and self.shuffle is not None:
+            self.shuffle.set_state(state["shuffle_rng"])
+        if self.device.type == "cuda" and "cuda_rng" in state:
+            torch.cuda.set_rng_state(state["cuda_rng"], self.device)
+        self.history = [EpochRecord(**r) for r in state["history"]]
+        self.batch_losses = list(state["batch_losses"])
+        return int(state["epoch"])
 
     @staticmethod
     def _stop_non_finite(epoch: int, losses: list[torch.Tensor]) -> None:
@@ -301,13 +387,15 @@ class Trainer:
             torch.manual_seed(c.seed)  # before the model is built, as in the lecture's notebook
             self.model = model = self.build_model()
             self.optimizer = optimizer = self.build_optimizer(model)
-            shuffle = torch.Generator().manual_seed(c.seed)
+            self.scheduler = scheduler = self.build_scheduler(optimizer)
+            self.shuffle = shuffle = torch.Generator().manual_seed(c.seed)
+            first_epoch = self._restore(self.resume_from) + 1 if self.resume_from is not None else 1
             # a finiteness check reads the loss back: free on the CPU, a sync on a GPU
             check_every = 1 if self.device.type == "cpu" else 50
             fmt = self.memory_format
             self._call("on_train_start")
-            start = time.perf_counter()
-            for epoch in range(1, c.epochs + 1):
+            start = time.perf_counter() - (self.history[-1].elapsed if self.history else 0.0)
+            for epoch in range(first_epoch, c.epochs + 1):
                 self._call("on_epoch_start", epoch)
                 model.train()
                 self._frozen_to_eval(model)
@@ -323,10 +411,13 @@ class Trainer:
                         break
                     seen += len(y)
                     logits = model(x)
-                    loss = F.cross_entropy(logits, y)
+                    loss = F.cross_entropy(logits, y, label_smoothing=c.label_smoothing)
                     optimizer.zero_grad(set_to_none=True)
                     loss.backward()
+                    if c.clip_grad is not None:
+                        torch.nn.utils.clip_grad_norm_(model.parameters(), c.clip_grad)
                     optimizer.step()
+                    scheduler.step()
                     loss = loss.detach()
                     losses.append(loss)
                     running_correct += (logits.detach().argmax(dim=1) == y).sum()
@@ -345,6 +436,7 @@ class Trainer:
                 else:
                     train_correct, train_total = int(running_correct), seen
                 test_correct, test_total, _ = evaluate_accuracy(model, self.test_data, c.eval_batch_size, fmt)
+                self.test_counts = (test_correct, test_total)
                 record = EpochRecord(
                     epoch=epoch,
                     train_loss=sum(epoch_losses) / len(epoch_losses),
@@ -355,12 +447,13 @@ class Trainer:
                 )
                 self.history.append(record)
                 self._call("on_epoch_end", record)
+            assert self.test_counts is not None  # at least one epoch ran (resume() checks)
             result = TrainResult(
                 config=c,
                 history=self.history,
                 batch_losses=self.batch_losses,
-                test_correct=test_correct,
-                test_total=test_total,
+                test_correct=self.test_counts[0],
+                test_total=self.test_counts[1],
                 seconds=time.perf_counter() - start,
                 run_dir=self.run_dir,
                 model=model,
@@ -426,17 +519,24 @@ def _atomic_write_bytes(path: Path, write: Any) -> None:
 
 
 class RunDirWriter(Callback):
-    """Writes config.json at the start, metrics.csv every epoch, model.pt and curves.png at the end."""
+    """Writes config.json at the start; a metrics.csv row and an atomic checkpoint.pt (everything
+    needed to resume) after every epoch; model.pt and curves.png at the end."""
 
     METRICS_HEADER = "epoch,train_loss,train_acc,test_acc,seconds,elapsed\n"
 
-    def __init__(self, path: str | os.PathLike, overwrite: bool = False, plot: bool = True):
+    def __init__(self, path: str | os.PathLike, overwrite: bool = False, plot: bool = True, resume: bool = False):
         self.path = Path(path)
         self.overwrite = overwrite
         self.plot = plot
+        self.resume = resume
+
+    @staticmethod
+    def _row(record: EpochRecord) -> str:
+        return (f"{record.epoch},{record.train_loss:.6f},{record.train_acc:.4f},{record.test_acc:.4f},"
+                f"{record.seconds:.3f},{record.elapsed:.3f}\n")
 
     def on_train_start(self, trainer: Trainer) -> None:
-        trainer.run_dir = prepare_run_dir(self.path, self.overwrite)
+        trainer.run_dir = self.path if self.resume else prepare_run_dir(self.path, self.overwrite)
         config = trainer.config.to_dict()
         config["out"] = str(trainer.run_dir)
         doc = {
@@ -446,15 +546,16 @@ class RunDirWriter(Callback):
             "environment": environment_info(trainer.device),
         }
         (trainer.run_dir / "config.json").write_text(json.dumps(doc, indent=2) + "\n")
-        (trainer.run_dir / "metrics.csv").write_text(self.METRICS_HEADER)
+        # on resume: the rows of the epochs the checkpoint holds, nothing after them
+        rows = "".join(self._row(r) for r in trainer.history)
+        (trainer.run_dir / "metrics.csv").write_text(self.METRICS_HEADER + rows)
 
     def on_epoch_end(self, trainer: Trainer, record: EpochRecord) -> None:
         assert trainer.run_dir is not None
         with open(trainer.run_dir / "metrics.csv", "a") as fh:
-            fh.write(
-                f"{record.epoch},{record.train_loss:.6f},{record.train_acc:.4f},{record.test_acc:.4f},"
-                f"{record.seconds:.3f},{record.elapsed:.3f}\n"
-            )
+            fh.write(self._row(record))
+        state = trainer.state(record.epoch)
+        _atomic_write_bytes(trainer.run_dir / "checkpoint.pt", lambda fh: torch.save(state, fh))
 
     def on_train_end(self, trainer: Trainer, result: TrainResult) -> None:
         assert trainer.run_dir is not None and trainer.model is not None
@@ -487,6 +588,39 @@ def train(config: TrainConfig | None = None, callbacks: Sequence[Callback] = (),
         out = config.out or default_run_dir(config)
         check_run_dir(out, overwrite)  # fail before training, not after
         trainer.callbacks.insert(0, RunDirWriter(out, overwrite=overwrite))
+    return trainer.fit()
+
+
+def resume(run_dir: str | os.PathLike, callbacks: Sequence[Callback] = (), *, epochs: int | None = None,
+           data_dir: str | None = None) -> TrainResult:
+    """Continue an interrupted run from its last ``checkpoint.pt``, up to its (or a new) ``epochs``.
+
+    On the CPU with ``deterministic`` the final weights equal those of a run never stopped.
+    """
+    path = Path(run_dir)
+    ckpt = path / "checkpoint.pt"
+    if not path.is_dir():
+        raise RunDirError(f"--resume {path}: no such run directory")
+    if not ckpt.is_file():
+        raise RunDirError(f"--resume {path}: no checkpoint.pt there (runs write one after every epoch)")
+    try:
+        state = torch.load(ckpt, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise RunDirError(f"{ckpt} cannot be read ({type(exc).__name__}); it is truncated or not cnnlab's") from None
+    needed = {"epoch", "model", "optimizer", "scheduler", "torch_rng", "history", "config"}
+    if not isinstance(state, dict) or not needed <= set(state):
+        raise RunDirError(f"{ckpt} is not a cnnlab training checkpoint (needs {', '.join(sorted(needed))})")
+    config = TrainConfig.from_dict(state["config"])
+    config.out = str(path)
+    if epochs is not None:
+        config.epochs = epochs
+    if data_dir is not None:
+        config.data_dir = data_dir
+    if int(state["epoch"]) >= config.epochs:
+        raise RunDirError(f"{path} already has {state['epoch']} of {config.epochs} epochs; pass a larger --epochs to go on")
+    trainer = Trainer(config, callbacks)
+    trainer.resume_from = state
+    trainer.callbacks.insert(0, RunDirWriter(path, resume=True))
     return trainer.fit()
 
 

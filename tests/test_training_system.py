@@ -1,0 +1,117 @@
+"""Runs that survive (checkpoint every epoch, bitwise resume) and the optimisation options."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from cnnlab.errors import CnnlabError, RunDirError
+from cnnlab.train import Callback, TrainConfig, Trainer, resume, train
+
+from test_cli import assert_user_error, cnnlab as run_cli
+
+
+class StopAfter(Callback):
+    """Simulates Ctrl-C after an epoch (the run directory's writer has already checkpointed it)."""
+
+    def __init__(self, epoch: int):
+        self.epoch = epoch
+
+    def on_epoch_end(self, trainer, record):
+        if record.epoch == self.epoch:
+            raise KeyboardInterrupt
+
+
+@pytest.mark.parametrize("extra", [
+    dict(),
+    dict(model_options={"dropout2d": 0.2}, optimizer="adamw", schedule="cosine", warmup_epochs=0.5),
+    dict(momentum=0.9, nesterov=True, schedule="onecycle", label_smoothing=0.1, clip_grad=1.0),
+])
+def test_resume_is_bitwise_identical(tmp_path, extra):
+    config = TrainConfig(dataset="digits", epochs=3, batch_size=32, lr=0.05, **extra)
+    straight = train(config, out=str(tmp_path / "straight"))
+    with pytest.raises(KeyboardInterrupt):
+        train(config, [StopAfter(1)], out=str(tmp_path / "stopped"))
+    assert (tmp_path / "stopped" / "checkpoint.pt").is_file() and not (tmp_path / "stopped" / "model.pt").exists()
+    resumed = resume(tmp_path / "stopped")
+    a, b = straight.model.state_dict(), resumed.model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert [r.test_acc for r in resumed.history] == [r.test_acc for r in straight.history]
+    rows = (tmp_path / "stopped" / "metrics.csv").read_text().splitlines()
+    assert [r.split(",")[0] for r in rows[1:]] == ["1", "2", "3"]
+
+
+def test_resume_errors(tmp_path):
+    with pytest.raises(RunDirError, match="no such run directory"):
+        resume(tmp_path / "missing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(RunDirError, match="no checkpoint.pt"):
+        resume(tmp_path / "empty")
+    (tmp_path / "empty" / "checkpoint.pt").write_bytes(b"\x00" * 10)
+    with pytest.raises(RunDirError, match="cannot be read"):
+        resume(tmp_path / "empty")
+    train(TrainConfig(dataset="digits", epochs=1), out=str(tmp_path / "done"))
+    with pytest.raises(RunDirError, match="already has 1 of 1 epochs"):
+        resume(tmp_path / "done")
+    extended = resume(tmp_path / "done", epochs=2)
+    assert [r.epoch for r in extended.history] == [1, 2]
+
+
+def test_resume_cli(tmp_path):
+    out = tmp_path / "run"
+    assert run_cli("train", "--dataset", "digits", "--epochs", "1", "--out", str(out), "-q").returncode == 0
+    proc = run_cli("train", "--resume", str(out), "--epochs", "2")
+    assert proc.returncode == 0, proc.stderr
+    assert "Epoch: 002/002" in proc.stdout and "Epoch: 001/002" not in proc.stdout
+    assert_user_error(run_cli("train", "--resume", str(out)), "already has 2 of 2 epochs")
+
+
+def _lrs(**kwargs) -> list[float]:
+    trainer = Trainer(TrainConfig(dataset="digits", epochs=4, batch_size=360, lr=1.0, **kwargs))  # 4 steps per epoch
+    torch.manual_seed(0)
+    opt = trainer.build_optimizer(trainer.build_model())
+    sched = trainer.build_scheduler(opt)
+    lrs = []
+    for _ in range(16):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    return lrs
+
+
+def test_schedules():
+    assert _lrs() == [1.0] * 16
+    step = _lrs(schedule="step", step_size=2, gamma=0.5)
+    assert step[:8] == [1.0] * 8 and step[8:] == [0.5] * 8
+    cosine = _lrs(schedule="cosine")
+    assert cosine[0] == 1.0 and all(a > b for a, b in zip(cosine, cosine[1:])) and cosine[-1] < 0.02
+    warm = _lrs(schedule="cosine", warmup_epochs=1)
+    assert warm[:4] == [0.25, 0.5, 0.75, 1.0] and warm[4] == 1.0
+    one = _lrs(schedule="onecycle")
+    peak = max(range(16), key=lambda i: one[i])
+    assert 0 < peak < 15 and one[0] < 0.3 and one[-1] < 0.05
+
+
+def test_optimizer_choices():
+    def opt(**kw):
+        trainer = Trainer(TrainConfig(dataset="digits", **kw))
+        return trainer.build_optimizer(trainer.build_model())
+
+    assert isinstance(opt(optimizer="adamw", weight_decay=0.01), torch.optim.AdamW)
+    sgd = opt(momentum=0.9, nesterov=True, weight_decay=5e-4)
+    assert sgd.param_groups[0]["nesterov"] and sgd.param_groups[0]["weight_decay"] == 5e-4
+    for bad in (dict(nesterov=True), dict(label_smoothing=1.0), dict(clip_grad=0.0), dict(schedule="linear")):
+        with pytest.raises(CnnlabError):
+            TrainConfig(dataset="digits", **bad).validate()
+
+
+def test_label_smoothing_and_clipping_change_training():
+    base = train(TrainConfig(dataset="digits", epochs=1), write_run_dir=False)
+    smooth = train(TrainConfig(dataset="digits", epochs=1, label_smoothing=0.2), write_run_dir=False)
+    clipped = train(TrainConfig(dataset="digits", epochs=1, clip_grad=1e-3), write_run_dir=False)
+    w = base.model.conv_1.weight
+    assert not torch.equal(w, smooth.model.conv_1.weight)
+    assert not torch.equal(w, clipped.model.conv_1.weight)
+    assert math.isfinite(smooth.history[0].train_loss)
