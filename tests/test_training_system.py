@@ -115,3 +115,30 @@ def test_label_smoothing_and_clipping_change_training():
     assert not torch.equal(w, smooth.model.conv_1.weight)
     assert not torch.equal(w, clipped.model.conv_1.weight)
     assert math.isfinite(smooth.history[0].train_loss)
+
+
+def test_validation_split_selects_and_scores_test_once(tmp_path):
+    config = TrainConfig(dataset="digits", epochs=4, batch_size=32, lr=0.1, momentum=0.9, val_fraction=0.25,
+                         out=str(tmp_path / "v"))
+    result = train(config)
+    assert all(r.val_acc is not None and r.test_acc is None for r in result.history)
+    best = max(result.history, key=lambda r: r.val_acc)
+    import json
+
+    doc = json.loads((tmp_path / "v" / "result.json").read_text())
+    assert doc["best_epoch"] == next(r.epoch for r in result.history if r.val_acc == best.val_acc)
+    assert doc["test_acc"] == pytest.approx(result.test_acc)
+    trainer = Trainer(config)
+    assert len(trainer.train_data) + len(trainer.val_data) == 1438 and len(trainer.val_data) == round(0.25 * 1438)
+    again = Trainer(config)
+    assert torch.equal(trainer.val_data.labels, again.val_data.labels)  # seeded: the same split every time
+    from cnnlab.train import evaluate_run
+
+    correct, total, _ = evaluate_run(tmp_path / "v")  # model.pt holds the selected weights
+    assert (correct, total) == (result.test_correct, result.test_total)
+
+
+def test_validation_split_cli_errors(tmp_path):
+    assert_user_error(run_cli("train", "--dataset", "digits", "--val-fraction", "1.5"), "--val-fraction")
+    proc = run_cli("train", "--dataset", "digits", "--epochs", "1", "--val-fraction", "0.2", "--out", str(tmp_path / "r"))
+    assert proc.returncode == 0 and "Val:" in proc.stdout and "Best validation accuracy" in proc.stdout

@@ -447,8 +447,12 @@ def run_accuracies(run_dirs: Iterable[str | os.PathLike]) -> dict[str, tuple[flo
             raise RunDirError(f"--runs {run_dir}: no cnnlab run directory (config.json) there or one level below")
         for d in dirs:
             config = json.loads((d / "config.json").read_text())["config"]
-            with open(d / "metrics.csv") as fh:
-                accs = [float(r["test_acc"]) for r in csv.DictReader(fh)]
+            result_file = d / "result.json"
+            if result_file.is_file():  # the final (selected) model's test accuracy
+                accs = [float(json.loads(result_file.read_text())["test_acc"])]
+            else:
+                with open(d / "metrics.csv") as fh:
+                    accs = [float(r["test_acc"]) for r in csv.DictReader(fh) if r.get("test_acc")]
             if accs:
                 acc = accs[-1]
                 name = config["model"]

@@ -67,10 +67,15 @@ class ConsoleLogger(Callback):
             self.progress.stop()
         self.console.print(
             f"Epoch: {record.epoch:03d}/{trainer.config.epochs:03d} | Cost: {record.train_loss:.4f} | "
-            f"Train: {record.train_acc:.2f}% | Test: {record.test_acc:.2f}% | {record.seconds:.2f} s | "
+            f"Train: {record.train_acc:.2f}% | "
+            + (f"Val: {record.val_acc:.2f}%" if record.val_acc is not None else f"Test: {record.test_acc:.2f}%")
+            + f" | {record.seconds:.2f} s | "
             f"Time elapsed: {record.elapsed / 60:.2f} min"
         )
 
     def on_train_end(self, trainer: Trainer, result: TrainResult) -> None:
         self.console.print(f"Total Training Time: {result.seconds / 60:.2f} min")
+        if trainer.best is not None:
+            self.console.print(f"Best validation accuracy: {trainer.best['val_acc']:.2f}% at epoch "
+                               f"{trainer.best['epoch']} (those weights are kept and scored on test)")
         self.console.print(f"Test accuracy: {result.test_acc:.2f}% ({result.test_correct}/{result.test_total})")

@@ -91,6 +91,8 @@ OPTION = click.option("--option", "-o", "option", multiple=True, metavar="KEY=VA
               help="Start from this state_dict (torchvision .pth or a cnnlab model.pt); a head of another size is replaced.")
 @click.option("--freeze", multiple=True, metavar="MODULE",
               help="Keep this module's parameters fixed, e.g. --freeze features (repeatable).")
+@click.option("--val-fraction", type=float, default=0.0, show_default=True,
+              help="Seeded validation split of train: per-epoch figure and model selection; test scored once at the end.")
 @click.option("--limit-batches", type=int, default=None, help="Stop each epoch after N batches (quick smoke runs).")
 @click.option("--train-eval", type=click.Choice(["running", "full"]), default="running", show_default=True,
               help="Train accuracy from the epoch's own minibatches (free), or a full eval-mode pass over the "
@@ -103,7 +105,7 @@ def train(model: str, dataset: str, epochs: int, batch_size: int, lr: float, opt
           nesterov: bool, weight_decay: float, schedule: str, warmup_epochs: float, step_size: int, gamma: float,
           label_smoothing: float, clip_grad: float | None, resume_dir: Path | None, seed: int, device: str, out: Path | None, overwrite: bool, data_dir: Path | None,
           download: bool, deterministic: bool, init: str, input_size: int | None, in_channels: int | None,
-          weights: Path | None, freeze: tuple[str, ...], limit_batches: int | None, train_eval: str, channels_last: bool | None,
+          weights: Path | None, freeze: tuple[str, ...], val_fraction: float, limit_batches: int | None, train_eval: str, channels_last: bool | None,
           option: tuple[str, ...], quiet: bool) -> None:
     """Train a model. With no arguments: the lecture's ConvNet recipe on MNIST."""
     from cnnlab.callbacks import ConsoleLogger
@@ -145,6 +147,7 @@ def train(model: str, dataset: str, epochs: int, batch_size: int, lr: float, opt
         weights=str(weights) if weights else None,
         freeze=list(freeze),
         limit_batches=limit_batches,
+        val_fraction=val_fraction,
         train_eval=train_eval,
         channels_last=channels_last,
         data_dir=str(data_dir) if data_dir else None,

@@ -28,7 +28,10 @@ def plot_curves(batch_losses: Sequence[float], history: Sequence, path: str | Pa
     ax_loss.legend()
     epochs = [r.epoch for r in history]
     ax_acc.plot(epochs, [r.train_acc for r in history], marker="o", label="train")
-    ax_acc.plot(epochs, [r.test_acc for r in history], marker="s", label="test")
+    for key, marker in (("val_acc", "^"), ("test_acc", "s")):
+        points = [(r.epoch, getattr(r, key)) for r in history if getattr(r, key) is not None]
+        if points:
+            ax_acc.plot(*zip(*points), marker=marker, label=key.removesuffix("_acc"))
     ax_acc.set_xlabel("epoch")
     ax_acc.set_ylabel("accuracy (%)")
     ax_acc.set_title("Accuracy per epoch")
@@ -47,7 +50,7 @@ def plot_init_experiment(rows: Sequence, path: str | Path) -> Path:
     for row in rows:
         epochs = [r.epoch for r in row.history]
         ax_train.plot(epochs, [r.train_acc for r in row.history], marker="o", ms=3, label=row.init)
-        ax_test.plot(epochs, [r.test_acc for r in row.history], marker="o", ms=3, label=row.init)
+        ax_test.plot(epochs, [r.monitored for r in row.history], marker="o", ms=3, label=row.init)
     for ax, title in ((ax_train, "Train accuracy"), (ax_test, "Test accuracy")):
         ax.set_xlabel("epoch")
         ax.set_title(title)

@@ -79,6 +79,7 @@ class TrainConfig:
     # "running": accuracy of the epoch's own minibatch predictions (free; as Keras and Lightning
     # report it). "full": rescan the whole train set in eval mode after the epoch, as the
     # lecture notebook's compute_accuracy() does (one extra forward pass over the train set).
+    val_fraction: float = 0.0  # seeded split of train used for the per-epoch figure and model selection
     train_eval: str = "running"
     channels_last: bool | None = None  # NHWC memory format; None: on for CPU (oneDNN ~1.3-2x faster here), off on CUDA
     input_size: int | None = None  # None: the dataset's; else images are resized once, in memory
@@ -114,6 +115,8 @@ class TrainConfig:
             raise CnnlabError(f"--clip-grad must be positive, got {self.clip_grad!r}")
         if self.warmup_epochs < 0 or self.step_size < 1 or not 0 < self.gamma <= 1:
             raise CnnlabError("--warmup-epochs must be >= 0, --step-size >= 1 and --gamma in (0, 1]")
+        if not 0 <= self.val_fraction < 1:
+            raise CnnlabError(f"--val-fraction must be in [0, 1), got {self.val_fraction!r}")
         if self.train_eval not in TRAIN_EVALS:
             raise CnnlabError(f"--train-eval must be one of {', '.join(TRAIN_EVALS)}, got {self.train_eval!r}")
         if self.optimizer not in OPTIMIZERS:
@@ -135,9 +138,15 @@ class EpochRecord:
     epoch: int
     train_loss: float  # mean minibatch cost over the epoch
     train_acc: float  # percent; see TrainConfig.train_eval for which of the two definitions
-    test_acc: float  # percent
+    test_acc: float | None  # percent; None when a validation split is used (test is scored once, at the end)
     seconds: float  # training time of the epoch, evaluation excluded
     elapsed: float  # wall time since the start, evaluation included
+    val_acc: float | None = None  # percent, when --val-fraction carves a validation split
+
+    @property
+    def monitored(self) -> float:
+        """The per-epoch figure used for model selection: validation if there is one, else test."""
+        return self.val_acc if self.val_acc is not None else self.test_acc  # type: ignore[return-value]
 
 
 @dataclass
@@ -205,6 +214,18 @@ def determinism(enabled: bool, device: torch.device) -> Iterator[None]:
         torch.backends.cudnn.benchmark = saved[3]
 
 
+def split_validation(data: TensorData, fraction: float, seed: int) -> tuple[TensorData, TensorData]:
+    """A seeded random (train, val) split of ``data``; the same seed gives the same split."""
+    n_val = round(fraction * len(data))
+    if not 1 <= n_val < len(data):
+        raise CnnlabError(f"--val-fraction {fraction} leaves {n_val} of {len(data)} images for validation; "
+                          f"choose a fraction that keeps at least one image on each side")
+    order = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))
+    val_idx, train_idx = order[:n_val].sort().values, order[n_val:].sort().values
+    pick = lambda idx: TensorData(data.images[idx], data.labels[idx], data.classes)  # noqa: E731
+    return pick(train_idx), pick(val_idx)
+
+
 @torch.inference_mode()
 def evaluate_accuracy(
     model: nn.Module,
@@ -251,6 +272,10 @@ class Trainer:
         get_model_info(config.model)  # unknown model: fail before loading any data
         train_data, test_data = load_prepared(config.dataset, config.data_dir, download=config.download,
                                               input_size=config.input_size, in_channels=config.in_channels)
+        self.val_data: TensorData | None = None
+        if config.val_fraction > 0:
+            train_data, val_data = split_validation(train_data, config.val_fraction, config.seed)
+            self.val_data = val_data.to(self.device)
         self.classes = train_data.classes
         self.input_shape = train_data.sample_shape  # (C, H, W)
         self.train_data = train_data.to(self.device)
@@ -261,6 +286,7 @@ class Trainer:
         self.shuffle: torch.Generator | None = None
         self.resume_from: dict[str, Any] | None = None  # a checkpoint to continue (see resume())
         self.test_counts: tuple[int, int] | None = None
+        self.best: dict[str, Any] | None = None  # best validation epoch, its accuracy and weights
         self.replaced_head: list[str] = []
         self.optimizer: torch.optim.Optimizer | None = None
         self.batch_losses: list[float] = []
@@ -353,6 +379,7 @@ class Trainer:
             "history": [dataclasses.asdict(r) for r in self.history],
             "batch_losses": list(self.batch_losses),
             "config": self.config.to_dict(),
+            "best": self.best,
         }
         if self.device.type == "cuda":
             state["cuda_rng"] = torch.cuda.get_rng_state(self.device)
@@ -373,6 +400,7 @@ class Trainer:
             torch.cuda.set_rng_state(state["cuda_rng"], self.device)
         self.history = [EpochRecord(**r) for r in state["history"]]
         self.batch_losses = list(state["batch_losses"])
+        self.best = state.get("best")
         return int(state["epoch"])
 
     @staticmethod
@@ -435,18 +463,34 @@ class Trainer:
                     train_correct, train_total, _ = evaluate_accuracy(model, self.train_data, c.eval_batch_size, fmt)
                 else:
                     train_correct, train_total = int(running_correct), seen
-                test_correct, test_total, _ = evaluate_accuracy(model, self.test_data, c.eval_batch_size, fmt)
-                self.test_counts = (test_correct, test_total)
+                val_acc = test_acc = None
+                if self.val_data is not None:
+                    val_correct, val_total, _ = evaluate_accuracy(model, self.val_data, c.eval_batch_size, fmt)
+                    val_acc = 100.0 * val_correct / val_total
+                else:
+                    test_correct, test_total, _ = evaluate_accuracy(model, self.test_data, c.eval_batch_size, fmt)
+                    self.test_counts = (test_correct, test_total)
+                    test_acc = 100.0 * test_correct / test_total
                 record = EpochRecord(
                     epoch=epoch,
                     train_loss=sum(epoch_losses) / len(epoch_losses),
                     train_acc=100.0 * train_correct / train_total,
-                    test_acc=100.0 * test_correct / test_total,
+                    test_acc=test_acc,
                     seconds=seconds,
                     elapsed=time.perf_counter() - start,
+                    val_acc=val_acc,
                 )
                 self.history.append(record)
+                if self.val_data is not None and (self.best is None or val_acc > self.best["val_acc"]):
+                    self.best = {"epoch": epoch, "val_acc": val_acc,
+                                 "model": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}}
                 self._call("on_epoch_end", record)
+            if self.val_data is not None:
+                # model selection on validation; the test set is scored once, for the selected weights
+                assert self.best is not None
+                model.load_state_dict(self.best["model"])
+                correct, total, _ = evaluate_accuracy(model, self.test_data, c.eval_batch_size, fmt)
+                self.test_counts = (correct, total)
             assert self.test_counts is not None  # at least one epoch ran (resume() checks)
             result = TrainResult(
                 config=c,
@@ -522,7 +566,7 @@ class RunDirWriter(Callback):
     """Writes config.json at the start; a metrics.csv row and an atomic checkpoint.pt (everything
     needed to resume) after every epoch; model.pt and curves.png at the end."""
 
-    METRICS_HEADER = "epoch,train_loss,train_acc,test_acc,seconds,elapsed\n"
+    METRICS_HEADER = "epoch,train_loss,train_acc,val_acc,test_acc,seconds,elapsed\n"
 
     def __init__(self, path: str | os.PathLike, overwrite: bool = False, plot: bool = True, resume: bool = False):
         self.path = Path(path)
@@ -532,8 +576,9 @@ class RunDirWriter(Callback):
 
     @staticmethod
     def _row(record: EpochRecord) -> str:
-        return (f"{record.epoch},{record.train_loss:.6f},{record.train_acc:.4f},{record.test_acc:.4f},"
-                f"{record.seconds:.3f},{record.elapsed:.3f}\n")
+        pct = lambda v: "" if v is None else f"{v:.4f}"  # noqa: E731
+        return (f"{record.epoch},{record.train_loss:.6f},{record.train_acc:.4f},{pct(record.val_acc)},"
+                f"{pct(record.test_acc)},{record.seconds:.3f},{record.elapsed:.3f}\n")
 
     def on_train_start(self, trainer: Trainer) -> None:
         trainer.run_dir = self.path if self.resume else prepare_run_dir(self.path, self.overwrite)
@@ -567,8 +612,14 @@ class RunDirWriter(Callback):
             "input_shape": list(trainer.input_shape),
             "test_correct": result.test_correct,
             "test_total": result.test_total,
+            "best_epoch": trainer.best["epoch"] if trainer.best else None,
             "cnnlab_version": cnnlab.__version__,
         }
+        (trainer.run_dir / "result.json").write_text(json.dumps({
+            "test_acc": result.test_acc, "test_correct": result.test_correct, "test_total": result.test_total,
+            "best_epoch": trainer.best["epoch"] if trainer.best else None,
+            "best_val_acc": trainer.best["val_acc"] if trainer.best else None, "seconds": result.seconds,
+        }, indent=2) + "\n")
         _atomic_write_bytes(trainer.run_dir / "model.pt", lambda fh: torch.save(checkpoint, fh))
         if self.plot:
             from cnnlab.plots import plot_curves
