@@ -35,6 +35,8 @@ class ConsoleLogger(Callback):
             f"{c.epochs} epochs, seed {c.seed}, {trainer.device}{threads}"
             + (", deterministic" if c.deterministic else "")
         )
+        if trainer.skipped:
+            self.console.print(f"Skipped {len(trainer.skipped)} unreadable file(s), e.g. {trainer.skipped[0]}")
         if trainer.run_dir is not None:
             self.console.print(f"Run directory: {trainer.run_dir}")
 

@@ -55,7 +55,8 @@ OPTION = click.option("--option", "-o", "option", multiple=True, metavar="KEY=VA
 
 @app.command(context_settings=CONTEXT)
 @click.option("--model", default="convnet", show_default=True, help="Model name (see `cnnlab models`).")
-@click.option("--dataset", default="mnist", show_default=True, help="mnist, or digits (bundled, offline).")
+@click.option("--dataset", default="mnist", show_default=True,
+              help="mnist, digits (bundled, offline), or imagefolder (--data-dir DIR with DIR/train/<class>/*).")
 @click.option("--epochs", type=int, default=10, show_default=True, help="Passes over the training set.")
 @click.option("--batch-size", type=int, default=128, show_default=True, help="Minibatch size.")
 @click.option("--lr", type=float, default=0.05, show_default=True, help="Learning rate.")
@@ -91,6 +92,7 @@ OPTION = click.option("--option", "-o", "option", multiple=True, metavar="KEY=VA
               help="Start from this state_dict (torchvision .pth or a cnnlab model.pt); a head of another size is replaced.")
 @click.option("--freeze", multiple=True, metavar="MODULE",
               help="Keep this module's parameters fixed, e.g. --freeze features (repeatable).")
+@click.option("--skip-bad-images", is_flag=True, help="imagefolder: skip and count unreadable files.")
 @click.option("--val-fraction", type=float, default=0.0, show_default=True,
               help="Seeded validation split of train: per-epoch figure and model selection; test scored once at the end.")
 @click.option("--limit-batches", type=int, default=None, help="Stop each epoch after N batches (quick smoke runs).")
@@ -105,7 +107,7 @@ def train(model: str, dataset: str, epochs: int, batch_size: int, lr: float, opt
           nesterov: bool, weight_decay: float, schedule: str, warmup_epochs: float, step_size: int, gamma: float,
           label_smoothing: float, clip_grad: float | None, resume_dir: Path | None, seed: int, device: str, out: Path | None, overwrite: bool, data_dir: Path | None,
           download: bool, deterministic: bool, init: str, input_size: int | None, in_channels: int | None,
-          weights: Path | None, freeze: tuple[str, ...], val_fraction: float, limit_batches: int | None, train_eval: str, channels_last: bool | None,
+          weights: Path | None, freeze: tuple[str, ...], skip_bad_images: bool, val_fraction: float, limit_batches: int | None, train_eval: str, channels_last: bool | None,
           option: tuple[str, ...], quiet: bool) -> None:
     """Train a model. With no arguments: the lecture's ConvNet recipe on MNIST."""
     from cnnlab.callbacks import ConsoleLogger
@@ -148,6 +150,7 @@ def train(model: str, dataset: str, epochs: int, batch_size: int, lr: float, opt
         freeze=list(freeze),
         limit_batches=limit_batches,
         val_fraction=val_fraction,
+        skip_bad_images=skip_bad_images,
         train_eval=train_eval,
         channels_last=channels_last,
         data_dir=str(data_dir) if data_dir else None,
@@ -172,6 +175,19 @@ def evaluate(run_dir: Path, data_dir: Path | None, device: str) -> None:
     correct, total, run = evaluate_run(run_dir, data_dir=str(data_dir) if data_dir else None, device=device)
     console.print(f"{run.config.model} on {run.config.dataset} from {run.path}")
     console.print(f"Test accuracy: {100.0 * correct / total:.2f}% ({correct}/{total})")
+
+
+@app.command(context_settings=CONTEXT)
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--top-k", type=int, default=3, show_default=True)
+@click.option("--device", type=DEVICES, default="auto", show_default=True)
+def predict(run_dir: Path, images: tuple[Path, ...], top_k: int, device: str) -> None:
+    """Top-k classes for image files (any size or mode), converted the way the run's data was."""
+    from cnnlab.train import predict as run_predict
+
+    for path, ranked in run_predict(run_dir, images, top_k=top_k, device=device):
+        console.print(f"{path}: " + ", ".join(f"{name} {100 * p:.1f}%" for name, p in ranked))
 
 
 @app.command(context_settings=CONTEXT)

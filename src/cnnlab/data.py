@@ -50,6 +50,7 @@ class TensorData:
     images: torch.Tensor
     labels: torch.Tensor
     classes: list[str]
+    skipped: tuple[str, ...] = ()  # unreadable files left out (--skip-bad-images)
 
     def __post_init__(self) -> None:
         if self.images.dim() != 4:
@@ -145,11 +146,21 @@ def _load_digits(root: Path, download: bool) -> tuple[TensorData, TensorData]:
     )
 
 
+def _load_imagefolder(root: Path) -> tuple[TensorData, TensorData]:
+    from cnnlab.imagefolder import load_image_folder
+
+    train, test, _ = load_image_folder(root)
+    return train, test
+
+
 DATASETS: dict[str, DatasetSpec] = {
     "mnist": DatasetSpec("mnist", 1, 28, 10, "MNIST handwritten digits, 60,000 train / 10,000 test, 28x28", _load_mnist),
     "digits": DatasetSpec(
         "digits", 1, 8, 10, "scikit-learn's bundled 8x8 digits, 1,438 train / 359 test (offline)", _load_digits
     ),
+    # loaded by cnnlab.imagefolder (sizes and channels come from the run's settings)
+    "imagefolder": DatasetSpec("imagefolder", 3, 32, 0, "your images: --data-dir DIR with DIR/train/<class>/*",
+                               lambda root, download: _load_imagefolder(root)),
 }
 
 
@@ -234,8 +245,22 @@ def load_prepared(
     download: bool = True,
     input_size: int | None = None,
     in_channels: int | None = None,
+    skip_bad_images: bool = False,
 ) -> tuple[TensorData, TensorData]:
-    """:func:`load_dataset`, then resized to ``input_size`` and repeated to ``in_channels`` if asked."""
+    """:func:`load_dataset`, then resized to ``input_size`` and repeated to ``in_channels`` if asked.
+
+    ``imagefolder`` decodes the user's files straight to ``input_size`` (default 32) and
+    ``in_channels`` (default: 3 if any image has colour, else 1).
+    """
+    if name == "imagefolder":
+        from cnnlab.imagefolder import load_image_folder
+
+        if data_dir is None:
+            raise CnnlabError("--dataset imagefolder needs --data-dir DIR, with DIR/train/<class>/<images>")
+        train, test, skipped = load_image_folder(data_dir, input_size, in_channels, skip_bad=skip_bad_images)
+        train.skipped = tuple(str(p) for p in skipped)
+        return train, test
+    get_dataset_spec(name)
     train, test = load_dataset(name, data_dir, download=download)
     if input_size is not None:
         train, test = resize_images(train, input_size), resize_images(test, input_size)

@@ -38,6 +38,7 @@ __all__ = [
     "Trainer",
     "train",
     "resume",
+    "predict",
     "evaluate_accuracy",
     "evaluate_run",
     "load_run",
@@ -79,6 +80,7 @@ class TrainConfig:
     # "running": accuracy of the epoch's own minibatch predictions (free; as Keras and Lightning
     # report it). "full": rescan the whole train set in eval mode after the epoch, as the
     # lecture notebook's compute_accuracy() does (one extra forward pass over the train set).
+    skip_bad_images: bool = False  # imagefolder: skip (and count) unreadable files instead of stopping
     val_fraction: float = 0.0  # seeded split of train used for the per-epoch figure and model selection
     train_eval: str = "running"
     channels_last: bool | None = None  # NHWC memory format; None: on for CPU (oneDNN ~1.3-2x faster here), off on CUDA
@@ -271,7 +273,9 @@ class Trainer:
         spec = get_dataset_spec(config.dataset)
         get_model_info(config.model)  # unknown model: fail before loading any data
         train_data, test_data = load_prepared(config.dataset, config.data_dir, download=config.download,
-                                              input_size=config.input_size, in_channels=config.in_channels)
+                                              input_size=config.input_size, in_channels=config.in_channels,
+                                              skip_bad_images=config.skip_bad_images)
+        self.skipped = train_data.skipped
         self.val_data: TensorData | None = None
         if config.val_fraction > 0:
             train_data, val_data = split_validation(train_data, config.val_fraction, config.seed)
@@ -588,6 +592,7 @@ class RunDirWriter(Callback):
             "config": config,
             "classes": trainer.classes,
             "input_shape": list(trainer.input_shape),
+            "skipped_files": list(trainer.skipped),
             "environment": environment_info(trainer.device),
         }
         (trainer.run_dir / "config.json").write_text(json.dumps(doc, indent=2) + "\n")
@@ -719,12 +724,32 @@ def evaluate_run(run_dir: str | os.PathLike, *, data_dir: str | None = None, dev
     """Reload a run and score its test split: (correct, total, run)."""
     dev = resolve_device(device)
     run = load_run(run_dir, dev)
-    c = run.config
-    _, test = load_prepared(c.dataset, data_dir or c.data_dir, download=c.download, input_size=c.input_size,
-                            in_channels=c.in_channels)
+    c, h, _ = run.input_shape
+    _, test = load_prepared(run.config.dataset, data_dir or run.config.data_dir, download=run.config.download,
+                            input_size=h, in_channels=c, skip_bad_images=run.config.skip_bad_images)
     test = test.to(dev)
     with determinism(run.config.deterministic, dev):
         fmt = memory_format_for(run.config, dev)
         run.model.to(memory_format=fmt)
         correct, total, _ = evaluate_accuracy(run.model, test, run.config.eval_batch_size, fmt)
     return correct, total, run
+
+
+@torch.inference_mode()
+def predict(run_dir: str | os.PathLike, images: Sequence[str | os.PathLike], *, top_k: int = 3,
+            device: str = "auto") -> list[tuple[str, list[tuple[str, float]]]]:
+    """Top-k classes with probabilities for image files of any size and mode, converted the way
+    the run's data was (channels, square side, ``ToTensor`` scaling)."""
+    from cnnlab.imagefolder import decode_image
+
+    if top_k < 1:
+        raise CnnlabError(f"--top-k must be a positive integer, got {top_k}")
+    dev = resolve_device(device)
+    run = load_run(run_dir, dev)
+    c, h, _ = run.input_shape
+    x = torch.stack([decode_image(p, c, h) for p in images]).to(dev).float().div_(255.0)
+    probs = torch.softmax(run.model(x.contiguous(memory_format=memory_format_for(run.config, dev))), dim=1)
+    k = min(top_k, probs.shape[1])
+    values, indices = probs.topk(k, dim=1)
+    return [(str(p), [(run.classes[int(i)], float(v)) for v, i in zip(vs, ix)])
+            for p, vs, ix in zip(images, values.cpu(), indices.cpu())]

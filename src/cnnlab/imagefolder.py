@@ -1,0 +1,132 @@
+"""User image folders: ``DIR/train/<class>/*`` (and optionally ``DIR/test/<class>/*``).
+
+Images of any size and mode (L, RGB, RGBA, P, ...) are decoded once, converted to the run's
+channels (transparency composited on white), resized to a square side, and kept in memory as
+uint8 tensors, like the built-in datasets. Without a ``test/`` folder, a seeded 20% of each
+class is held out as the test split.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from cnnlab.data import TensorData
+from cnnlab.errors import CnnlabError, DataNotFoundError
+
+__all__ = ["IMAGE_EXTENSIONS", "decode_image", "load_image_folder", "DEFAULT_SIDE"]
+
+IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
+DEFAULT_SIDE = 32  # square side when --input-size is not given
+
+
+class BadImageError(CnnlabError):
+    """A file that cannot be decoded as an image."""
+
+
+def decode_image(path: str | os.PathLike, channels: int, side: int) -> torch.Tensor:
+    """One image file -> uint8 tensor (channels, side, side)."""
+    path = Path(path)
+    if not path.is_file():
+        raise BadImageError(f"{path}: no such file")
+    try:
+        with Image.open(path) as im:
+            im.load()
+            if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+                rgba = im.convert("RGBA")
+                background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+                im = Image.alpha_composite(background, rgba)
+            im = im.convert("L" if channels == 1 else "RGB")
+            im = im.resize((side, side), Image.BILINEAR, reducing_gap=None)
+            array = np.asarray(im, dtype=np.uint8)
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+        raise BadImageError(f"{path} is not a readable image ({type(exc).__name__}); remove it, or pass "
+                            f"--skip-bad-images to skip and count such files") from None
+    if array.ndim == 2:
+        array = array[:, :, None]
+    return torch.from_numpy(array.copy()).permute(2, 0, 1).contiguous()  # (C, H, W)
+
+
+def _scan(split_dir: Path) -> tuple[list[str], list[tuple[Path, int]]]:
+    if not split_dir.is_dir():
+        raise DataNotFoundError(f"{split_dir} does not exist; an image folder needs DIR/train/<class>/<images>")
+    classes = sorted(d.name for d in split_dir.iterdir() if d.is_dir() and not d.name.startswith("."))
+    if not classes:
+        raise DataNotFoundError(f"no class folders in {split_dir}; expected {split_dir}/<class>/<images>")
+    items = []
+    for label, name in enumerate(classes):
+        files = sorted(f for f in (split_dir / name).iterdir() if f.is_file() and not f.name.startswith("."))
+        if not files:
+            raise DataNotFoundError(f"class folder {split_dir / name} is empty; add images or remove the folder")
+        items += [(f, label) for f in files]
+    return classes, items
+
+
+def _guess_channels(items: list[tuple[Path, int]]) -> int:
+    """3 if any image has colour, else 1 (headers only: no pixels are decoded)."""
+    for path, _ in items:
+        if path.suffix.lower() not in IMAGE_EXTENSIONS:
+            continue
+        try:
+            with Image.open(path) as im:
+                if im.mode not in ("1", "L", "LA", "I", "I;16", "F"):
+                    return 3
+        except (UnidentifiedImageError, OSError):
+            continue
+    return 1
+
+
+def _decode_all(items, channels, side, skip_bad) -> tuple[torch.Tensor, torch.Tensor, list[Path]]:
+    images, labels, bad = [], [], []
+    for path, label in items:
+        try:
+            images.append(decode_image(path, channels, side))
+            labels.append(label)
+        except BadImageError:
+            if not skip_bad:
+                raise
+            bad.append(path)
+    if not images:
+        raise DataNotFoundError("no readable image in the folder")
+    return torch.stack(images), torch.tensor(labels, dtype=torch.long), bad
+
+
+def load_image_folder(
+    root: str | os.PathLike,
+    side: int | None = None,
+    channels: int | None = None,
+    *,
+    skip_bad: bool = False,
+    seed: int = 0,
+    test_fraction: float = 0.2,
+) -> tuple[TensorData, TensorData, list[Path]]:
+    """(train, test, skipped files) from ``root/train`` (+ ``root/test`` if present)."""
+    root = Path(root)
+    side = side or DEFAULT_SIDE
+    classes, items = _scan(root / "train")
+    test_items = None
+    if (root / "test").is_dir():
+        test_classes, test_items = _scan(root / "test")
+        if test_classes != classes:
+            raise CnnlabError(f"{root / 'test'} has classes {test_classes} but {root / 'train'} has {classes}")
+    channels = channels or _guess_channels(items)
+    images, labels, bad = _decode_all(items, channels, side, skip_bad)
+    if test_items is not None:
+        test_images, test_labels, bad_test = _decode_all(test_items, channels, side, skip_bad)
+        bad += bad_test
+    else:  # a seeded, per-class split
+        g = torch.Generator().manual_seed(seed)
+        test_mask = torch.zeros(len(labels), dtype=torch.bool)
+        for c in range(len(classes)):
+            idx = torch.nonzero(labels == c).flatten()
+            idx = idx[torch.randperm(len(idx), generator=g)]
+            test_mask[idx[: int(round(test_fraction * len(idx)))]] = True
+        if test_mask.all() or not test_mask.any():
+            raise CnnlabError(f"{root / 'train'} has too few images to hold out a test split; add a test/ folder")
+        test_images, test_labels = images[test_mask], labels[test_mask]
+        images, labels = images[~test_mask], labels[~test_mask]
+    return TensorData(images, labels, classes), TensorData(test_images, test_labels, classes), bad

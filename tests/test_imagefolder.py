@@ -1,0 +1,100 @@
+"""User image folders (PNG and JPEG of mixed sizes and modes), their error paths, and predict."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from cnnlab.imagefolder import decode_image, load_image_folder
+from cnnlab.train import TrainConfig, evaluate_run, predict, train
+
+from test_cli import assert_user_error, cnnlab as run_cli
+
+MODES = ["L", "RGB", "RGBA", "P"]
+
+
+def _image(kind: int, size: tuple[int, int], mode: str, rng) -> Image.Image:
+    """Class 0: bright left half; class 1: bright top half (learnable at any size and mode)."""
+    w, h = size
+    arr = rng.integers(0, 60, (h, w, 3), dtype=np.uint8)
+    if kind == 0:
+        arr[:, : w // 2] += 180
+    else:
+        arr[: h // 2] += 180
+    im = Image.fromarray(arr, "RGB")
+    if mode == "L":
+        return im.convert("L")
+    if mode == "RGBA":
+        return im.convert("RGBA")
+    if mode == "P":
+        return im.convert("P")
+    return im
+
+
+def make_folder(root, n_per_class=24, splits=("train",), seed=0):
+    rng = np.random.default_rng(seed)
+    for split in splits:
+        for kind, name in enumerate(["left", "top"]):
+            d = root / split / name
+            d.mkdir(parents=True)
+            for i in range(n_per_class):
+                size = (int(rng.integers(12, 40)), int(rng.integers(12, 40)))
+                mode = MODES[i % 4]
+                ext = ".jpg" if mode in ("L", "RGB") and i % 3 == 0 else ".png"
+                _image(kind, size, mode, rng).save(d / f"{i}{ext}")
+    return root
+
+
+def test_load_mixed_folder(tmp_path):
+    root = make_folder(tmp_path / "imgs")
+    train_data, test_data, bad = load_image_folder(root, side=16)
+    assert train_data.classes == ["left", "top"] and bad == []
+    assert train_data.images.shape[1:] == (3, 16, 16) and train_data.images.dtype == torch.uint8  # colour found
+    assert len(train_data) + len(test_data) == 48 and len(test_data) == 2 * round(0.2 * 24)
+    gray, _, _ = load_image_folder(root, side=8, channels=1)
+    assert gray.images.shape[1:] == (1, 8, 8)
+
+
+def test_transparency_is_composited_on_white(tmp_path):
+    im = Image.new("RGBA", (10, 10), (0, 0, 0, 0))
+    im.save(tmp_path / "clear.png")
+    assert int(decode_image(tmp_path / "clear.png", 3, 4).min()) == 255
+
+
+def test_train_predict_evaluate_on_a_folder(tmp_path):
+    root = make_folder(tmp_path / "imgs", splits=("train", "test"))
+    out = tmp_path / "run"
+    result = train(TrainConfig(model="convnet", dataset="imagefolder", data_dir=str(root), input_size=16, epochs=8,
+                               batch_size=8, lr=0.05, momentum=0.9, out=str(out)))
+    assert result.test_total == 48 and result.test_acc >= 90.0
+    assert evaluate_run(out)[:2] == (result.test_correct, result.test_total)
+    files = [root / "test" / "left" / "0.jpg", root / "test" / "top" / "1.png"]
+    ranked = predict(out, files, top_k=2)
+    assert [r[1][0][0] for r in ranked] == ["left", "top"]
+    assert all(abs(sum(p for _, p in r[1]) - 1.0) < 1e-5 for r in ranked)
+    proc = run_cli("predict", str(out), str(files[0]), "--top-k", "1")
+    assert proc.returncode == 0 and "left" in proc.stdout
+    assert_user_error(run_cli("predict", str(out), str(tmp_path / "nope.png")), "no such file")
+
+
+def test_folder_errors_are_one_line(tmp_path):
+    root = make_folder(tmp_path / "imgs", n_per_class=6)
+    (root / "train" / "left" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    out = tmp_path / "run"
+    args = ["train", "--dataset", "imagefolder", "--data-dir", str(root), "--epochs", "1", "--out", str(out)]
+    assert_user_error(run_cli(*args), "broken.png is not a readable image", "--skip-bad-images")
+    proc = run_cli(*args, "--skip-bad-images")
+    assert proc.returncode == 0, proc.stderr
+    assert "Skipped 1 unreadable file(s)" in proc.stdout
+    (root / "train" / "empty").mkdir()
+    assert_user_error(run_cli(*args, "--overwrite"), "class folder", "is empty")
+    assert_user_error(run_cli("train", "--dataset", "imagefolder", "--data-dir", str(tmp_path / "none")), "does not exist")
+    (tmp_path / "flat" / "train").mkdir(parents=True)
+    assert_user_error(run_cli("train", "--dataset", "imagefolder", "--data-dir", str(tmp_path / "flat")),
+                      "no class folders")
+    (root / "train" / "empty").rmdir()
+    (root / "train" / "left" / "broken.png").unlink()
+    (root / "train" / "top" / "notes.txt").write_text("not an image")
+    assert_user_error(run_cli(*args, "--overwrite"), "notes.txt is not a readable image")
