@@ -142,3 +142,39 @@ def test_validation_split_cli_errors(tmp_path):
     assert_user_error(run_cli("train", "--dataset", "digits", "--val-fraction", "1.5"), "--val-fraction")
     proc = run_cli("train", "--dataset", "digits", "--epochs", "1", "--val-fraction", "0.2", "--out", str(tmp_path / "r"))
     assert proc.returncode == 0 and "Val:" in proc.stdout and "Best validation accuracy" in proc.stdout
+
+
+def test_export_onnx_matches_onnxruntime(tmp_path):
+    pytest.importorskip("onnxruntime")
+    out = tmp_path / "run"
+    train(TrainConfig(dataset="digits", epochs=1, out=str(out)))
+    from cnnlab.export import export_onnx
+
+    path, diff = export_onnx(out)
+    assert path == out / "model.onnx" and diff <= 1e-4
+    import numpy as np
+    import onnxruntime as ort
+
+    from cnnlab.train import load_run
+
+    run = load_run(out)
+    x = torch.rand(7, 1, 8, 8)  # another batch size than the export's example: the batch axis is dynamic
+    got = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"images": x.numpy()})[0]
+    np.testing.assert_allclose(got, run.model(x).detach().numpy(), atol=1e-4)
+    assert_user_error(run_cli("export", str(out)), "already exists", "--overwrite")
+    proc = run_cli("export", str(out), "--overwrite", "--out", str(tmp_path / "m.onnx"))
+    assert proc.returncode == 0 and "max |diff|" in proc.stdout
+
+
+def test_runs_table(tmp_path):
+    train(TrainConfig(dataset="digits", epochs=2, val_fraction=0.2), out=str(tmp_path / "runs" / "a"))
+    with pytest.raises(KeyboardInterrupt):
+        train(TrainConfig(dataset="digits", epochs=3), [StopAfter(1)], out=str(tmp_path / "runs" / "b"))
+    from cnnlab.train import list_runs
+
+    rows = {r["run"].rsplit("/", 1)[-1]: r for r in list_runs(tmp_path / "runs")}
+    assert rows["a"]["status"] == "finished" and rows["a"]["epochs"] == "2/2" and rows["a"]["best_val_acc"] is not None
+    assert rows["b"]["status"].startswith("interrupted") and rows["b"]["epochs"] == "1/3"
+    proc = run_cli("runs", str(tmp_path / "runs"))
+    assert proc.returncode == 0 and "interrupted" in proc.stdout
+    assert_user_error(run_cli("runs", str(tmp_path / "none")), "is not a folder")

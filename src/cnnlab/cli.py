@@ -191,6 +191,41 @@ def predict(run_dir: Path, images: tuple[Path, ...], top_k: int, device: str) ->
 
 
 @app.command(context_settings=CONTEXT)
+@click.argument("root", required=False, default="runs", type=click.Path(path_type=Path))
+@click.option("--format", "format", type=FORMATS, default="table", show_default=True)
+def runs(root: Path, format: str) -> None:
+    """One table of past runs: model, dataset, epochs, best val / test accuracy, time."""
+    from cnnlab.train import list_runs
+
+    rows = list_runs(root)
+    if format == "json":
+        print(json.dumps(rows, indent=2))
+        return
+    table = Table(title=f"cnnlab runs in {root}")
+    for col in ("run", "model", "dataset", "epochs", "best val %", "test %", "time (s)", "status"):
+        table.add_column(col, justify="right" if col in ("best val %", "test %", "time (s)") else "left")
+    pct = lambda v: "-" if v is None else f"{v:.2f}"  # noqa: E731
+    for r in rows:
+        table.add_row(r["run"], r["model"], r["dataset"], r["epochs"], pct(r["best_val_acc"]), pct(r["test_acc"]),
+                      "-" if r["seconds"] is None else f"{r['seconds']:.1f}", r["status"])
+    console.print(table)
+
+
+@app.command(context_settings=CONTEXT)
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option("--format", "format", type=click.Choice(["onnx"]), default="onnx", show_default=True)
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="[default: RUN_DIR/model.onnx]")
+@click.option("--overwrite", is_flag=True, help="Replace an existing file.")
+def export(run_dir: Path, format: str, out: Path | None, overwrite: bool) -> None:
+    """Export a run's model to ONNX and check it against onnxruntime (max |diff| <= 1e-4)."""
+    from cnnlab.export import export_onnx
+
+    path, diff = export_onnx(run_dir, out, overwrite=overwrite)
+    console.print(f"Wrote {path} (dynamic batch; input 'images', output 'logits'); "
+                  f"onnxruntime vs PyTorch max |diff| = {diff:.2e}")
+
+
+@app.command(context_settings=CONTEXT)
 @click.option("--input", "-i", "input", type=int, required=True, help="Input size i (height or width).")
 @click.option("--kernel", "-k", type=int, required=True, help="Kernel size k.")
 @click.option("--stride", "-s", type=int, default=1, show_default=True, help="Stride s.")

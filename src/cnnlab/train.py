@@ -9,6 +9,7 @@ progress bars, logging, checkpoints and plots are callbacks (``on_epoch_end`` ..
 from __future__ import annotations
 
 import contextlib
+import csv
 import dataclasses
 import json
 import math
@@ -39,6 +40,7 @@ __all__ = [
     "train",
     "resume",
     "predict",
+    "list_runs",
     "evaluate_accuracy",
     "evaluate_run",
     "load_run",
@@ -753,3 +755,35 @@ def predict(run_dir: str | os.PathLike, images: Sequence[str | os.PathLike], *, 
     values, indices = probs.topk(k, dim=1)
     return [(str(p), [(run.classes[int(i)], float(v)) for v, i in zip(vs, ix)])
             for p, vs, ix in zip(images, values.cpu(), indices.cpu())]
+
+
+def list_runs(root: str | os.PathLike = "runs") -> list[dict[str, Any]]:
+    """One row per run directory under ``root`` (or ``root`` itself): model, dataset, epochs done,
+    best validation and final test accuracy, time, and whether it finished."""
+    root = Path(root)
+    if not root.is_dir():
+        raise RunDirError(f"{root} is not a folder; pass the folder holding your run directories (default: runs)")
+    dirs = [root] if (root / "config.json").is_file() else sorted(p.parent for p in root.glob("*/config.json"))
+    rows = []
+    for d in dirs:
+        try:
+            config = json.loads((d / "config.json").read_text())["config"]
+        except (OSError, ValueError, KeyError):
+            continue  # not a cnnlab run
+        metrics = []
+        if (d / "metrics.csv").is_file():
+            with open(d / "metrics.csv") as fh:
+                metrics = list(csv.DictReader(fh))
+        result = json.loads((d / "result.json").read_text()) if (d / "result.json").is_file() else {}
+        tests = [float(r["test_acc"]) for r in metrics if r.get("test_acc")]
+        vals = [float(r["val_acc"]) for r in metrics if r.get("val_acc")]
+        finished = (d / "model.pt").is_file()
+        rows.append({
+            "run": str(d), "model": config.get("model"), "dataset": config.get("dataset"),
+            "epochs": f"{len(metrics)}/{config.get('epochs')}",
+            "best_val_acc": result.get("best_val_acc", max(vals) if vals else None),
+            "test_acc": result.get("test_acc", tests[-1] if tests else None),
+            "seconds": result.get("seconds", float(metrics[-1]["elapsed"]) if metrics else None),
+            "status": "finished" if finished else ("interrupted: --resume it" if metrics else "no epoch finished"),
+        })
+    return rows
