@@ -178,3 +178,32 @@ def test_runs_table(tmp_path):
     proc = run_cli("runs", str(tmp_path / "runs"))
     assert proc.returncode == 0 and "interrupted" in proc.stdout
     assert_user_error(run_cli("runs", str(tmp_path / "none")), "is not a folder")
+
+
+def test_evaluate_splits_per_class_and_confusion(tmp_path):
+    from sklearn.metrics import precision_recall_fscore_support
+
+    from cnnlab.train import evaluate_run_detailed, per_class_metrics
+
+    out = tmp_path / "run"
+    result = train(TrainConfig(dataset="digits", epochs=3, batch_size=32, lr=0.1, momentum=0.9, val_fraction=0.2,
+                               out=str(out)))
+    correct, total, run, cm = evaluate_run_detailed(out, split="test")
+    assert (correct, total) == (result.test_correct, result.test_total) and int(cm.sum()) == total
+    import json
+
+    best_val = json.loads((out / "result.json").read_text())["best_val_acc"]
+    v_correct, v_total, _, _ = evaluate_run_detailed(out, split="val")
+    assert 100.0 * v_correct / v_total == pytest.approx(best_val)  # model.pt holds the best-validation weights
+    # per-class figures agree with scikit-learn's on the same predictions
+    y_true = [i for i in range(10) for _ in range(int(cm[i].sum()))]
+    y_pred = [j for i in range(10) for j in range(10) for _ in range(int(cm[i, j]))]
+    p, r, f, s = precision_recall_fscore_support(y_true, y_pred, labels=list(range(10)), zero_division=0)
+    ours = per_class_metrics(cm, run.classes)
+    assert [round(o["precision"], 6) for o in ours] == [round(float(v), 6) for v in p]
+    assert [round(o["recall"], 6) for o in ours] == [round(float(v), 6) for v in r]
+    assert [o["support"] for o in ours] == [int(v) for v in s]
+    proc = run_cli("evaluate", str(out), "--split", "val")
+    assert proc.returncode == 0 and "Validation accuracy" in proc.stdout and (out / "confusion_val.png").is_file()
+    train(TrainConfig(dataset="digits", epochs=1), out=str(tmp_path / "noval"))
+    assert_user_error(run_cli("evaluate", str(tmp_path / "noval"), "--split", "val"), "without --val-fraction")

@@ -168,13 +168,28 @@ def train(model: str, dataset: str, epochs: int, batch_size: int, lr: float, opt
 @click.argument("run_dir", type=click.Path(path_type=Path))
 @click.option("--data-dir", type=click.Path(path_type=Path), default=None, help="Where the dataset is now, if it moved.")
 @click.option("--device", type=DEVICES, default="auto", show_default=True)
-def evaluate(run_dir: Path, data_dir: Path | None, device: str) -> None:
-    """Reload a run's checkpoint and reprint its test accuracy."""
-    from cnnlab.train import evaluate_run
+@click.option("--split", type=click.Choice(["val", "test"]), default="test", show_default=True)
+@click.option("--confusion", type=click.Path(path_type=Path), default=None,
+              help="Confusion-matrix PNG [default: RUN_DIR/confusion_<split>.png].")
+def evaluate(run_dir: Path, data_dir: Path | None, device: str, split: str, confusion: Path | None) -> None:
+    """Reload a run's checkpoint: accuracy, per-class precision/recall, confusion-matrix PNG."""
+    from cnnlab.plots import plot_confusion
+    from cnnlab.train import evaluate_run_detailed, per_class_metrics
 
-    correct, total, run = evaluate_run(run_dir, data_dir=str(data_dir) if data_dir else None, device=device)
+    correct, total, run, matrix = evaluate_run_detailed(run_dir, data_dir=str(data_dir) if data_dir else None,
+                                                        device=device, split=split)
     console.print(f"{run.config.model} on {run.config.dataset} from {run.path}")
-    console.print(f"Test accuracy: {100.0 * correct / total:.2f}% ({correct}/{total})")
+    label = "Test" if split == "test" else "Validation"
+    console.print(f"{label} accuracy: {100.0 * correct / total:.2f}% ({correct}/{total})")
+    table = Table(title=f"per class ({split})")
+    for col in ("class", "precision", "recall", "F1", "support"):
+        table.add_column(col, justify="left" if col == "class" else "right")
+    for r in per_class_metrics(matrix, run.classes):
+        table.add_row(r["class"], f"{r['precision']:.3f}", f"{r['recall']:.3f}", f"{r['f1']:.3f}", str(r["support"]))
+    console.print(table)
+    path = confusion or run.path / f"confusion_{split}.png"
+    plot_confusion(matrix.numpy(), run.classes, path, title=f"{run.config.model} on {run.config.dataset} ({split})")
+    console.print(f"Confusion matrix: {path}")
 
 
 @app.command(context_settings=CONTEXT)

@@ -159,3 +159,25 @@ def _save(fig, path: Path) -> Path:
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+def plot_confusion(confusion, classes: Sequence[str], path: str | Path, title: str = "Confusion matrix") -> Path:
+    """Counts per (true, predicted) class, rows normalised for the colour."""
+    import numpy as np
+
+    cm = np.asarray(confusion)
+    k = len(classes)
+    fig, ax = plt.subplots(figsize=(max(4, 0.55 * k + 2), max(3.5, 0.55 * k + 1.5)))
+    norm = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
+    ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    if k <= 30:
+        for i in range(k):
+            for j in range(k):
+                ax.text(j, i, str(cm[i, j]), ha="center", va="center", fontsize=7,
+                        color="white" if norm[i, j] > 0.5 else "black")
+    ax.set_xticks(range(k), classes, rotation=90 if k > 10 else 0, fontsize=8)
+    ax.set_yticks(range(k), classes, fontsize=8)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title)
+    return _save(fig, Path(path))

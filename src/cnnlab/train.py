@@ -43,6 +43,8 @@ __all__ = [
     "list_runs",
     "evaluate_accuracy",
     "evaluate_run",
+    "evaluate_run_detailed",
+    "per_class_metrics",
     "load_run",
     "resolve_device",
     "determinism",
@@ -722,20 +724,56 @@ def load_run(run_dir: str | os.PathLike, device: str | torch.device = "cpu") -> 
     return LoadedRun(path, config, model, list(checkpoint["classes"]), (c, h, checkpoint["input_shape"][2]), checkpoint)
 
 
-def evaluate_run(run_dir: str | os.PathLike, *, data_dir: str | None = None, device: str = "auto") -> tuple[int, int, LoadedRun]:
-    """Reload a run and score its test split: (correct, total, run)."""
-    dev = resolve_device(device)
-    run = load_run(run_dir, dev)
+def _run_split(run: LoadedRun, split: str, data_dir: str | None, device: torch.device) -> TensorData:
     c, h, _ = run.input_shape
-    _, test = load_prepared(run.config.dataset, data_dir or run.config.data_dir, download=run.config.download,
-                            input_size=h, in_channels=c, skip_bad_images=run.config.skip_bad_images)
-    test = test.to(dev)
-    with determinism(run.config.deterministic, dev):
-        fmt = memory_format_for(run.config, dev)
-        run.model.to(memory_format=fmt)
-        correct, total, _ = evaluate_accuracy(run.model, test, run.config.eval_batch_size, fmt)
+    cfg = run.config
+    train_data, test = load_prepared(cfg.dataset, data_dir or cfg.data_dir, download=cfg.download, input_size=h,
+                                     in_channels=c, skip_bad_images=cfg.skip_bad_images)
+    if split == "test":
+        return test.to(device)
+    if split == "val":
+        if not cfg.val_fraction:
+            raise CnnlabError(f"{run.path} was trained without --val-fraction, so it has no validation split; use --split test")
+        return split_validation(train_data, cfg.val_fraction, cfg.seed)[1].to(device)
+    raise CnnlabError(f"--split must be val or test, got {split!r}")
+
+
+def evaluate_run(run_dir: str | os.PathLike, *, data_dir: str | None = None, device: str = "auto",
+                 split: str = "test") -> tuple[int, int, LoadedRun]:
+    """Reload a run and score one split (test by default): (correct, total, run)."""
+    correct, total, run, _ = evaluate_run_detailed(run_dir, data_dir=data_dir, device=device, split=split)
     return correct, total, run
 
+
+def evaluate_run_detailed(run_dir: str | os.PathLike, *, data_dir: str | None = None, device: str = "auto",
+                          split: str = "test") -> tuple[int, int, LoadedRun, torch.Tensor]:
+    """As :func:`evaluate_run`, plus the confusion matrix (rows: true class, columns: predicted)."""
+    dev = resolve_device(device)
+    run = load_run(run_dir, dev)
+    data = _run_split(run, split, data_dir, dev)
+    k = len(run.classes)
+    confusion = torch.zeros(k, k, dtype=torch.long)
+    with determinism(run.config.deterministic, dev), torch.inference_mode():
+        fmt = memory_format_for(run.config, dev)
+        run.model.to(memory_format=fmt).eval()
+        for x, y in iterate_batches(data, run.config.eval_batch_size, memory_format=fmt):
+            pred = run.model(x).argmax(dim=1)
+            confusion += torch.bincount((y * k + pred).cpu(), minlength=k * k).view(k, k)
+    correct = int(confusion.diagonal().sum())
+    return correct, int(confusion.sum()), run, confusion
+
+
+def per_class_metrics(confusion: torch.Tensor, classes: Sequence[str]) -> list[dict[str, Any]]:
+    """Precision, recall, F1 and support per class from a confusion matrix (rows: true)."""
+    rows = []
+    for i, name in enumerate(classes):
+        tp = int(confusion[i, i])
+        predicted, support = int(confusion[:, i].sum()), int(confusion[i].sum())
+        precision = tp / predicted if predicted else 0.0
+        recall = tp / support if support else 0.0
+        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        rows.append({"class": name, "precision": precision, "recall": recall, "f1": f1, "support": support})
+    return rows
 
 @torch.inference_mode()
 def predict(run_dir: str | os.PathLike, images: Sequence[str | os.PathLike], *, top_k: int = 3,
