@@ -37,7 +37,8 @@ def assert_user_error(proc: subprocess.CompletedProcess, *fragments: str) -> Non
     [
         (["train", "--model", "vggg"], ["unknown model 'vggg'"]),
         (["train", "--model", "convnt"], ["did you mean convnet"]),
-        (["train", "--dataset", "imagenet"], ["unknown dataset 'imagenet'", "digits, mnist"]),
+        (["train", "--dataset", "svhn"], ["unknown dataset 'svhn'", "cifar10, digits, fashion-mnist, imagefolder, mnist"]),
+        (["train", "--dataset", "imagenet"], ["unknown dataset 'imagenet'", "did you mean imagefolder"]),
         (["train", "--epochs", "0", "--dataset", "digits"], ["--epochs must be a positive integer"]),
         (["train", "--lr", "-1", "--dataset", "digits"], ["--lr must be a positive number"]),
         (["train", "--optimizer", "rmsprop"], ["--optimizer"]),

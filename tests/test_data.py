@@ -79,8 +79,8 @@ def test_digits_split_is_fixed_stratified_and_offline():
 
 
 def test_unknown_dataset():
-    with pytest.raises(UnknownNameError, match="digits, mnist"):
-        load_dataset("imagenet-please")
+    with pytest.raises(UnknownNameError, match="cifar10, digits, fashion-mnist, imagefolder, mnist"):
+        load_dataset("svhn")
 
 
 def test_iterate_batches_shuffles_with_generator():

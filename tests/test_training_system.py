@@ -207,3 +207,64 @@ def test_evaluate_splits_per_class_and_confusion(tmp_path):
     assert proc.returncode == 0 and "Validation accuracy" in proc.stdout and (out / "confusion_val.png").is_file()
     train(TrainConfig(dataset="digits", epochs=1), out=str(tmp_path / "noval"))
     assert_user_error(run_cli("evaluate", str(tmp_path / "noval"), "--split", "val"), "without --val-fraction")
+
+
+def test_augment_batch_crops_and_flips_deterministically():
+    from cnnlab.data import augment_batch
+
+    x = torch.arange(2 * 3 * 8 * 8, dtype=torch.float32).view(2, 3, 8, 8)
+    a = augment_batch(x, "crop+flip", torch.Generator().manual_seed(0))
+    b = augment_batch(x, "crop+flip", torch.Generator().manual_seed(0))
+    assert a.shape == x.shape and torch.equal(a, b)
+    crop = augment_batch(torch.ones(16, 1, 8, 8), "crop", torch.Generator().manual_seed(1))
+    assert crop.min() == 0 and crop.max() == 1  # zero padding shows at shifted borders, content kept
+    assert augment_batch(x, None) is x
+
+
+def test_amp_and_augment_train(tmp_path):
+    result = train(TrainConfig(dataset="digits", epochs=2, batch_size=32, lr=0.1, momentum=0.9, amp=True),
+                   write_run_dir=False)
+    assert math.isfinite(result.history[-1].train_loss) and result.test_acc > 30
+    with pytest.raises(CnnlabError, match="no augmentation for digits"):
+        TrainConfig(dataset="digits", augment=True).validate()
+
+
+def test_normalization_follows_the_dataset_recipe():
+    from cnnlab.data import TensorData, iterate_batches
+    from cnnlab.train import normalization_for
+
+    assert normalization_for(TrainConfig(dataset="mnist")) is None  # the lecture: ToTensor only
+    mean, std = normalization_for(TrainConfig(dataset="cifar10"))
+    assert len(mean) == 3 and normalization_for(TrainConfig(dataset="cifar10", normalize=False)) is None
+    with pytest.raises(CnnlabError, match="no standard mean/std"):
+        TrainConfig(dataset="digits", normalize=True).validate()
+    data = TensorData(torch.full((2, 3, 2, 2), 255, dtype=torch.uint8), torch.zeros(2, dtype=torch.long), ["a"])
+    x, _ = next(iterate_batches(data, 2, normalize=(mean, std)))
+    torch.testing.assert_close(x[0, :, 0, 0], (1 - torch.tensor(mean)) / torch.tensor(std))
+
+
+def test_fashion_mnist_reads_torchvision_layout(tmp_path):
+    """Fashion-MNIST through torchvision's loader, on idx files written here (no download)."""
+    import struct
+
+    raw = tmp_path / "FashionMNIST" / "raw"
+    raw.mkdir(parents=True)
+    g = torch.Generator().manual_seed(0)
+    for prefix, n in (("train", 20), ("t10k", 10)):
+        images = torch.randint(0, 256, (n, 28, 28), generator=g, dtype=torch.uint8)
+        labels = torch.arange(n, dtype=torch.uint8) % 10
+        (raw / f"{prefix}-images-idx3-ubyte").write_bytes(struct.pack(">IIII", 2051, n, 28, 28) + images.numpy().tobytes())
+        (raw / f"{prefix}-labels-idx1-ubyte").write_bytes(struct.pack(">II", 2049, n) + labels.numpy().tobytes())
+    from cnnlab.data import load_dataset
+
+    train_data, test_data = load_dataset("fashion-mnist", tmp_path, download=False)
+    assert train_data.images.shape == (20, 1, 28, 28) and len(test_data) == 10
+    assert train_data.classes[0] == "T-shirt/top" and int(test_data.labels[3]) == 3
+    result = train(TrainConfig(dataset="fashion-mnist", data_dir=str(tmp_path), epochs=1, batch_size=8, augment=True),
+                   write_run_dir=False)
+    assert result.test_total == 10
+
+
+def test_cifar10_missing_is_one_line(tmp_path):
+    proc = run_cli("train", "--dataset", "cifar10", "--data-dir", str(tmp_path), "--no-download")
+    assert_user_error(proc, "CIFAR-10 not found", "cifar-10-batches-py", "--data-dir")

@@ -56,7 +56,8 @@ OPTION = click.option("--option", "-o", "option", multiple=True, metavar="KEY=VA
 @app.command(context_settings=CONTEXT)
 @click.option("--model", default="convnet", show_default=True, help="Model name (see `cnnlab models`).")
 @click.option("--dataset", default="mnist", show_default=True,
-              help="mnist, digits (bundled, offline), or imagefolder (--data-dir DIR with DIR/train/<class>/*).")
+              help="mnist, fashion-mnist, cifar10, digits (bundled, offline), or imagefolder "
+                   "(--data-dir DIR with DIR/train/<class>/*).")
 @click.option("--epochs", type=int, default=10, show_default=True, help="Passes over the training set.")
 @click.option("--batch-size", type=int, default=128, show_default=True, help="Minibatch size.")
 @click.option("--lr", type=float, default=0.05, show_default=True, help="Learning rate.")
@@ -92,6 +93,10 @@ OPTION = click.option("--option", "-o", "option", multiple=True, metavar="KEY=VA
               help="Start from this state_dict (torchvision .pth or a cnnlab model.pt); a head of another size is replaced.")
 @click.option("--freeze", multiple=True, metavar="MODULE",
               help="Keep this module's parameters fixed, e.g. --freeze features (repeatable).")
+@click.option("--normalize/--no-normalize", default=None,
+              help="Per-channel mean/std after scaling [default: the dataset's recipe: cifar10 yes, MNIST no].")
+@click.option("--amp", is_flag=True, help="Autocast: bfloat16 on the CPU, float16 with a GradScaler on CUDA.")
+@click.option("--augment", is_flag=True, help="Random crop (and flip for colour images), batch-wise on tensors.")
 @click.option("--skip-bad-images", is_flag=True, help="imagefolder: skip and count unreadable files.")
 @click.option("--val-fraction", type=float, default=0.0, show_default=True,
               help="Seeded validation split of train: per-epoch figure and model selection; test scored once at the end.")
@@ -107,7 +112,7 @@ def train(model: str, dataset: str, epochs: int, batch_size: int, lr: float, opt
           nesterov: bool, weight_decay: float, schedule: str, warmup_epochs: float, step_size: int, gamma: float,
           label_smoothing: float, clip_grad: float | None, resume_dir: Path | None, seed: int, device: str, out: Path | None, overwrite: bool, data_dir: Path | None,
           download: bool, deterministic: bool, init: str, input_size: int | None, in_channels: int | None,
-          weights: Path | None, freeze: tuple[str, ...], skip_bad_images: bool, val_fraction: float, limit_batches: int | None, train_eval: str, channels_last: bool | None,
+          weights: Path | None, freeze: tuple[str, ...], normalize: bool | None, amp: bool, augment: bool, skip_bad_images: bool, val_fraction: float, limit_batches: int | None, train_eval: str, channels_last: bool | None,
           option: tuple[str, ...], quiet: bool) -> None:
     """Train a model. With no arguments: the lecture's ConvNet recipe on MNIST."""
     from cnnlab.callbacks import ConsoleLogger
@@ -151,6 +156,9 @@ def train(model: str, dataset: str, epochs: int, batch_size: int, lr: float, opt
         limit_batches=limit_batches,
         val_fraction=val_fraction,
         skip_bad_images=skip_bad_images,
+        normalize=normalize,
+        amp=amp,
+        augment=augment,
         train_eval=train_eval,
         channels_last=channels_last,
         data_dir=str(data_dir) if data_dir else None,

@@ -15,7 +15,7 @@ import io
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Sequence
 
 import torch
 
@@ -30,6 +30,7 @@ __all__ = [
     "list_datasets",
     "load_dataset",
     "iterate_batches",
+    "augment_batch",
     "resize_images",
     "repeat_channels",
     "load_prepared",
@@ -77,6 +78,9 @@ class DatasetSpec:
     num_classes: int
     description: str
     loader: Callable[[Path, bool], tuple[TensorData, TensorData]]
+    augment: str | None = None  # "crop" or "crop+flip" for --augment; None: none makes sense
+    mean: tuple[float, ...] | None = None  # per-channel normalisation after ToTensor scaling, if the
+    std: tuple[float, ...] | None = None  # dataset's usual recipe has one (the lecture's MNIST has none)
 
 
 def data_root(data_dir: str | os.PathLike | None = None) -> Path:
@@ -89,37 +93,66 @@ def data_root(data_dir: str | os.PathLike | None = None) -> Path:
     return Path.home() / ".cache" / "cnnlab" / "data"
 
 
-def _missing_mnist(root: Path, reason: str) -> DataNotFoundError:
-    raw = root / "MNIST" / "raw"
+def _missing(dataset: str, root: Path, folder: Path, files: Sequence[str], reason: str) -> DataNotFoundError:
     return DataNotFoundError(
-        f"MNIST not found in {raw} (expected {', '.join(MNIST_FILES)}) and {reason}; "
-        f"point --data-dir (or CNNLAB_DATA) at the folder that holds MNIST/raw, or use --dataset digits"
+        f"{dataset} not found in {folder} (expected {', '.join(files)}) and {reason}; point --data-dir "
+        f"(or CNNLAB_DATA) at the folder that holds {folder.relative_to(root)}, or use --dataset digits"
     )
+
+
+def _torchvision_split(cls, root: Path, train: bool, download: bool, label: str, folder: Path, files: Sequence[str]):
+    def build(allow_download: bool):
+        # torchvision prints each failed mirror to stdout; keep our one line clean
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            return cls(str(root), train=train, download=allow_download)
+
+    try:
+        return build(False)
+    except RuntimeError:
+        if not download:
+            raise _missing(label, root, folder, files, "downloading is off (--no-download)") from None
+        try:
+            return build(True)
+        except Exception as exc:  # network, permission, checksum: all mean "not here"
+            text = str(exc).splitlines()[0][:120] if str(exc) else "no network?"
+            raise _missing(label, root, folder, files, f"download failed ({type(exc).__name__}: {text})") from None
+
+
+def _load_idx(cls, label: str, subdir: str, classes: list[str]):
+    def load(root: Path, download: bool) -> tuple[TensorData, TensorData]:
+        splits = []
+        for train in (True, False):
+            ds = _torchvision_split(cls, root, train, download, label, root / subdir / "raw", MNIST_FILES)
+            images = ds.data.unsqueeze(1).contiguous()  # (N, 28, 28) -> (N, 1, 28, 28), uint8
+            splits.append(TensorData(images, ds.targets.long(), classes))
+        return splits[0], splits[1]
+
+    return load
+
+
+def _load_cifar10(root: Path, download: bool) -> tuple[TensorData, TensorData]:
+    from torchvision.datasets import CIFAR10
+
+    files = ["data_batch_1..5", "test_batch", "batches.meta"]
+    splits = []
+    for train in (True, False):
+        ds = _torchvision_split(CIFAR10, root, train, download, "CIFAR-10", root / "cifar-10-batches-py", files)
+        images = torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous()  # (N, 32, 32, 3) -> (N, 3, 32, 32)
+        splits.append(TensorData(images, torch.as_tensor(ds.targets, dtype=torch.long), list(ds.classes)))
+    return splits[0], splits[1]
 
 
 def _load_mnist(root: Path, download: bool) -> tuple[TensorData, TensorData]:
     from torchvision.datasets import MNIST
 
-    def build(train: bool, allow_download: bool) -> "MNIST":
-        # torchvision prints each failed mirror to stdout; keep our one line clean
-        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-            return MNIST(str(root), train=train, download=allow_download)
+    return _load_idx(MNIST, "MNIST", "MNIST", [str(c) for c in range(10)])(root, download)
 
-    splits = []
-    for train in (True, False):
-        try:
-            ds = build(train, False)
-        except RuntimeError:
-            if not download:
-                raise _missing_mnist(root, "downloading is off (--no-download)") from None
-            try:
-                ds = build(train, True)
-            except Exception as exc:  # network, permission, checksum: all mean "not here"
-                reason = f"download failed ({type(exc).__name__}: {str(exc).splitlines()[0][:120] if str(exc) else 'no network?'})"
-                raise _missing_mnist(root, reason) from None
-        images = ds.data.unsqueeze(1).contiguous()  # (N, 28, 28) -> (N, 1, 28, 28), uint8
-        splits.append(TensorData(images, ds.targets.long(), [str(c) for c in range(10)]))
-    return splits[0], splits[1]
+
+def _load_fashion_mnist(root: Path, download: bool) -> tuple[TensorData, TensorData]:
+    from torchvision.datasets import FashionMNIST
+
+    classes = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+    return _load_idx(FashionMNIST, "Fashion-MNIST", "FashionMNIST", classes)(root, download)
 
 
 def _load_digits(root: Path, download: bool) -> tuple[TensorData, TensorData]:
@@ -154,13 +187,18 @@ def _load_imagefolder(root: Path) -> tuple[TensorData, TensorData]:
 
 
 DATASETS: dict[str, DatasetSpec] = {
-    "mnist": DatasetSpec("mnist", 1, 28, 10, "MNIST handwritten digits, 60,000 train / 10,000 test, 28x28", _load_mnist),
+    "mnist": DatasetSpec("mnist", 1, 28, 10, "MNIST handwritten digits, 60,000 train / 10,000 test, 28x28",
+                         _load_mnist, augment="crop"),
+    "fashion-mnist": DatasetSpec("fashion-mnist", 1, 28, 10, "Zalando's Fashion-MNIST, 60,000 / 10,000, 28x28",
+                                 _load_fashion_mnist, augment="crop"),
+    "cifar10": DatasetSpec("cifar10", 3, 32, 10, "CIFAR-10, 50,000 train / 10,000 test, 32x32 RGB", _load_cifar10,
+                           augment="crop+flip", mean=(0.4914, 0.4822, 0.4465), std=(0.2470, 0.2435, 0.2616)),
     "digits": DatasetSpec(
         "digits", 1, 8, 10, "scikit-learn's bundled 8x8 digits, 1,438 train / 359 test (offline)", _load_digits
     ),
     # loaded by cnnlab.imagefolder (sizes and channels come from the run's settings)
     "imagefolder": DatasetSpec("imagefolder", 3, 32, 0, "your images: --data-dir DIR with DIR/train/<class>/*",
-                               lambda root, download: _load_imagefolder(root)),
+                               lambda root, download: _load_imagefolder(root), augment="crop+flip"),
 }
 
 
@@ -181,6 +219,30 @@ def load_dataset(
     """(train, test) splits of a dataset as uint8 tensors in memory."""
     spec = get_dataset_spec(name)
     return spec.loader(data_root(data_dir), download)
+
+
+def augment_batch(x: torch.Tensor, kind: str | None, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Batch-wise augmentation on tensors: a random crop of each image from a zero-padded copy
+    (padding = side/8, 4 px at 32) and, for "crop+flip", a random horizontal flip.
+
+    Randomness comes from ``generator`` (on the CPU), so a resumed run repeats it exactly.
+    """
+    if kind is None:
+        return x
+    n, _, h, w = x.shape
+    pad = max(1, h // 8)
+    shifts = torch.randint(0, 2 * pad + 1, (2, n), generator=generator).to(x.device)
+    padded = torch.nn.functional.pad(x, (pad, pad, pad, pad))
+    rows = torch.arange(h, device=x.device)[None, :] + shifts[0][:, None]  # (N, H)
+    cols = torch.arange(w, device=x.device)[None, :] + shifts[1][:, None]  # (N, W)
+    batch = torch.arange(n, device=x.device)[:, None, None]
+    out = padded.permute(0, 2, 3, 1)[batch, rows[:, :, None], cols[:, None, :]]  # (N, H, W, C)
+    out = out.permute(0, 3, 1, 2)
+    if kind == "crop+flip":
+        flip = (torch.rand(n, generator=generator) < 0.5).to(x.device)
+        out = torch.where(flip[:, None, None, None], out.flip(-1), out)
+    channels_last = x.is_contiguous(memory_format=torch.channels_last)
+    return out.contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
 
 
 def resize_images(data: TensorData, size: int, chunk: int = 4096) -> TensorData:
@@ -215,8 +277,10 @@ def iterate_batches(
     generator: torch.Generator | None = None,
     device: torch.device | str | None = None,
     memory_format: torch.memory_format = torch.contiguous_format,
+    normalize: tuple[Sequence[float], Sequence[float]] | None = None,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Yield ``(x, y)`` batches: x float32 in [0, 1] (as ``ToTensor``), y int64.
+    """Yield ``(x, y)`` batches: x float32 in [0, 1] (as ``ToTensor``), y int64; with
+    ``normalize=(mean, std)`` also ``(x - mean) / std`` per channel (as ``Normalize``).
 
     ``data`` should already live on ``device`` (see :meth:`TensorData.to`); only the
     index permutation is drawn on the CPU, from ``generator``.
@@ -224,6 +288,9 @@ def iterate_batches(
     n = len(data)
     device = data.images.device if device is None else torch.device(device)
     order = torch.randperm(n, generator=generator) if shuffle else None
+    stats = None
+    if normalize is not None:
+        stats = tuple(torch.tensor(v, dtype=torch.float32, device=device).view(1, -1, 1, 1) for v in normalize)
     for start in range(0, n, batch_size):
         if order is None:
             xb = data.images[start : start + batch_size]
@@ -233,6 +300,8 @@ def iterate_batches(
             xb = data.images.index_select(0, idx)
             yb = data.labels.index_select(0, idx)
         x = xb.to(device, non_blocking=True).float().div_(255.0)  # ToTensor(): uint8 / 255
+        if stats is not None:
+            x = x.sub_(stats[0]).div_(stats[1])  # Normalize(mean, std)
         if memory_format is not torch.contiguous_format:
             x = x.contiguous(memory_format=memory_format)
         yield x, yb.to(device, non_blocking=True)

@@ -11,7 +11,17 @@ from pathlib import Path
 import torch
 
 from cnnlab.errors import CnnlabError, RunDirError
-from cnnlab.train import load_run
+from cnnlab.train import load_run, normalization_for
+
+
+class _Normalize(torch.nn.Module):
+    def __init__(self, mean, std):
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
 
 __all__ = ["export_onnx"]
 
@@ -31,6 +41,9 @@ def export_onnx(run_dir: str | os.PathLike, out: str | os.PathLike | None = None
     if path.exists() and not overwrite:
         raise RunDirError(f"{path} already exists; pass --overwrite or choose another --out")
     model = run.model.to(memory_format=torch.contiguous_format).eval()
+    stats = normalization_for(run.config)
+    if stats is not None:  # the ONNX file takes [0, 1] images, like the run's data before Normalize
+        model = torch.nn.Sequential(_Normalize(*stats), model).eval()
     c, h, w = run.input_shape
     example = torch.rand(2, c, h, w, generator=torch.Generator().manual_seed(seed))
     batch = torch.export.Dim("batch", min=1, max=65536)

@@ -25,7 +25,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import cnnlab
-from cnnlab.data import TensorData, get_dataset_spec, iterate_batches, load_prepared
+from cnnlab.data import DATASETS, TensorData, augment_batch, get_dataset_spec, iterate_batches, load_prepared
 from cnnlab.errors import CnnlabError, RunDirError, UnknownNameError
 from cnnlab.layers import INITS, init_weights
 from cnnlab.weights import freeze, load_weights, weights_in_channels
@@ -85,6 +85,9 @@ class TrainConfig:
     # report it). "full": rescan the whole train set in eval mode after the epoch, as the
     # lecture notebook's compute_accuracy() does (one extra forward pass over the train set).
     skip_bad_images: bool = False  # imagefolder: skip (and count) unreadable files instead of stopping
+    normalize: bool | None = None  # per-channel mean/std; None: the dataset's recipe (cifar10 yes, MNIST no)
+    amp: bool = False  # autocast: bfloat16 on the CPU, float16 (with a GradScaler) on CUDA
+    augment: bool = False  # batch-wise random crop (+ flip where the dataset allows), see cnnlab.data.augment
     val_fraction: float = 0.0  # seeded split of train used for the per-epoch figure and model selection
     train_eval: str = "running"
     channels_last: bool | None = None  # NHWC memory format; None: on for CPU (oneDNN ~1.3-2x faster here), off on CUDA
@@ -121,6 +124,10 @@ class TrainConfig:
             raise CnnlabError(f"--clip-grad must be positive, got {self.clip_grad!r}")
         if self.warmup_epochs < 0 or self.step_size < 1 or not 0 < self.gamma <= 1:
             raise CnnlabError("--warmup-epochs must be >= 0, --step-size >= 1 and --gamma in (0, 1]")
+        if self.normalize and get_dataset_spec(self.dataset).mean is None:
+            raise CnnlabError(f"--normalize: {self.dataset} has no standard mean/std; leave it out")
+        if self.augment and get_dataset_spec(self.dataset).augment is None:
+            raise CnnlabError(f"--augment has no augmentation for {self.dataset} (its images are too small to crop)")
         if not 0 <= self.val_fraction < 1:
             raise CnnlabError(f"--val-fraction must be in [0, 1), got {self.val_fraction!r}")
         if self.train_eval not in TRAIN_EVALS:
@@ -181,6 +188,19 @@ def resolve_device(name: str = "auto") -> torch.device:
     return device
 
 
+def normalization_for(config: TrainConfig) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
+    """(mean, std) applied after ToTensor scaling, or None."""
+    if config.dataset not in DATASETS:
+        return None
+    spec = get_dataset_spec(config.dataset)
+    use = config.normalize if config.normalize is not None else spec.mean is not None
+    if not use:
+        return None
+    if spec.mean is None or spec.std is None:
+        raise CnnlabError(f"--normalize: {config.dataset} has no standard mean/std; leave it out")
+    return spec.mean, spec.std
+
+
 def memory_format_for(config: TrainConfig, device: torch.device) -> torch.memory_format:
     """channels_last when asked for, or by default on the CPU (where oneDNN prefers NHWC)."""
     use = config.channels_last if config.channels_last is not None else device.type == "cpu"
@@ -238,13 +258,14 @@ def evaluate_accuracy(
     data: TensorData,
     batch_size: int = 512,
     memory_format: torch.memory_format = torch.contiguous_format,
+    normalize: tuple[Sequence[float], Sequence[float]] | None = None,
 ) -> tuple[int, int, float]:
     """(correct, total, mean loss) of ``model`` on ``data`` (already on the model's device)."""
     was_training = model.training
     model.eval()
     correct = torch.zeros((), dtype=torch.long, device=data.images.device)
     loss_sum = torch.zeros((), dtype=torch.float64, device=data.images.device)
-    for x, y in iterate_batches(data, batch_size, memory_format=memory_format):
+    for x, y in iterate_batches(data, batch_size, memory_format=memory_format, normalize=normalize):
         logits = model(x)
         correct += (logits.argmax(dim=1) == y).sum()
         loss_sum += F.cross_entropy(logits, y, reduction="sum").double()
@@ -428,7 +449,10 @@ class Trainer:
             first_epoch = self._restore(self.resume_from) + 1 if self.resume_from is not None else 1
             # a finiteness check reads the loss back: free on the CPU, a sync on a GPU
             check_every = 1 if self.device.type == "cpu" else 50
+            amp_dtype = torch.float16 if self.device.type == "cuda" else torch.bfloat16
+            scaler = torch.amp.GradScaler(self.device.type, enabled=c.amp and self.device.type == "cuda")
             fmt = self.memory_format
+            norm = normalization_for(c)
             self._call("on_train_start")
             start = time.perf_counter() - (self.history[-1].elapsed if self.history else 0.0)
             for epoch in range(first_epoch, c.epochs + 1):
@@ -440,19 +464,25 @@ class Trainer:
                 running_correct = torch.zeros((), dtype=torch.long, device=self.device)
                 seen = 0
                 batches = iterate_batches(
-                    self.train_data, c.batch_size, shuffle=True, generator=shuffle, memory_format=self.memory_format
+                    self.train_data, c.batch_size, shuffle=True, generator=shuffle, memory_format=self.memory_format,
+                    normalize=norm,
                 )
                 for step, (x, y) in enumerate(batches):
                     if c.limit_batches is not None and step >= c.limit_batches:
                         break
                     seen += len(y)
-                    logits = model(x)
-                    loss = F.cross_entropy(logits, y, label_smoothing=c.label_smoothing)
+                    if c.augment:
+                        x = augment_batch(x, self.spec.augment, shuffle)
+                    with torch.autocast(self.device.type, dtype=amp_dtype, enabled=c.amp):
+                        logits = model(x)
+                        loss = F.cross_entropy(logits.float(), y, label_smoothing=c.label_smoothing)
                     optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
+                    scaler.scale(loss).backward()
                     if c.clip_grad is not None:
+                        scaler.unscale_(optimizer)
                         torch.nn.utils.clip_grad_norm_(model.parameters(), c.clip_grad)
-                    optimizer.step()
+                    scaler.step(optimizer)
+                    scaler.update()
                     scheduler.step()
                     loss = loss.detach()
                     losses.append(loss)
@@ -468,15 +498,15 @@ class Trainer:
                     torch.cuda.synchronize(self.device)
                 seconds = time.perf_counter() - epoch_start
                 if c.train_eval == "full":
-                    train_correct, train_total, _ = evaluate_accuracy(model, self.train_data, c.eval_batch_size, fmt)
+                    train_correct, train_total, _ = evaluate_accuracy(model, self.train_data, c.eval_batch_size, fmt, norm)
                 else:
                     train_correct, train_total = int(running_correct), seen
                 val_acc = test_acc = None
                 if self.val_data is not None:
-                    val_correct, val_total, _ = evaluate_accuracy(model, self.val_data, c.eval_batch_size, fmt)
+                    val_correct, val_total, _ = evaluate_accuracy(model, self.val_data, c.eval_batch_size, fmt, norm)
                     val_acc = 100.0 * val_correct / val_total
                 else:
-                    test_correct, test_total, _ = evaluate_accuracy(model, self.test_data, c.eval_batch_size, fmt)
+                    test_correct, test_total, _ = evaluate_accuracy(model, self.test_data, c.eval_batch_size, fmt, norm)
                     self.test_counts = (test_correct, test_total)
                     test_acc = 100.0 * test_correct / test_total
                 record = EpochRecord(
@@ -497,7 +527,7 @@ class Trainer:
                 # model selection on validation; the test set is scored once, for the selected weights
                 assert self.best is not None
                 model.load_state_dict(self.best["model"])
-                correct, total, _ = evaluate_accuracy(model, self.test_data, c.eval_batch_size, fmt)
+                correct, total, _ = evaluate_accuracy(model, self.test_data, c.eval_batch_size, fmt, norm)
                 self.test_counts = (correct, total)
             assert self.test_counts is not None  # at least one epoch ran (resume() checks)
             result = TrainResult(
@@ -756,7 +786,8 @@ def evaluate_run_detailed(run_dir: str | os.PathLike, *, data_dir: str | None = 
     with determinism(run.config.deterministic, dev), torch.inference_mode():
         fmt = memory_format_for(run.config, dev)
         run.model.to(memory_format=fmt).eval()
-        for x, y in iterate_batches(data, run.config.eval_batch_size, memory_format=fmt):
+        for x, y in iterate_batches(data, run.config.eval_batch_size, memory_format=fmt,
+                                    normalize=normalization_for(run.config)):
             pred = run.model(x).argmax(dim=1)
             confusion += torch.bincount((y * k + pred).cpu(), minlength=k * k).view(k, k)
     correct = int(confusion.diagonal().sum())
@@ -788,6 +819,9 @@ def predict(run_dir: str | os.PathLike, images: Sequence[str | os.PathLike], *, 
     run = load_run(run_dir, dev)
     c, h, _ = run.input_shape
     x = torch.stack([decode_image(p, c, h) for p in images]).to(dev).float().div_(255.0)
+    stats = normalization_for(run.config)
+    if stats is not None:
+        x = (x - torch.tensor(stats[0], device=dev).view(1, -1, 1, 1)) / torch.tensor(stats[1], device=dev).view(1, -1, 1, 1)
     probs = torch.softmax(run.model(x.contiguous(memory_format=memory_format_for(run.config, dev))), dim=1)
     k = min(top_k, probs.shape[1])
     values, indices = probs.topk(k, dim=1)
