@@ -268,3 +268,40 @@ def test_fashion_mnist_reads_torchvision_layout(tmp_path):
 def test_cifar10_missing_is_one_line(tmp_path):
     proc = run_cli("train", "--dataset", "cifar10", "--data-dir", str(tmp_path), "--no-download")
     assert_user_error(proc, "CIFAR-10 not found", "cifar-10-batches-py", "--data-dir")
+
+
+@pytest.mark.mnist
+def test_two_process_ddp_matches_single_process(mnist_root, tmp_path):
+    """torchrun with 2 CPU processes (gloo): completes, rank 0 alone writes, the first step's loss
+    equals the single-process loss of the same global batch, accuracy within 0.5 points."""
+    args = ["--data-dir", str(mnist_root), "--epochs", "1", "--batch-size", "128"]
+    proc = run_cli("train", *args, "--nproc", "2", "--out", str(tmp_path / "ddp"))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert sorted(p.name for p in (tmp_path).iterdir()) == ["ddp"]  # nothing but rank 0's run directory
+    assert proc.stdout.count("Saved config.json") == 1
+    single = train(TrainConfig(data_dir=str(mnist_root), epochs=1), out=str(tmp_path / "single"))
+    ddp_state = torch.load(tmp_path / "ddp" / "checkpoint.pt", weights_only=True)
+    assert ddp_state["batch_losses"][0] == pytest.approx(single.batch_losses[0], rel=1e-6)
+    import json
+
+    ddp_acc = json.loads((tmp_path / "ddp" / "result.json").read_text())["test_acc"]
+    assert abs(ddp_acc - single.test_acc) <= 0.5
+    rows = (tmp_path / "ddp" / "metrics.csv").read_text().splitlines()
+    assert len(rows) == 2  # header + one epoch, written once
+
+
+def test_global_batch_must_divide(monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "3")
+    with pytest.raises(CnnlabError, match="must divide by the 3 processes"):
+        Trainer(TrainConfig(dataset="digits", batch_size=128))
+
+
+def test_sharded_batches_cover_the_global_batch():
+    from cnnlab.data import TensorData, iterate_batches
+
+    data = TensorData(torch.zeros(10, 1, 1, 1, dtype=torch.uint8), torch.arange(10), ["a"])
+    g = lambda: torch.Generator().manual_seed(0)  # noqa: E731
+    whole = [y for _, y in iterate_batches(data, 4, shuffle=True, generator=g())]
+    parts = [[y for _, y in iterate_batches(data, 4, shuffle=True, generator=g(), shard=(r, 2))] for r in range(2)]
+    for i, batch in enumerate(whole):
+        assert sorted(torch.cat([parts[0][i], parts[1][i]]).tolist()) == sorted(batch.tolist())

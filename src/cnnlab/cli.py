@@ -108,17 +108,25 @@ OPTION = click.option("--option", "-o", "option", multiple=True, metavar="KEY=VA
               help="NHWC memory format [default: on for CPU, where oneDNN is faster with it; off on CUDA].")
 @OPTION
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar or epoch lines.")
+@click.option("--nproc", type=int, default=1, show_default=True,
+              help="Data-parallel processes on this machine: relaunches itself under torchrun (DDP; gloo on CPU, nccl on CUDA).")
 def train(model: str, dataset: str, epochs: int, batch_size: int, lr: float, optimizer: str, momentum: float,
           nesterov: bool, weight_decay: float, schedule: str, warmup_epochs: float, step_size: int, gamma: float,
           label_smoothing: float, clip_grad: float | None, resume_dir: Path | None, seed: int, device: str, out: Path | None, overwrite: bool, data_dir: Path | None,
           download: bool, deterministic: bool, init: str, input_size: int | None, in_channels: int | None,
           weights: Path | None, freeze: tuple[str, ...], normalize: bool | None, amp: bool, augment: bool, skip_bad_images: bool, val_fraction: float, limit_batches: int | None, train_eval: str, channels_last: bool | None,
-          option: tuple[str, ...], quiet: bool) -> None:
+          option: tuple[str, ...], quiet: bool, nproc: int) -> None:
     """Train a model. With no arguments: the lecture's ConvNet recipe on MNIST."""
     from cnnlab.callbacks import ConsoleLogger
-    from cnnlab.train import TrainConfig, resume
+    from cnnlab.train import TrainConfig, distributed_env, resume
     from cnnlab.train import train as run_training
 
+    if nproc < 1:
+        raise CnnlabError(f"--nproc must be a positive integer, got {nproc}")
+    if nproc > 1 and distributed_env()[1] == 1:
+        _relaunch_with_torchrun(nproc)
+    rank = distributed_env()[0]
+    quiet = quiet or rank != 0
     callbacks = [] if quiet else [ConsoleLogger(console)]
     if resume_dir is not None:
         ctx = click.get_current_context()
@@ -167,6 +175,8 @@ def train(model: str, dataset: str, epochs: int, batch_size: int, lr: float, opt
         model_options=_parse_options(option),
     )
     result = run_training(config, callbacks, overwrite=overwrite)
+    if rank != 0:
+        return
     if quiet:
         console.print(f"Test accuracy: {result.test_acc:.2f}% ({result.test_correct}/{result.test_total})")
     console.print(f"Saved config.json, metrics.csv, model.pt and curves.png in {result.run_dir}")
@@ -393,6 +403,31 @@ def demo_xcorr(associativity: bool) -> None:
 @app.group(context_settings=CONTEXT)
 def bench() -> None:
     """Benchmarks, timed against the library peer in the same process."""
+
+
+def _relaunch_with_torchrun(nproc: int) -> None:
+    """`cnnlab train --nproc N ...` = `torchrun --standalone --nproc-per-node N -m cnnlab train ...`."""
+    import subprocess
+
+    args = list(sys.argv[1:])
+    cleaned, skip = [], False
+    for i, a in enumerate(args):
+        if skip:
+            skip = False
+            continue
+        if a == "--nproc":
+            skip = True
+            continue
+        if a.startswith("--nproc="):
+            continue
+        cleaned.append(a)
+    if "--out" not in cleaned and not any(a.startswith("--out=") for a in cleaned) and "--resume" not in cleaned:
+        from cnnlab.train import TrainConfig, default_run_dir
+
+        cleaned += ["--out", str(default_run_dir(TrainConfig()))]  # one directory for all ranks
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(nproc),
+           "-m", "cnnlab", *cleaned]
+    raise click.exceptions.Exit(subprocess.call(cmd))
 
 
 def _int_list(text: str, name: str) -> list[int]:

@@ -278,9 +278,12 @@ def iterate_batches(
     device: torch.device | str | None = None,
     memory_format: torch.memory_format = torch.contiguous_format,
     normalize: tuple[Sequence[float], Sequence[float]] | None = None,
+    shard: tuple[int, int] = (0, 1),
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Yield ``(x, y)`` batches: x float32 in [0, 1] (as ``ToTensor``), y int64; with
     ``normalize=(mean, std)`` also ``(x - mean) / std`` per channel (as ``Normalize``).
+    ``shard=(rank, world)``: every global batch of ``batch_size`` is split across ``world``
+    processes (rank r takes items r, r + world, ...); a last batch smaller than ``world`` is dropped.
 
     ``data`` should already live on ``device`` (see :meth:`TensorData.to`); only the
     index permutation is drawn on the CPU, from ``generator``.
@@ -291,12 +294,20 @@ def iterate_batches(
     stats = None
     if normalize is not None:
         stats = tuple(torch.tensor(v, dtype=torch.float32, device=device).view(1, -1, 1, 1) for v in normalize)
+    rank, world = shard
+    if world > 1 and order is None:
+        order = torch.arange(n)
     for start in range(0, n, batch_size):
         if order is None:
             xb = data.images[start : start + batch_size]
             yb = data.labels[start : start + batch_size]
         else:
-            idx = order[start : start + batch_size].to(data.images.device, non_blocking=True)
+            idx = order[start : start + batch_size]
+            if world > 1:
+                if len(idx) < world:
+                    break
+                idx = idx[rank::world]  # this process's share of the global batch
+            idx = idx.to(data.images.device, non_blocking=True)
             xb = data.images.index_select(0, idx)
             yb = data.labels.index_select(0, idx)
         x = xb.to(device, non_blocking=True).float().div_(255.0)  # ToTensor(): uint8 / 255

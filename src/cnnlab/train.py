@@ -201,6 +201,11 @@ def normalization_for(config: TrainConfig) -> tuple[tuple[float, ...], tuple[flo
     return spec.mean, spec.std
 
 
+def distributed_env() -> tuple[int, int]:
+    """(rank, world size) from torchrun's environment; (0, 1) for a plain process."""
+    return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+
+
 def memory_format_for(config: TrainConfig, device: torch.device) -> torch.memory_format:
     """channels_last when asked for, or by default on the CPU (where oneDNN prefers NHWC)."""
     use = config.channels_last if config.channels_last is not None else device.type == "cpu"
@@ -273,6 +278,14 @@ def evaluate_accuracy(
     return int(correct), len(data), float(loss_sum) / max(len(data), 1)
 
 
+def _all_reduce(t: torch.Tensor) -> torch.Tensor:
+    import torch.distributed as dist
+
+    t = t.clone()
+    dist.all_reduce(t)
+    return t
+
+
 class Callback:
     """Hook points around the loop (names after Lightning/fastai). Override what you need."""
 
@@ -294,7 +307,13 @@ class Trainer:
         config.validate()
         self.config = config
         self.callbacks = list(callbacks)
+        self.rank, self.world = distributed_env()
+        if self.world > 1 and config.batch_size % self.world:
+            raise CnnlabError(f"--batch-size {config.batch_size} is the global batch and must divide by the "
+                              f"{self.world} processes")
         self.device = resolve_device(config.device)
+        if self.world > 1 and self.device.type == "cuda":
+            self.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         spec = get_dataset_spec(config.dataset)
         get_model_info(config.model)  # unknown model: fail before loading any data
         train_data, test_data = load_prepared(config.dataset, config.data_dir, download=config.download,
@@ -443,6 +462,18 @@ class Trainer:
         with determinism(c.deterministic, self.device):
             torch.manual_seed(c.seed)  # before the model is built, as in the lecture's notebook
             self.model = model = self.build_model()
+            own_group = False
+            if self.world > 1:
+                import torch.distributed as dist
+                from torch.nn.parallel import DistributedDataParallel
+
+                if not dist.is_initialized():
+                    dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
+                    own_group = True
+                net: nn.Module = DistributedDataParallel(
+                    model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+            else:
+                net = model
             self.optimizer = optimizer = self.build_optimizer(model)
             self.scheduler = scheduler = self.build_scheduler(optimizer)
             self.shuffle = shuffle = torch.Generator().manual_seed(c.seed)
@@ -465,7 +496,7 @@ class Trainer:
                 seen = 0
                 batches = iterate_batches(
                     self.train_data, c.batch_size, shuffle=True, generator=shuffle, memory_format=self.memory_format,
-                    normalize=norm,
+                    normalize=norm, shard=(self.rank, self.world),
                 )
                 for step, (x, y) in enumerate(batches):
                     if c.limit_batches is not None and step >= c.limit_batches:
@@ -474,7 +505,7 @@ class Trainer:
                     if c.augment:
                         x = augment_batch(x, self.spec.augment, shuffle)
                     with torch.autocast(self.device.type, dtype=amp_dtype, enabled=c.amp):
-                        logits = model(x)
+                        logits = net(x)
                         loss = F.cross_entropy(logits.float(), y, label_smoothing=c.label_smoothing)
                     optimizer.zero_grad(set_to_none=True)
                     scaler.scale(loss).backward()
@@ -485,6 +516,8 @@ class Trainer:
                     scaler.update()
                     scheduler.step()
                     loss = loss.detach()
+                    if self.world > 1:  # the global batch's mean loss, as one process would see it
+                        loss = _all_reduce(loss * len(y)) / _all_reduce(torch.tensor(float(len(y)), device=self.device))
                     losses.append(loss)
                     running_correct += (logits.detach().argmax(dim=1) == y).sum()
                     if step % check_every == 0 and not torch.isfinite(loss):
@@ -500,6 +533,9 @@ class Trainer:
                 if c.train_eval == "full":
                     train_correct, train_total, _ = evaluate_accuracy(model, self.train_data, c.eval_batch_size, fmt, norm)
                 else:
+                    if self.world > 1:
+                        running_correct = _all_reduce(running_correct)
+                        seen = int(_all_reduce(torch.tensor(seen, device=self.device)))
                     train_correct, train_total = int(running_correct), seen
                 val_acc = test_acc = None
                 if self.val_data is not None:
@@ -541,6 +577,11 @@ class Trainer:
                 model=model,
             )
             self._call("on_train_end", result)
+            if own_group:
+                import torch.distributed as dist
+
+                dist.barrier()
+                dist.destroy_process_group()
         return result
 
 
@@ -673,8 +714,8 @@ def train(config: TrainConfig | None = None, callbacks: Sequence[Callback] = (),
     ``train(epochs=1, dataset="digits")`` is short for ``train(TrainConfig(epochs=1, dataset="digits"))``.
     """
     config = dataclasses.replace(config or TrainConfig(), **overrides)
-    trainer = Trainer(config, callbacks)
-    if write_run_dir:
+    trainer = Trainer(config, callbacks if distributed_env()[0] == 0 else ())
+    if write_run_dir and trainer.rank == 0:  # with torchrun, rank 0 alone writes the run directory
         out = config.out or default_run_dir(config)
         check_run_dir(out, overwrite)  # fail before training, not after
         trainer.callbacks.insert(0, RunDirWriter(out, overwrite=overwrite))
