@@ -305,3 +305,19 @@ def test_sharded_batches_cover_the_global_batch():
     parts = [[y for _, y in iterate_batches(data, 4, shuffle=True, generator=g(), shard=(r, 2))] for r in range(2)]
     for i, batch in enumerate(whole):
         assert sorted(torch.cat([parts[0][i], parts[1][i]]).tolist()) == sorted(batch.tolist())
+
+
+def test_tensorboard_events_and_resume_mismatch(tmp_path):
+    pytest.importorskip("tensorboard")
+    out = tmp_path / "run"
+    proc = run_cli("train", "--dataset", "digits", "--epochs", "2", "--tensorboard", "--out", str(out), "-q")
+    assert proc.returncode == 0, proc.stderr
+    events = list((out / "tensorboard").glob("events.out.tfevents.*"))
+    assert events and events[0].stat().st_size > 100
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(out / "tensorboard"))
+    acc.Reload()
+    assert [e.step for e in acc.Scalars("accuracy/test")] == [1, 2]
+    assert_user_error(run_cli("train", "--resume", str(out), "--model", "resnet18", "--epochs", "3"),
+                      "was trained with --model convnet, not resnet18")

@@ -8,7 +8,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from cnnlab.train import Callback, EpochRecord, Trainer, TrainResult
 
-__all__ = ["ConsoleLogger"]
+__all__ = ["ConsoleLogger", "TensorBoardLogger"]
 
 
 class ConsoleLogger(Callback):
@@ -81,3 +81,49 @@ class ConsoleLogger(Callback):
             self.console.print(f"Best validation accuracy: {trainer.best['val_acc']:.2f}% at epoch "
                                f"{trainer.best['epoch']} (those weights are kept and scored on test)")
         self.console.print(f"Test accuracy: {result.test_acc:.2f}% ({result.test_correct}/{result.test_total})")
+
+
+class TensorBoardLogger(Callback):
+    """TensorBoard event files in ``RUN_DIR/tensorboard`` (optional dependency: ``tensorboard``):
+    minibatch cost every step; train/val/test accuracy, mean cost and learning rate every epoch."""
+
+    def __init__(self, every: int = 10):
+        try:
+            from torch.utils.tensorboard import SummaryWriter  # noqa: F401
+        except ImportError:
+            from cnnlab.errors import CnnlabError
+
+            raise CnnlabError("--tensorboard needs the tensorboard package: pip install 'cnnlab[tensorboard]'") from None
+        self.every = every
+        self.writer = None
+        self.step = 0
+
+    def on_train_start(self, trainer: Trainer) -> None:
+        from torch.utils.tensorboard import SummaryWriter
+
+        if trainer.run_dir is None:
+            return
+        self.writer = SummaryWriter(log_dir=str(trainer.run_dir / "tensorboard"))
+        self.step = len(trainer.batch_losses)
+
+    def on_batch_end(self, trainer: Trainer, epoch: int, step: int, loss: torch.Tensor) -> None:
+        self.step += 1
+        if self.writer is not None and step % self.every == 0:
+            self.writer.add_scalar("cost/minibatch", float(loss), self.step)
+
+    def on_epoch_end(self, trainer: Trainer, record: EpochRecord) -> None:
+        if self.writer is None:
+            return
+        self.writer.add_scalar("cost/epoch", record.train_loss, record.epoch)
+        self.writer.add_scalar("accuracy/train", record.train_acc, record.epoch)
+        for name in ("val_acc", "test_acc"):
+            value = getattr(record, name)
+            if value is not None:
+                self.writer.add_scalar(f"accuracy/{name.removesuffix('_acc')}", value, record.epoch)
+        if trainer.optimizer is not None:
+            self.writer.add_scalar("lr", trainer.optimizer.param_groups[0]["lr"], record.epoch)
+        self.writer.flush()
+
+    def on_train_end(self, trainer: Trainer, result: TrainResult) -> None:
+        if self.writer is not None:
+            self.writer.close()

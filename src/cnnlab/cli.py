@@ -108,6 +108,7 @@ OPTION = click.option("--option", "-o", "option", multiple=True, metavar="KEY=VA
               help="NHWC memory format [default: on for CPU, where oneDNN is faster with it; off on CUDA].")
 @OPTION
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar or epoch lines.")
+@click.option("--tensorboard", is_flag=True, help="Also write TensorBoard event files to RUN_DIR/tensorboard.")
 @click.option("--nproc", type=int, default=1, show_default=True,
               help="Data-parallel processes on this machine: relaunches itself under torchrun (DDP; gloo on CPU, nccl on CUDA).")
 def train(model: str, dataset: str, epochs: int, batch_size: int, lr: float, optimizer: str, momentum: float,
@@ -115,7 +116,7 @@ def train(model: str, dataset: str, epochs: int, batch_size: int, lr: float, opt
           label_smoothing: float, clip_grad: float | None, resume_dir: Path | None, seed: int, device: str, out: Path | None, overwrite: bool, data_dir: Path | None,
           download: bool, deterministic: bool, init: str, input_size: int | None, in_channels: int | None,
           weights: Path | None, freeze: tuple[str, ...], normalize: bool | None, amp: bool, augment: bool, skip_bad_images: bool, val_fraction: float, limit_batches: int | None, train_eval: str, channels_last: bool | None,
-          option: tuple[str, ...], quiet: bool, nproc: int) -> None:
+          option: tuple[str, ...], quiet: bool, tensorboard: bool, nproc: int) -> None:
     """Train a model. With no arguments: the lecture's ConvNet recipe on MNIST."""
     from cnnlab.callbacks import ConsoleLogger
     from cnnlab.train import TrainConfig, distributed_env, resume
@@ -128,8 +129,21 @@ def train(model: str, dataset: str, epochs: int, batch_size: int, lr: float, opt
     rank = distributed_env()[0]
     quiet = quiet or rank != 0
     callbacks = [] if quiet else [ConsoleLogger(console)]
+    if tensorboard and rank == 0:
+        from cnnlab.callbacks import TensorBoardLogger
+
+        callbacks.append(TensorBoardLogger())
     if resume_dir is not None:
         ctx = click.get_current_context()
+        try:
+            saved_config = json.loads((resume_dir / "config.json").read_text())["config"]
+        except (OSError, ValueError, KeyError):
+            saved_config = {}  # resume() says what is wrong with the directory
+        for name, given in (("model", model), ("dataset", dataset)):
+            explicit = ctx.get_parameter_source(name) is click.core.ParameterSource.COMMANDLINE
+            if explicit and saved_config.get(name, given) != given:
+                raise CnnlabError(f"--resume {resume_dir} was trained with --{name} {saved_config[name]}, not {given}; "
+                                  f"resume without --{name}, or start a new run")
         explicit = ctx.get_parameter_source("epochs") is click.core.ParameterSource.COMMANDLINE
         result = resume(resume_dir, callbacks, epochs=epochs if explicit else None,
                         data_dir=str(data_dir) if data_dir else None)
