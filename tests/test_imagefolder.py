@@ -97,3 +97,17 @@ def test_folder_errors_are_one_line(tmp_path):
     (root / "train" / "left" / "broken.png").unlink()
     (root / "train" / "top" / "notes.txt").write_text("not an image")
     assert_user_error(run_cli(*args, "--overwrite"), "notes.txt is not a readable image")
+
+
+def test_decoded_tensors_are_cached_and_invalidated(tmp_path):
+    root = make_folder(tmp_path / "imgs", n_per_class=6)
+    first = load_image_folder(root, side=12)
+    caches = list((root / "train" / ".cnnlab-cache").glob("*.pt"))
+    assert len(caches) == 1
+    second = load_image_folder(root, side=12)
+    assert torch.equal(first[0].images, second[0].images)
+    load_image_folder(root, side=10)  # other settings: another cache file
+    assert len(list((root / "train" / ".cnnlab-cache").glob("*.pt"))) == 2
+    Image.new("L", (20, 20), 255).save(root / "train" / "left" / "new.png")  # a new file invalidates
+    third = load_image_folder(root, side=12)
+    assert len(third[0]) + len(third[1]) == len(first[0]) + len(first[1]) + 1

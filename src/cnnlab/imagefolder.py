@@ -2,8 +2,9 @@
 
 Images of any size and mode (L, RGB, RGBA, P, ...) are decoded once, converted to the run's
 channels (transparency composited on white), resized to a square side, and kept in memory as
-uint8 tensors, like the built-in datasets. Without a ``test/`` folder, a seeded 20% of each
-class is held out as the test split.
+uint8 tensors, like the built-in datasets, and cached on disk (``DIR/train/.cnnlab-cache/``, or
+``~/.cache/cnnlab/tensors`` when the folder is read-only) so later runs skip the decoding.
+Without a ``test/`` folder, a seeded 20% of each class is held out as the test split.
 """
 
 from __future__ import annotations
@@ -95,6 +96,46 @@ def _decode_all(items, channels, side, skip_bad) -> tuple[torch.Tensor, torch.Te
     return torch.stack(images), torch.tensor(labels, dtype=torch.long), bad
 
 
+def _cache_path(root: Path, items: list[tuple[Path, int]], side: int, channels: int, skip_bad: bool) -> Path:
+    """A file name that changes whenever a file, its size or mtime, or the decode settings change."""
+    import hashlib
+
+    h = hashlib.sha1(f"{side}:{channels}:{skip_bad}".encode())
+    for path, label in items:
+        st = path.stat()
+        h.update(f"{path.relative_to(root)}:{label}:{st.st_size}:{st.st_mtime_ns}".encode())
+    name = f"{root.name}-{h.hexdigest()[:16]}.pt"
+    beside = root / ".cnnlab-cache"
+    try:
+        beside.mkdir(exist_ok=True)
+        if os.access(beside, os.W_OK):
+            return beside / name
+    except OSError:
+        pass
+    fallback = Path.home() / ".cache" / "cnnlab" / "tensors"  # the data folder is read-only
+    fallback.mkdir(parents=True, exist_ok=True)
+    return fallback / name
+
+
+def _decode_cached(root: Path, items, channels: int, side: int, skip_bad: bool):
+    """:func:`_decode_all`, cached on disk as uint8 tensors (decoded once; later runs load in ms)."""
+    cache = _cache_path(root, items, side, channels, skip_bad)
+    if cache.is_file():
+        try:
+            saved = torch.load(cache, weights_only=True)
+            return saved["images"], saved["labels"], [Path(p) for p in saved["bad"]]
+        except Exception:
+            pass  # unreadable cache: decode again and replace it
+    images, labels, bad = _decode_all(items, channels, side, skip_bad)
+    tmp = cache.with_name(cache.name + ".tmp")
+    try:
+        torch.save({"images": images, "labels": labels, "bad": [str(p) for p in bad]}, tmp)
+        os.replace(tmp, cache)
+    except OSError:
+        pass  # caching is an optimisation only
+    return images, labels, bad
+
+
 def load_image_folder(
     root: str | os.PathLike,
     side: int | None = None,
@@ -114,9 +155,9 @@ def load_image_folder(
         if test_classes != classes:
             raise CnnlabError(f"{root / 'test'} has classes {test_classes} but {root / 'train'} has {classes}")
     channels = channels or _guess_channels(items)
-    images, labels, bad = _decode_all(items, channels, side, skip_bad)
+    images, labels, bad = _decode_cached(root / "train", items, channels, side, skip_bad)
     if test_items is not None:
-        test_images, test_labels, bad_test = _decode_all(test_items, channels, side, skip_bad)
+        test_images, test_labels, bad_test = _decode_cached(root / "test", test_items, channels, side, skip_bad)
         bad += bad_test
     else:  # a seeded, per-class split
         g = torch.Generator().manual_seed(seed)
