@@ -111,3 +111,17 @@ def test_decoded_tensors_are_cached_and_invalidated(tmp_path):
     Image.new("L", (20, 20), 255).save(root / "train" / "left" / "new.png")  # a new file invalidates
     third = load_image_folder(root, side=12)
     assert len(third[0]) + len(third[1]) == len(first[0]) + len(first[1]) + 1
+
+
+def test_val_folder_and_small_image_resnet_defaults(tmp_path):
+    root = make_folder(tmp_path / "imgs", n_per_class=8, splits=("train", "val", "test"))
+    out = tmp_path / "run"
+    result = train(TrainConfig(model="resnet18", dataset="imagefolder", data_dir=str(root), input_size=16, epochs=1,
+                               batch_size=8, out=str(out)))
+    assert all(r.val_acc is not None for r in result.history) and result.test_total == 16
+    assert result.model.conv1.kernel_size == (3, 3)  # CIFAR stem chosen for 16 px images
+    import json
+
+    assert json.loads((out / "config.json").read_text())["config"]["model_options"] == {"stem": "cifar"}
+    correct, total, _ = evaluate_run(out, split="val")
+    assert total == 16

@@ -1,4 +1,4 @@
-"""User image folders: ``DIR/train/<class>/*`` (and optionally ``DIR/test/<class>/*``).
+"""User image folders: ``DIR/train/<class>/*``, optionally ``DIR/val/<class>/*`` and ``DIR/test/<class>/*``.
 
 Images of any size and mode (L, RGB, RGBA, P, ...) are decoded once, converted to the run's
 channels (transparency composited on white), resized to a square side, and kept in memory as
@@ -19,7 +19,7 @@ from PIL import Image, UnidentifiedImageError
 from cnnlab.data import TensorData
 from cnnlab.errors import CnnlabError, DataNotFoundError
 
-__all__ = ["IMAGE_EXTENSIONS", "decode_image", "load_image_folder", "DEFAULT_SIDE"]
+__all__ = ["IMAGE_EXTENSIONS", "decode_image", "load_image_folder", "load_split_folder", "DEFAULT_SIDE"]
 
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
 DEFAULT_SIDE = 32  # square side when --input-size is not given
@@ -171,3 +171,14 @@ def load_image_folder(
         test_images, test_labels = images[test_mask], labels[test_mask]
         images, labels = images[~test_mask], labels[~test_mask]
     return TensorData(images, labels, classes), TensorData(test_images, test_labels, classes), bad
+
+
+def load_split_folder(root: str | os.PathLike, split: str, classes: list[str], side: int, channels: int, *,
+                      skip_bad: bool = False) -> TensorData:
+    """``root/<split>/<class>/*`` decoded like the training images (for an optional ``val/``)."""
+    folder = Path(root) / split
+    found, items = _scan(folder)
+    if found != classes:
+        raise CnnlabError(f"{folder} has classes {found} but the training folder has {classes}")
+    images, labels, _ = _decode_cached(folder, items, channels, side, skip_bad)
+    return TensorData(images, labels, classes)

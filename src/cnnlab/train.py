@@ -245,6 +245,13 @@ def determinism(enabled: bool, device: torch.device) -> Iterator[None]:
         torch.backends.cudnn.benchmark = saved[3]
 
 
+def _image_folder_val(config: "TrainConfig", train_data: TensorData) -> TensorData:
+    from cnnlab.imagefolder import load_split_folder
+
+    c, h, _ = train_data.sample_shape
+    return load_split_folder(config.data_dir, "val", train_data.classes, h, c, skip_bad=config.skip_bad_images)
+
+
 def split_validation(data: TensorData, fraction: float, seed: int) -> tuple[TensorData, TensorData]:
     """A seeded random (train, val) split of ``data``; the same seed gives the same split."""
     n_val = round(fraction * len(data))
@@ -324,6 +331,8 @@ class Trainer:
         if config.val_fraction > 0:
             train_data, val_data = split_validation(train_data, config.val_fraction, config.seed)
             self.val_data = val_data.to(self.device)
+        elif config.dataset == "imagefolder" and config.data_dir and (Path(config.data_dir) / "val").is_dir():
+            self.val_data = _image_folder_val(config, train_data).to(self.device)
         self.classes = train_data.classes
         self.input_shape = train_data.sample_shape  # (C, H, W)
         self.train_data = train_data.to(self.device)
@@ -347,6 +356,10 @@ class Trainer:
     def build_model(self) -> nn.Module:
         c, h, _ = self.input_shape
         config = self.config
+        if get_model_info(config.model).family == "resnet" and h <= 64 and "stem" not in config.model_options:
+            # the ImageNet stem shrinks 32 px to 8 before the first block; small images get the CIFAR
+            # stem unless asked otherwise (recorded in the config, so evaluate/resume rebuild the same)
+            config.model_options["stem"] = "cifar"
         model = create_model(
             config.model, num_classes=len(self.classes), in_channels=c, input_size=h, **config.model_options
         )
@@ -803,6 +816,8 @@ def _run_split(run: LoadedRun, split: str, data_dir: str | None, device: torch.d
     if split == "test":
         return test.to(device)
     if split == "val":
+        if cfg.dataset == "imagefolder" and not cfg.val_fraction and (Path(data_dir or cfg.data_dir) / "val").is_dir():
+            return _image_folder_val(cfg, train_data).to(device)
         if not cfg.val_fraction:
             raise CnnlabError(f"{run.path} was trained without --val-fraction, so it has no validation split; use --split test")
         return split_validation(train_data, cfg.val_fraction, cfg.seed)[1].to(device)
