@@ -735,6 +735,18 @@ def train(config: TrainConfig | None = None, callbacks: Sequence[Callback] = (),
     return trainer.fit()
 
 
+def _read_checkpoint(path: Path, needed: set[str], kind: str) -> dict[str, Any]:
+    """``torch.load(weights_only=True)`` with one-line errors for truncated or foreign files."""
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise RunDirError(f"{path} cannot be read as a checkpoint ({type(exc).__name__}); it is truncated or not "
+                          f"cnnlab's") from None
+    if not isinstance(obj, dict) or not needed <= set(obj):
+        raise RunDirError(f"{path} is not a cnnlab {kind} (needs {', '.join(sorted(needed))})")
+    return obj
+
+
 def resume(run_dir: str | os.PathLike, callbacks: Sequence[Callback] = (), *, epochs: int | None = None,
            data_dir: str | None = None) -> TrainResult:
     """Continue an interrupted run from its last ``checkpoint.pt``, up to its (or a new) ``epochs``.
@@ -747,13 +759,8 @@ def resume(run_dir: str | os.PathLike, callbacks: Sequence[Callback] = (), *, ep
         raise RunDirError(f"--resume {path}: no such run directory")
     if not ckpt.is_file():
         raise RunDirError(f"--resume {path}: no checkpoint.pt there (runs write one after every epoch)")
-    try:
-        state = torch.load(ckpt, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise RunDirError(f"{ckpt} cannot be read ({type(exc).__name__}); it is truncated or not cnnlab's") from None
-    needed = {"epoch", "model", "optimizer", "scheduler", "torch_rng", "history", "config"}
-    if not isinstance(state, dict) or not needed <= set(state):
-        raise RunDirError(f"{ckpt} is not a cnnlab training checkpoint (needs {', '.join(sorted(needed))})")
+    state = _read_checkpoint(ckpt, {"epoch", "model", "optimizer", "scheduler", "torch_rng", "history", "config"},
+                             "training checkpoint")
     config = TrainConfig.from_dict(state["config"])
     config.out = str(path)
     if epochs is not None:
@@ -790,12 +797,7 @@ def load_run(run_dir: str | os.PathLike, device: str | torch.device = "cpu") -> 
     ckpt_path = path / "model.pt"
     if not ckpt_path.is_file():
         raise RunDirError(f"{ckpt_path} is missing; the run did not finish, or {path} is not a cnnlab run directory")
-    try:
-        checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise RunDirError(f"{ckpt_path} cannot be read as a checkpoint ({type(exc).__name__}); it is truncated or not cnnlab's") from None
-    if not isinstance(checkpoint, dict) or not {"state_dict", "config", "input_shape", "classes"} <= set(checkpoint):
-        raise RunDirError(f"{ckpt_path} is not a cnnlab checkpoint (needs state_dict, config, input_shape, classes)")
+    checkpoint = _read_checkpoint(ckpt_path, {"state_dict", "config", "input_shape", "classes"}, "checkpoint")
     config = TrainConfig.from_dict(checkpoint["config"])
     c, h, _ = checkpoint["input_shape"]
     model = create_model(config.model, num_classes=len(checkpoint["classes"]), in_channels=c, input_size=h,
