@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
@@ -125,3 +126,27 @@ def test_val_folder_and_small_image_resnet_defaults(tmp_path):
     assert json.loads((out / "config.json").read_text())["config"]["model_options"] == {"stem": "cifar"}
     correct, total, _ = evaluate_run(out, split="val")
     assert total == 16
+
+
+@pytest.mark.parametrize("split_kind", ["test folder", "seeded split"])
+def test_streaming_trains_exactly_like_in_memory(tmp_path, split_kind):
+    splits = ("train", "test") if split_kind == "test folder" else ("train",)
+    root = make_folder(tmp_path / "imgs", n_per_class=10, splits=splits)
+    config = TrainConfig(dataset="imagefolder", data_dir=str(root), input_size=12, epochs=2, batch_size=8, lr=0.05,
+                         momentum=0.9, val_fraction=0.2)
+    memory = train(config, write_run_dir=False)
+    streamed = train(config, write_run_dir=False, stream=True, workers=2)
+    a, b = memory.model.state_dict(), streamed.model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert (memory.test_correct, memory.test_total) == (streamed.test_correct, streamed.test_total)
+    from cnnlab.imagefolder import StreamingImages
+
+    train_s, test_s, _ = load_image_folder(root, side=12, stream=True)
+    assert isinstance(train_s, StreamingImages) and len(train_s) + len(test_s) == 20 * len(splits)
+
+
+def test_stream_is_for_image_folders():
+    from cnnlab.errors import CnnlabError
+
+    with pytest.raises(CnnlabError, match="--stream is for --dataset imagefolder"):
+        TrainConfig(dataset="digits", stream=True).validate()

@@ -97,6 +97,8 @@ OPTION = click.option("--option", "-o", "option", multiple=True, metavar="KEY=VA
               help="Per-channel mean/std after scaling [default: the dataset's recipe: cifar10 yes, MNIST no].")
 @click.option("--amp", is_flag=True, help="Autocast: bfloat16 on the CPU, float16 with a GradScaler on CUDA.")
 @click.option("--augment", is_flag=True, help="Random crop (and flip for colour images), batch-wise on tensors.")
+@click.option("--stream", is_flag=True, help="imagefolder: decode per batch in DataLoader workers (folders larger than RAM).")
+@click.option("--workers", type=int, default=2, show_default=True, help="DataLoader workers with --stream.")
 @click.option("--skip-bad-images", is_flag=True, help="imagefolder: skip and count unreadable files.")
 @click.option("--val-fraction", type=float, default=0.0, show_default=True,
               help="Seeded validation split of train: per-epoch figure and model selection; test scored once at the end.")
@@ -115,7 +117,7 @@ def train(model: str, dataset: str, epochs: int, batch_size: int, lr: float, opt
           nesterov: bool, weight_decay: float, schedule: str, warmup_epochs: float, step_size: int, gamma: float,
           label_smoothing: float, clip_grad: float | None, resume_dir: Path | None, seed: int, device: str, out: Path | None, overwrite: bool, data_dir: Path | None,
           download: bool, deterministic: bool, init: str, input_size: int | None, in_channels: int | None,
-          weights: Path | None, freeze: tuple[str, ...], normalize: bool | None, amp: bool, augment: bool, skip_bad_images: bool, val_fraction: float, limit_batches: int | None, train_eval: str, channels_last: bool | None,
+          weights: Path | None, freeze: tuple[str, ...], normalize: bool | None, amp: bool, augment: bool, stream: bool, workers: int, skip_bad_images: bool, val_fraction: float, limit_batches: int | None, train_eval: str, channels_last: bool | None,
           option: tuple[str, ...], quiet: bool, tensorboard: bool, nproc: int) -> None:
     """Train a model. With no arguments: the lecture's ConvNet recipe on MNIST."""
     from cnnlab.callbacks import ConsoleLogger
@@ -178,6 +180,8 @@ def train(model: str, dataset: str, epochs: int, batch_size: int, lr: float, opt
         limit_batches=limit_batches,
         val_fraction=val_fraction,
         skip_bad_images=skip_bad_images,
+        stream=stream,
+        workers=workers,
         normalize=normalize,
         amp=amp,
         augment=augment,

@@ -67,7 +67,15 @@ class TensorData:
         return tuple(self.images.shape[1:])  # type: ignore[return-value]
 
     def to(self, device: torch.device | str) -> "TensorData":
-        return TensorData(self.images.to(device), self.labels.to(device), self.classes)
+        return TensorData(self.images.to(device), self.labels.to(device), self.classes, self.skipped)
+
+    @property
+    def device(self) -> torch.device:
+        return self.images.device
+
+    def subset(self, idx: torch.Tensor) -> "TensorData":
+        idx = idx.to(self.images.device)
+        return TensorData(self.images[idx], self.labels[idx], self.classes)
 
 
 @dataclass(frozen=True)
@@ -289,7 +297,7 @@ def iterate_batches(
     index permutation is drawn on the CPU, from ``generator``.
     """
     n = len(data)
-    device = data.images.device if device is None else torch.device(device)
+    device = data.device if device is None else torch.device(device)
     order = torch.randperm(n, generator=generator) if shuffle else None
     stats = None
     if normalize is not None:
@@ -297,19 +305,26 @@ def iterate_batches(
     rank, world = shard
     if world > 1 and order is None:
         order = torch.arange(n)
-    for start in range(0, n, batch_size):
-        if order is None:
-            xb = data.images[start : start + batch_size]
-            yb = data.labels[start : start + batch_size]
-        else:
+    if order is None:
+        index_batches = None
+    else:
+        index_batches = []
+        for start in range(0, n, batch_size):
             idx = order[start : start + batch_size]
             if world > 1:
                 if len(idx) < world:
                     break
                 idx = idx[rank::world]  # this process's share of the global batch
-            idx = idx.to(data.images.device, non_blocking=True)
-            xb = data.images.index_select(0, idx)
-            yb = data.labels.index_select(0, idx)
+            index_batches.append(idx)
+    if not isinstance(data, TensorData):  # files decoded by DataLoader workers (cnnlab.imagefolder)
+        raw = data.batches(index_batches if index_batches is not None else
+                           [torch.arange(s, min(n, s + batch_size)) for s in range(0, n, batch_size)])
+    elif index_batches is None:
+        raw = ((data.images[s : s + batch_size], data.labels[s : s + batch_size]) for s in range(0, n, batch_size))
+    else:
+        raw = ((data.images.index_select(0, idx.to(data.device, non_blocking=True)),
+                data.labels.index_select(0, idx.to(data.device, non_blocking=True))) for idx in index_batches)
+    for xb, yb in raw:
         x = xb.to(device, non_blocking=True).float().div_(255.0)  # ToTensor(): uint8 / 255
         if stats is not None:
             x = x.sub_(stats[0]).div_(stats[1])  # Normalize(mean, std)
@@ -326,6 +341,8 @@ def load_prepared(
     input_size: int | None = None,
     in_channels: int | None = None,
     skip_bad_images: bool = False,
+    stream: bool = False,
+    workers: int = 2,
 ) -> tuple[TensorData, TensorData]:
     """:func:`load_dataset`, then resized to ``input_size`` and repeated to ``in_channels`` if asked.
 
@@ -337,7 +354,8 @@ def load_prepared(
 
         if data_dir is None:
             raise CnnlabError("--dataset imagefolder needs --data-dir DIR, with DIR/train/<class>/<images>")
-        train, test, skipped = load_image_folder(data_dir, input_size, in_channels, skip_bad=skip_bad_images)
+        train, test, skipped = load_image_folder(data_dir, input_size, in_channels, skip_bad=skip_bad_images,
+                                                 stream=stream, workers=workers)
         train.skipped = tuple(str(p) for p in skipped)
         return train, test
     get_dataset_spec(name)

@@ -19,7 +19,8 @@ from PIL import Image, UnidentifiedImageError
 from cnnlab.data import TensorData
 from cnnlab.errors import CnnlabError, DataNotFoundError
 
-__all__ = ["IMAGE_EXTENSIONS", "decode_image", "load_image_folder", "load_split_folder", "DEFAULT_SIDE"]
+__all__ = ["IMAGE_EXTENSIONS", "decode_image", "load_image_folder", "load_split_folder", "StreamingImages",
+           "DEFAULT_SIDE"]
 
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
 DEFAULT_SIDE = 32  # square side when --input-size is not given
@@ -81,6 +82,19 @@ def _guess_channels(items: list[tuple[Path, int]]) -> int:
     return 1
 
 
+def _test_mask(labels: torch.Tensor, n_classes: int, seed: int, fraction: float, root: Path) -> torch.Tensor:
+    """A seeded per-class hold-out: True for the images that form the test split."""
+    g = torch.Generator().manual_seed(seed)
+    mask = torch.zeros(len(labels), dtype=torch.bool)
+    for c in range(n_classes):
+        idx = torch.nonzero(labels == c).flatten()
+        idx = idx[torch.randperm(len(idx), generator=g)]
+        mask[idx[: int(round(fraction * len(idx)))]] = True
+    if mask.all() or not mask.any():
+        raise CnnlabError(f"{root / 'train'} has too few images to hold out a test split; add a test/ folder")
+    return mask
+
+
 def _decode_all(items, channels, side, skip_bad) -> tuple[torch.Tensor, torch.Tensor, list[Path]]:
     images, labels, bad = [], [], []
     for path, label in items:
@@ -136,6 +150,63 @@ def _decode_cached(root: Path, items, channels: int, side: int, skip_bad: bool):
     return images, labels, bad
 
 
+class _FileDataset(torch.utils.data.Dataset):
+    def __init__(self, items: list[tuple[Path, int]], channels: int, side: int):
+        self.items, self.channels, self.side = items, channels, side
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        path, label = self.items[i]
+        return decode_image(path, self.channels, self.side), label
+
+
+class StreamingImages:
+    """An image folder too large for memory: files are decoded per batch by DataLoader workers.
+
+    Quacks like :class:`cnnlab.data.TensorData` where the training loop needs it (``len``,
+    ``labels``, ``classes``, ``sample_shape``, ``to``, ``subset``); batches come in the same
+    seeded order, so a streamed run trains exactly like an in-memory one.
+    """
+
+    def __init__(self, items: list[tuple[Path, int]], classes: list[str], channels: int, side: int, workers: int = 2,
+                 device: torch.device | str = "cpu"):
+        self.items, self.classes, self.channels, self.side, self.workers = items, classes, channels, side, workers
+        self.labels = torch.tensor([label for _, label in items], dtype=torch.long)
+        self.skipped: tuple[str, ...] = ()
+        self._device = torch.device(device)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    @property
+    def sample_shape(self) -> tuple[int, int, int]:
+        return (self.channels, self.side, self.side)
+
+    @property
+    def device(self) -> torch.device:
+        return self._device
+
+    def to(self, device: torch.device | str) -> "StreamingImages":
+        return StreamingImages(self.items, self.classes, self.channels, self.side, self.workers, device)
+
+    def subset(self, idx: torch.Tensor) -> "StreamingImages":
+        return StreamingImages([self.items[int(i)] for i in idx], self.classes, self.channels, self.side,
+                               self.workers, self._device)
+
+    def batches(self, index_batches: list[torch.Tensor]):
+        """(uint8 images, labels) per list of indices, decoded in ``workers`` processes."""
+        loader = torch.utils.data.DataLoader(
+            _FileDataset(self.items, self.channels, self.side),
+            batch_sampler=[idx.tolist() for idx in index_batches],
+            num_workers=self.workers,
+            persistent_workers=False,
+        )
+        for images, labels in loader:
+            yield images, labels
+
+
 def load_image_folder(
     root: str | os.PathLike,
     side: int | None = None,
@@ -144,8 +215,14 @@ def load_image_folder(
     skip_bad: bool = False,
     seed: int = 0,
     test_fraction: float = 0.2,
+    stream: bool = False,
+    workers: int = 2,
 ) -> tuple[TensorData, TensorData, list[Path]]:
-    """(train, test, skipped files) from ``root/train`` (+ ``root/test`` if present)."""
+    """(train, test, skipped files) from ``root/train`` (+ ``root/test`` if present).
+
+    ``stream=True`` decodes nothing up front: it returns :class:`StreamingImages` whose batches
+    DataLoader workers decode on the fly (unreadable files then stop the run when met).
+    """
     root = Path(root)
     side = side or DEFAULT_SIDE
     classes, items = _scan(root / "train")
@@ -155,19 +232,19 @@ def load_image_folder(
         if test_classes != classes:
             raise CnnlabError(f"{root / 'test'} has classes {test_classes} but {root / 'train'} has {classes}")
     channels = channels or _guess_channels(items)
+    if stream:
+        train_s = StreamingImages(items, classes, channels, side, workers)
+        if test_items is not None:
+            return train_s, StreamingImages(test_items, classes, channels, side, workers), []
+        test_mask = _test_mask(train_s.labels, len(classes), seed, test_fraction, root)
+        return (train_s.subset(torch.nonzero(~test_mask).flatten()),
+                train_s.subset(torch.nonzero(test_mask).flatten()), [])
     images, labels, bad = _decode_cached(root / "train", items, channels, side, skip_bad)
     if test_items is not None:
         test_images, test_labels, bad_test = _decode_cached(root / "test", test_items, channels, side, skip_bad)
         bad += bad_test
     else:  # a seeded, per-class split
-        g = torch.Generator().manual_seed(seed)
-        test_mask = torch.zeros(len(labels), dtype=torch.bool)
-        for c in range(len(classes)):
-            idx = torch.nonzero(labels == c).flatten()
-            idx = idx[torch.randperm(len(idx), generator=g)]
-            test_mask[idx[: int(round(test_fraction * len(idx)))]] = True
-        if test_mask.all() or not test_mask.any():
-            raise CnnlabError(f"{root / 'train'} has too few images to hold out a test split; add a test/ folder")
+        test_mask = _test_mask(labels, len(classes), seed, test_fraction, root)
         test_images, test_labels = images[test_mask], labels[test_mask]
         images, labels = images[~test_mask], labels[~test_mask]
     return TensorData(images, labels, classes), TensorData(test_images, test_labels, classes), bad

@@ -84,6 +84,8 @@ class TrainConfig:
     # "running": accuracy of the epoch's own minibatch predictions (free; as Keras and Lightning
     # report it). "full": rescan the whole train set in eval mode after the epoch, as the
     # lecture notebook's compute_accuracy() does (one extra forward pass over the train set).
+    stream: bool = False  # imagefolder: decode per batch in DataLoader workers (folders larger than RAM)
+    workers: int = 2  # DataLoader worker processes when streaming
     skip_bad_images: bool = False  # imagefolder: skip (and count) unreadable files instead of stopping
     normalize: bool | None = None  # per-channel mean/std; None: the dataset's recipe (cifar10 yes, MNIST no)
     amp: bool = False  # autocast: bfloat16 on the CPU, float16 (with a GradScaler) on CUDA
@@ -128,6 +130,10 @@ class TrainConfig:
             raise CnnlabError(f"--normalize: {self.dataset} has no standard mean/std; leave it out")
         if self.augment and get_dataset_spec(self.dataset).augment is None:
             raise CnnlabError(f"--augment has no augmentation for {self.dataset} (its images are too small to crop)")
+        if self.stream and self.dataset != "imagefolder":
+            raise CnnlabError("--stream is for --dataset imagefolder (the other datasets fit in memory)")
+        if self.workers < 0:
+            raise CnnlabError(f"--workers must be >= 0, got {self.workers}")
         if not 0 <= self.val_fraction < 1:
             raise CnnlabError(f"--val-fraction must be in [0, 1), got {self.val_fraction!r}")
         if self.train_eval not in TRAIN_EVALS:
@@ -260,8 +266,7 @@ def split_validation(data: TensorData, fraction: float, seed: int) -> tuple[Tens
                           f"choose a fraction that keeps at least one image on each side")
     order = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))
     val_idx, train_idx = order[:n_val].sort().values, order[n_val:].sort().values
-    pick = lambda idx: TensorData(data.images[idx], data.labels[idx], data.classes)  # noqa: E731
-    return pick(train_idx), pick(val_idx)
+    return data.subset(train_idx), data.subset(val_idx)
 
 
 @torch.inference_mode()
@@ -275,8 +280,8 @@ def evaluate_accuracy(
     """(correct, total, mean loss) of ``model`` on ``data`` (already on the model's device)."""
     was_training = model.training
     model.eval()
-    correct = torch.zeros((), dtype=torch.long, device=data.images.device)
-    loss_sum = torch.zeros((), dtype=torch.float64, device=data.images.device)
+    correct = torch.zeros((), dtype=torch.long, device=data.device)
+    loss_sum = torch.zeros((), dtype=torch.float64, device=data.device)
     for x, y in iterate_batches(data, batch_size, memory_format=memory_format, normalize=normalize):
         logits = model(x)
         correct += (logits.argmax(dim=1) == y).sum()
@@ -325,7 +330,8 @@ class Trainer:
         get_model_info(config.model)  # unknown model: fail before loading any data
         train_data, test_data = load_prepared(config.dataset, config.data_dir, download=config.download,
                                               input_size=config.input_size, in_channels=config.in_channels,
-                                              skip_bad_images=config.skip_bad_images)
+                                              skip_bad_images=config.skip_bad_images, stream=config.stream,
+                                              workers=config.workers)
         self.skipped = train_data.skipped
         self.val_data: TensorData | None = None
         if config.val_fraction > 0:
@@ -814,7 +820,8 @@ def _run_split(run: LoadedRun, split: str, data_dir: str | None, device: torch.d
     c, h, _ = run.input_shape
     cfg = run.config
     train_data, test = load_prepared(cfg.dataset, data_dir or cfg.data_dir, download=cfg.download, input_size=h,
-                                     in_channels=c, skip_bad_images=cfg.skip_bad_images)
+                                     in_channels=c, skip_bad_images=cfg.skip_bad_images, stream=cfg.stream,
+                                     workers=cfg.workers)
     if split == "test":
         return test.to(device)
     if split == "val":
