@@ -29,17 +29,8 @@ import torch.nn.functional as F
 
 import cnnlab
 from cnnlab.data import data_root
+from cnnlab.machine import cpu_name
 from cnnlab.train import TrainConfig, train
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def lecture_loop(root: str, epochs: int, seed: int = 1, quiet: bool = True) -> tuple[float, float]:

@@ -429,7 +429,7 @@ def _relaunch_with_torchrun(nproc: int) -> None:
 
     args = list(sys.argv[1:])
     cleaned, skip = [], False
-    for i, a in enumerate(args):
+    for a in args:
         if skip:
             skip = False
             continue

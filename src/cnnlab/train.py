@@ -28,6 +28,7 @@ import cnnlab
 from cnnlab.data import DATASETS, TensorData, augment_batch, get_dataset_spec, iterate_batches, load_prepared
 from cnnlab.errors import CnnlabError, RunDirError, UnknownNameError
 from cnnlab.layers import INITS, init_weights
+from cnnlab.machine import cpu_name
 from cnnlab.weights import freeze, load_weights, weights_in_channels
 from cnnlab.models import create_model, get_model_info
 
@@ -624,7 +625,7 @@ def environment_info(device: torch.device) -> dict[str, Any]:
         "torch_version": torch.__version__,
         "python_version": platform.python_version(),
         "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
+        "processor": cpu_name(),
         "torch_threads": torch.get_num_threads(),
         "device": str(device),
     }
@@ -883,11 +884,13 @@ def predict(run_dir: str | os.PathLike, images: Sequence[str | os.PathLike], *, 
     dev = resolve_device(device)
     run = load_run(run_dir, dev)
     c, h, _ = run.input_shape
-    x = torch.stack([decode_image(p, c, h) for p in images]).to(dev).float().div_(255.0)
-    stats = normalization_for(run.config)
-    if stats is not None:
-        x = (x - torch.tensor(stats[0], device=dev).view(1, -1, 1, 1)) / torch.tensor(stats[1], device=dev).view(1, -1, 1, 1)
-    probs = torch.softmax(run.model(x.contiguous(memory_format=memory_format_for(run.config, dev))), dim=1)
+    data = TensorData(torch.stack([decode_image(p, c, h) for p in images]), torch.zeros(len(images), dtype=torch.long),
+                      run.classes).to(dev)
+    fmt = memory_format_for(run.config, dev)
+    run.model.to(memory_format=fmt)
+    # the same scaling and normalisation as training, through the same batching code
+    x, _ = next(iterate_batches(data, len(data), memory_format=fmt, normalize=normalization_for(run.config)))
+    probs = torch.softmax(run.model(x), dim=1)
     k = min(top_k, probs.shape[1])
     values, indices = probs.topk(k, dim=1)
     return [(str(p), [(run.classes[int(i)], float(v)) for v, i in zip(vs, ix)])

@@ -12,13 +12,13 @@ import platform
 import statistics
 import time
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 
 from cnnlab.conv import conv2d
+from cnnlab.machine import cpu_name
 
 __all__ = ["VGG16_LAYERS", "BenchRow", "bench_conv", "cudnn_modes", "error_report", "machine_line"]
 
@@ -38,14 +38,7 @@ class BenchRow:
 
 
 def machine_line(device: torch.device) -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_name()
     dev = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({os.cpu_count()} logical CPUs)"
     return (f"{platform.machine()} {cpu}; device {dev}; torch {torch.__version__}; "
             f"threads {torch.get_num_threads()}; oneDNN {torch.backends.mkldnn.is_available()}")
