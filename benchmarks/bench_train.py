@@ -29,8 +29,8 @@ import torch.nn.functional as F
 
 import cnnlab
 from cnnlab.data import data_root
-from cnnlab.machine import cpu_name
-from cnnlab.train import TrainConfig, train
+from cnnlab.runtime import cpu_name
+from cnnlab.training import TrainConfig, train
 
 
 def lecture_loop(root: str, epochs: int, seed: int = 1, quiet: bool = True) -> tuple[float, float]:

@@ -17,7 +17,7 @@ import torch
 
 import cnnlab
 from cnnlab.data import data_root
-from cnnlab.train import TrainConfig, train
+from cnnlab.training import TrainConfig, train
 
 
 def main() -> None:

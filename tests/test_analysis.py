@@ -14,6 +14,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import cnnlab
 from cnnlab.analysis import IMAGENET_TOP1, activation_bytes, analyze, analyze_models
+from cnnlab.errors import CnnlabError
 
 from test_cli import assert_user_error, cnnlab as run_cli
 
@@ -172,7 +173,7 @@ def test_html_report_renders_in_headless_chromium(tmp_path):
     browser = next((shutil.which(b) for b in ("chromium", "chromium-browser", "google-chrome") if shutil.which(b)), None)
     if browser is None:
         pytest.skip("no Chromium on this machine")
-    from cnnlab.report_html import write_html
+    from cnnlab.analysis import write_html
 
     report = analyze_models(["convnet", "resnet18"], batch_sizes=(1,), timing=False)
     page = write_html(report, tmp_path / "r.html")
@@ -182,3 +183,47 @@ def test_html_report_renders_in_headless_chromium(tmp_path):
                     f"--user-data-dir={tmp_path / 'profile'}", f"--screenshot={shot}", "--window-size=1280,2000",
                     page.as_uri()], capture_output=True, timeout=120)
     assert shot.is_file() and shot.stat().st_size > 20_000
+
+
+def test_time_fn_warms_up_then_times():
+    from cnnlab.runtime import time_fn
+
+    calls = []
+    timing = time_fn(lambda: calls.append(1) or len(calls), "cpu", repeats=4, warmup=2)
+    assert len(calls) == 6 and len(timing.times) == 4 and timing.result == 6
+    assert timing.best <= timing.median and timing.warmup_s >= 0
+    slow = time_fn(lambda: time.sleep(0.02), "cpu", repeats=5, budget_s=0.001)  # slow warm-up: one timed run
+    assert len(slow.times) == 1
+    with pytest.raises(ValueError):
+        time_fn(lambda: None, "cpu", repeats=0)
+
+
+def test_report_machine_uses_the_shared_machine_line():
+    from cnnlab.runtime import machine_line
+
+    report = analyze(nn.Conv2d(1, 1, 3), (1, 5, 5), batch_sizes=(1,), timing=False)
+    assert report.machine["description"] == machine_line("cpu") and report.batch_sizes == [1]
+
+
+def test_run_analyze_is_the_command(tmp_path):
+    from cnnlab.analysis import run_analyze
+
+    seen = []
+    report = run_analyze(["convnet"], batch_sizes="1,2", no_timing=True, input="1x32x32", on_model=seen.append)
+    assert report.batch_sizes == [1, 2] and [m.name for m in seen] == ["convnet"]
+    assert report.models[0].input_shape == [1, 32, 32] and report.models[0].timing == []
+    assert run_analyze(["convnet"], quick=True, no_timing=True).batch_sizes == [1, 8]
+    (tmp_path / "file").write_text("")
+    bad = [
+        (dict(models=["vgg17"]), "unknown model 'vgg17'"),
+        (dict(models=["convnet"], batch_sizes="a,b"), "--batch-sizes takes comma-separated positive integers"),
+        (dict(models=["convnet"], repeats=-1), "--repeats must be a positive integer"),
+        (dict(models=["convnet"], input="28x28"), "CxHxW"),
+        (dict(models=["convnet"], charts=tmp_path / "file"), "is a file; give a folder"),
+        (dict(models=["convnet"], html=tmp_path), "is a folder; give a file name"),
+    ]
+    if not torch.cuda.is_available():
+        bad.append((dict(models=["convnet"], device="cuda"), "no CUDA device"))
+    for kwargs, message in bad:
+        with pytest.raises(CnnlabError, match=message):
+            run_analyze(**kwargs)

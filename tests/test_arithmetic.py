@@ -13,6 +13,8 @@ from hypothesis import strategies as st
 
 from cnnlab import arithmetic as A
 from cnnlab.errors import ShapeError
+from cnnlab.geometry import layer_geometry, module_macs, spatial_geometry
+from cnnlab.models import ZeroPadShortcut
 
 SIDES = range(1, 41)
 
@@ -221,3 +223,89 @@ def test_macs():
     assert A.conv2d_macs(28, 28, 1, 4, (3, 3)) == 28 * 28 * 4 * 9
     assert A.conv2d_macs(14, 14, 4, 8, (3, 3), groups=2) == 14 * 14 * 8 * 2 * 9
     assert A.linear_macs(392, 10) == 3920
+
+
+def test_receptive_field_start_and_step():
+    """start = centre of the first unit's field in input pixels (pixel i spans [i, i+1))."""
+    rfs = A.receptive_fields([(3, 1, 1), (2, 2, 0), (3, 1, 1), (2, 2, 0)])
+    assert [r.start for r in rfs] == [0.5, 1.0, 1.0, 2.0]
+    step = A.receptive_field_step(A.INPUT_RF, 3, 1, 1)
+    assert step == rfs[0] and step.interval(0) == (-1, 2) and step.interval(0, size=28) == (0, 2)
+    assert rfs[-1].interval(3, size=28) == (9, 19)  # 10 wide, 4 apart
+
+
+def test_receptive_field_union_of_branches():
+    a = A.RFLayer(rf=3, jump=1, start=0.5)  # [i-1, i+2): a 3x3 conv, padding 1
+    b = A.RFLayer(rf=3, jump=1, start=1.5)  # [i, i+3): two 2x2 "same" convs (padding after)
+    u = A.receptive_field_union([a, b])
+    assert u == A.RFLayer(rf=4, jump=1, start=1.0) and u.interval(5) == (4, 8)
+    assert A.receptive_field_union([a, A.INPUT_RF]) == a  # an identity branch adds nothing
+    with pytest.raises(ValueError):
+        A.receptive_field_union([])
+
+
+def test_mac_formulas_agree():
+    assert A.conv_macs(28 * 28, 1, 4, (3, 3)) == A.conv2d_macs(28, 28, 1, 4, (3, 3))
+    assert A.conv_transpose2d_macs(7, 7, 8, 4, (2, 2)) == 7 * 7 * 8 * 4 * 4
+    assert A.linear_macs(392, 10, rows=3) == 3 * 3920
+    assert A.matmul_macs(2, 3, 4, batch=5) == 120
+    assert A.feature_side(8, [("same4", 4, 1, (1, 2))]) == 8  # asymmetric "same" padding
+
+
+# ---------------------------------------------------------------------------------------
+# cnnlab.geometry: a module's (k, s, p, d), checked against the module's real output shape
+
+GEOMETRY_LAYERS = [
+    nn.Conv2d(2, 3, (3, 5), stride=(2, 1), padding=(1, 2), dilation=(1, 2)),
+    nn.Conv2d(2, 3, 4, padding="same"),  # odd total: the extra pixel after
+    nn.Conv2d(2, 3, 3, padding="same", dilation=2),
+    nn.Conv2d(2, 3, 3, stride=2, padding="valid"),
+    nn.MaxPool2d(3, 2, 1, ceil_mode=True),
+    nn.MaxPool2d(2),
+    nn.MaxPool2d(3, 1, 1, dilation=2),
+    nn.AvgPool2d(3, stride=2, padding=1, ceil_mode=True),
+    nn.ConvTranspose2d(2, 3, 3, stride=2, padding=1, output_padding=1),
+    nn.ConvTranspose2d(2, 4, (2, 3), stride=(2, 1), groups=2),
+    ZeroPadShortcut(2, 4, stride=2),
+]
+
+
+@pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel")
+@pytest.mark.parametrize("layer", GEOMETRY_LAYERS, ids=lambda m: repr(m)[:60])
+@pytest.mark.parametrize("side", [7, 8, 13])
+def test_layer_geometry_gives_the_real_output_shape(layer, side):
+    x = torch.zeros(1, 2, side, side + 3)
+    g = layer_geometry(layer, x.shape[-2:])
+    assert g is not None and g.output_size(x.shape[-2:]) == tuple(layer(x).shape[-2:])
+
+
+def test_layer_geometry_fields():
+    g = layer_geometry(nn.Conv2d(1, 1, 4, padding="same"))  # "same" at stride 1 needs no input size
+    assert (g.kernel, g.stride, g.padding, g.padding_after, g.padding_text) == ((4, 4), (1, 1), (1, 1), (2, 2), "same")
+    assert g == layer_geometry(nn.Conv2d(1, 1, 4, padding="same"), (9, 9))
+    g = layer_geometry(nn.MaxPool2d(2))
+    assert (g.kernel, g.stride, g.padding, g.dilation, g.ceil_mode) == ((2, 2), (2, 2), (0, 0), (1, 1), False)
+    g = layer_geometry(ZeroPadShortcut(4, 8, stride=2))
+    assert (g.kernel, g.stride, g.padding) == ((1, 1), (2, 2), (0, 0))
+    assert layer_geometry(nn.ConvTranspose2d(1, 1, 3, stride=2, output_padding=1)).transposed
+    for other in (nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Linear(2, 2), nn.BatchNorm2d(2)):
+        assert layer_geometry(other) is None
+    stack = nn.Sequential(nn.Conv2d(1, 1, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(1, 1, 2, padding="same"))
+    assert spatial_geometry(stack, "f") == [("f.0", 3, 1, 1, 1), ("f.2", 2, 2, 0, 1), ("f.3", 2, 1, (0, 1), 1)]
+    assert A.feature_side(9, spatial_geometry(stack)) == stack(torch.zeros(1, 1, 9, 9)).shape[-1] == 4
+
+
+@pytest.mark.parametrize("layer,shape", [
+    (nn.Conv2d(4, 6, 3, stride=2, padding=1, groups=2), (2, 4, 9, 8)),
+    (nn.Conv2d(4, 6, 3, padding="same", dilation=2), (1, 4, 7, 7)),
+    (nn.ConvTranspose2d(4, 6, 3, stride=2, groups=2), (2, 4, 5, 6)),
+    (nn.Linear(8, 5), (2, 3, 8)),
+])
+def test_module_macs_equal_flop_counter_mode(layer, shape):
+    from torch.utils.flop_counter import FlopCounterMode
+
+    x = torch.randn(shape)
+    with FlopCounterMode(display=False) as counter:
+        y = layer(x)
+    assert 2 * module_macs(layer, x.shape, y.shape) == counter.get_total_flops() > 0
+    assert module_macs(nn.ReLU(), x.shape, x.shape) == 0

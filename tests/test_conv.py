@@ -179,3 +179,27 @@ def test_cli_demo_and_bench():
     assert {r["algorithm"] for r in doc["rows"]} == {"F.conv2d", "im2col"} and "torch" in doc["machine"]
     assert_user_error(run_cli("bench", "conv", "--algorithms", "strassen"), "unknown algorithm 'strassen'")
     assert_user_error(run_cli("bench", "conv", "--batch-sizes", "0"), "--batch-sizes")
+
+
+def test_run_bench_is_the_command(monkeypatch):
+    from cnnlab.conv import bench
+    from cnnlab.errors import CnnlabError, UnknownNameError
+    from cnnlab.runtime import machine_line
+
+    assert bench.machine_line is machine_line  # one machine line for every benchmark
+    with pytest.raises(UnknownNameError, match="unknown algorithm 'strassen'"):
+        bench.run_bench(algorithms="im2col,strassen")
+    for batch_sizes in ("0", "a", ""):
+        with pytest.raises(CnnlabError, match="--batch-sizes takes comma-separated positive integers"):
+            bench.run_bench(batch_sizes=batch_sizes)
+    with pytest.raises(CnnlabError, match="--runs must be a positive integer"):
+        bench.run_bench(runs=-1)
+    monkeypatch.setattr(bench, "QUICK_LAYERS", [(4, 14)])  # tiny layers; the policy is what is tested
+    rows = []
+    result = bench.run_bench(quick=True, batch_sizes=[1, 2], algorithms="direct,fft,im2col", runs=1, on_row=rows.append)
+    assert set(result) == {"machine", "rows", "errors"} and result["machine"] == machine_line("cpu")
+    cases = {(r["batch"], r["algorithm"]) for r in result["rows"]}
+    # direct only at batch 1 (side <= 14); --quick runs FFT at batch 1 only
+    assert cases == {(1, "F.conv2d"), (1, "direct"), (1, "fft"), (1, "im2col"), (2, "F.conv2d"), (2, "im2col")}
+    assert len(rows) == len(result["rows"]) and [e["layer"] for e in result["errors"]] == ["4@14"]
+    assert "errors" not in bench.run_bench(quick=True, batch_sizes="1", algorithms=["im2col"], runs=1, errors=False)

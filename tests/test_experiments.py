@@ -10,7 +10,7 @@ import torch
 import cnnlab
 from cnnlab.errors import CnnlabError
 from cnnlab.experiments import run_init_experiment
-from cnnlab.train import TrainConfig, Trainer, train
+from cnnlab.training import TrainConfig, Trainer, train
 
 from test_cli import assert_user_error, cnnlab as run_cli
 
@@ -108,7 +108,7 @@ def test_cli_experiment_inits(tmp_path):
 def test_every_model_trains_and_evaluates(name, tmp_path):
     """Each registry model goes through train -> model.pt -> evaluate (2 small batches)."""
     from cnnlab.models import min_input_size
-    from cnnlab.train import evaluate_run
+    from cnnlab.training import evaluate_run
 
     info = cnnlab.get_model_info(name)
     side = max(8, min_input_size(name))

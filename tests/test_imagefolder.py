@@ -7,8 +7,9 @@ import pytest
 import torch
 from PIL import Image
 
-from cnnlab.imagefolder import decode_image, load_image_folder
-from cnnlab.train import TrainConfig, evaluate_run, predict, train
+from cnnlab.data.decode import decode_image
+from cnnlab.data.imagefolder import load_image_folder
+from cnnlab.training import TrainConfig, evaluate_run, predict, train
 
 from test_cli import assert_user_error, cnnlab as run_cli
 
@@ -139,7 +140,7 @@ def test_streaming_trains_exactly_like_in_memory(tmp_path, split_kind):
     a, b = memory.model.state_dict(), streamed.model.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert (memory.test_correct, memory.test_total) == (streamed.test_correct, streamed.test_total)
-    from cnnlab.imagefolder import StreamingImages
+    from cnnlab.data.imagefolder import StreamingImages
 
     train_s, test_s, _ = load_image_folder(root, side=12, stream=True)
     assert isinstance(train_s, StreamingImages) and len(train_s) + len(test_s) == 20 * len(splits)

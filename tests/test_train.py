@@ -10,7 +10,8 @@ import torch
 
 import cnnlab
 from cnnlab.errors import CnnlabError, RunDirError
-from cnnlab.train import Callback, TrainConfig, evaluate_run, load_run, train
+from cnnlab.runs import load_run
+from cnnlab.training import Callback, TrainConfig, evaluate_run, train
 
 
 def test_digits_trains_offline(tmp_path):

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from cnnlab.errors import CnnlabError, RunDirError
-from cnnlab.train import Callback, TrainConfig, Trainer, resume, train
+from cnnlab.training import Callback, TrainConfig, Trainer, resume, train
+from cnnlab.training.optim import build_optimizer, build_scheduler
 
 from test_cli import assert_user_error, cnnlab as run_cli
 
@@ -71,8 +72,8 @@ def test_resume_cli(tmp_path):
 def _lrs(**kwargs) -> list[float]:
     trainer = Trainer(TrainConfig(dataset="digits", epochs=4, batch_size=360, lr=1.0, **kwargs))  # 4 steps per epoch
     torch.manual_seed(0)
-    opt = trainer.build_optimizer(trainer.build_model())
-    sched = trainer.build_scheduler(opt)
+    opt = build_optimizer(trainer.build_model(), trainer.config)
+    sched = build_scheduler(opt, trainer.config, trainer.steps_per_epoch)
     lrs = []
     for _ in range(16):
         lrs.append(opt.param_groups[0]["lr"])
@@ -97,7 +98,7 @@ def test_schedules():
 def test_optimizer_choices():
     def opt(**kw):
         trainer = Trainer(TrainConfig(dataset="digits", **kw))
-        return trainer.build_optimizer(trainer.build_model())
+        return build_optimizer(trainer.build_model(), trainer.config)
 
     assert isinstance(opt(optimizer="adamw", weight_decay=0.01), torch.optim.AdamW)
     sgd = opt(momentum=0.9, nesterov=True, weight_decay=5e-4)
@@ -132,7 +133,7 @@ def test_validation_split_selects_and_scores_test_once(tmp_path):
     assert len(trainer.train_data) + len(trainer.val_data) == 1438 and len(trainer.val_data) == round(0.25 * 1438)
     again = Trainer(config)
     assert torch.equal(trainer.val_data.labels, again.val_data.labels)  # seeded: the same split every time
-    from cnnlab.train import evaluate_run
+    from cnnlab.training import evaluate_run
 
     correct, total, _ = evaluate_run(tmp_path / "v")  # model.pt holds the selected weights
     assert (correct, total) == (result.test_correct, result.test_total)
@@ -155,7 +156,7 @@ def test_export_onnx_matches_onnxruntime(tmp_path):
     import numpy as np
     import onnxruntime as ort
 
-    from cnnlab.train import load_run
+    from cnnlab.runs import load_run
 
     run = load_run(out)
     x = torch.rand(7, 1, 8, 8)  # another batch size than the export's example: the batch axis is dynamic
@@ -170,7 +171,7 @@ def test_runs_table(tmp_path):
     train(TrainConfig(dataset="digits", epochs=2, val_fraction=0.2), out=str(tmp_path / "runs" / "a"))
     with pytest.raises(KeyboardInterrupt):
         train(TrainConfig(dataset="digits", epochs=3), [StopAfter(1)], out=str(tmp_path / "runs" / "b"))
-    from cnnlab.train import list_runs
+    from cnnlab.runs import list_runs
 
     rows = {r["run"].rsplit("/", 1)[-1]: r for r in list_runs(tmp_path / "runs")}
     assert rows["a"]["status"] == "finished" and rows["a"]["epochs"] == "2/2" and rows["a"]["best_val_acc"] is not None
@@ -183,7 +184,7 @@ def test_runs_table(tmp_path):
 def test_evaluate_splits_per_class_and_confusion(tmp_path):
     from sklearn.metrics import precision_recall_fscore_support
 
-    from cnnlab.train import evaluate_run_detailed, per_class_metrics
+    from cnnlab.training import evaluate_run_detailed, per_class_metrics
 
     out = tmp_path / "run"
     result = train(TrainConfig(dataset="digits", epochs=3, batch_size=32, lr=0.1, momentum=0.9, val_fraction=0.2,

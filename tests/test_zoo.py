@@ -10,8 +10,7 @@ import torchvision
 
 import cnnlab
 from cnnlab.errors import CnnlabError, ShapeError
-from cnnlab.layers import BasicBlock, Bottleneck, INITS, ZeroPadShortcut, init_weights
-from cnnlab.weights import freeze, load_weights
+from cnnlab.models import INITS, BasicBlock, Bottleneck, ZeroPadShortcut, freeze, init_weights, load_weights
 
 
 def meta_model(name: str, **kwargs) -> nn.Module:

@@ -1,44 +1,45 @@
-"""cnnlab: the CNN lecture (Raschka, STAT 479 L13) as runnable, tested, fast software."""
+"""cnnlab: the CNN lecture (Raschka, STAT 479 L13) as runnable, tested, fast software.
+
+The top-level names are imported on first use (PEP 562), so ``import cnnlab`` -- and
+commands such as ``cnnlab --help`` or ``cnnlab arith`` -- do not load torch.
+"""
 
 from __future__ import annotations
 
+import importlib
+from typing import Any
+
 __version__ = "0.1.0"
 
-import torch
-import torch.nn as nn
-import torch.nn.functional as F
+# name -> module that defines it
+_EXPORTS = {
+    "arithmetic": "cnnlab.arithmetic",
+    "create_model": "cnnlab.models",
+    "get_model_info": "cnnlab.models",
+    "list_models": "cnnlab.models",
+    "register_model": "cnnlab.models",
+    "load_weights": "cnnlab.models",
+    "with_probas": "cnnlab.models",
+    "WithProbas": "cnnlab.models",
+    "summarize": "cnnlab.summary",
+    "summarize_model": "cnnlab.summary",
+    "analyze": "cnnlab.analysis",
+    "TrainConfig": "cnnlab.training",
+}
 
-from cnnlab import arithmetic
-from cnnlab.models import create_model, get_model_info, list_models, register_model
-from cnnlab.weights import load_weights
-from cnnlab.analysis import analyze
-
-__all__ = [
-    "__version__",
-    "analyze",
-    "arithmetic",
-    "create_model",
-    "get_model_info",
-    "list_models",
-    "load_weights",
-    "register_model",
-    "with_probas",
-    "WithProbas",
-]
+__all__ = ["__version__", *_EXPORTS]
 
 
-class WithProbas(nn.Module):
-    """Wraps a logits model so ``forward`` returns ``(logits, probas)`` like the lecture's."""
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'cnnlab' has no attribute {name!r}")
+    if name == "arithmetic":
+        return importlib.import_module(module)
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later look-ups skip this function
+    return value
 
-    def __init__(self, model: nn.Module):
-        super().__init__()
-        self.model = model
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        logits = self.model(x)
-        return logits, F.softmax(logits, dim=1)
-
-
-def with_probas(model: nn.Module) -> WithProbas:
-    """``(logits, probas)`` view of a model that returns logits (shares its parameters)."""
-    return WithProbas(model)
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

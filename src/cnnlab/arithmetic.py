@@ -9,11 +9,15 @@ before any tensor exists, and explain a shape the way the lecture's comments do
 
     o = floor((i + 2p - d(k-1) - 1) / s) + 1        # the slide's floor((i + 2p - k)/s) + 1 for d = 1
 
-and "same" padding, which for stride 1 is the lecture's p = (k - 1)/2.
+and "same" padding, which for stride 1 is the lecture's p = (k - 1)/2. Also the one home of
+the receptive-field recurrence (one step per layer, a union where branches meet) and of the
+MAC counts of convolutions, linear layers and matrix products, which :mod:`cnnlab.geometry`,
+:mod:`cnnlab.summary` and :mod:`cnnlab.analysis` call.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Iterable, Sequence
 
@@ -21,13 +25,21 @@ __all__ = [
     "conv_output_size",
     "conv_output_formula",
     "conv_transpose_output_size",
+    "conv_transpose_output_formula",
     "same_padding",
     "resolve_padding",
     "RFLayer",
+    "INPUT_RF",
+    "receptive_field_step",
+    "receptive_field_union",
     "receptive_fields",
     "receptive_field",
+    "conv_macs",
     "conv2d_macs",
+    "conv_transpose_macs",
+    "conv_transpose2d_macs",
     "linear_macs",
+    "matmul_macs",
     "feature_side",
     "explain_output_size",
 ]
@@ -127,6 +139,16 @@ def conv_transpose_output_size(i: int, k: int, s: int = 1, p: int = 0, output_pa
     return o
 
 
+def conv_transpose_output_formula(i: int, k: int, s: int = 1, p: int = 0, output_padding: int = 0, d: int = 1) -> str:
+    """The transposed-convolution output size with the numbers filled in.
+
+    >>> conv_transpose_output_formula(7, 2, 2)
+    '(7-1)*2 - 0 + 1*(2-1) + 0 + 1 = 14'
+    """
+    o = (i - 1) * s - 2 * p + d * (k - 1) + output_padding + 1
+    return f"({i}-1)*{s} - {2 * p} + {d}*({k}-1) + {output_padding} + 1 = {o}"
+
+
 def same_padding(i: int, k: int, s: int = 1, d: int = 1) -> tuple[int, int]:
     """The (before, after) zero padding that gives ``o = ceil(i/s)`` ("same" convolution).
 
@@ -156,7 +178,9 @@ def resolve_padding(padding: int | str, i: int, k: int, s: int = 1, d: int = 1) 
 
 @dataclass(frozen=True)
 class RFLayer:
-    """Receptive-field bookkeeping after one layer.
+    """Receptive-field bookkeeping after one layer, along one axis.
+
+    Input pixel ``i`` covers ``[i, i+1)``, so its centre is ``i + 0.5``.
 
     Attributes:
         rf: receptive field (input pixels along one axis seen by one output unit).
@@ -168,24 +192,68 @@ class RFLayer:
     jump: int
     start: float
 
+    def interval(self, index: int, size: int | None = None) -> tuple[int, int]:
+        """Input pixels ``[lo, hi)`` seen by output unit ``index``, clipped to ``[0, size)`` if given.
+
+        >>> RFLayer(rf=3, jump=1, start=0.5).interval(0, size=28)   # a 3x3 "same" conv, first row
+        (0, 2)
+        """
+        centre = self.start + index * self.jump
+        lo, hi = math.floor(centre - self.rf / 2), math.ceil(centre + self.rf / 2)
+        if size is not None:
+            lo, hi = max(lo, 0), min(hi, size)
+        return lo, hi
+
+
+INPUT_RF = RFLayer(rf=1, jump=1, start=0.5)  # one input pixel sees itself
+
+
+def receptive_field_step(before: RFLayer, k: int, s: int = 1, p: int = 0, d: int = 1) -> RFLayer:
+    """The receptive field after one conv or pooling layer ``(k, s, p, d)``, given the one before it.
+
+    The recurrences (Araujo et al. 2019, "Computing Receptive Fields of CNNs", Distill)::
+
+        rf_out    = rf_in + d(k-1) * jump_in
+        jump_out  = jump_in * s
+        start_out = start_in + ((d(k-1) + 1 - 1)/2 - p) * jump_in      # p: padding before (top/left)
+    """
+    _check_positive(k=k, s=s, d=d)
+    k_eff = d * (k - 1) + 1
+    return RFLayer(
+        rf=before.rf + (k_eff - 1) * before.jump,
+        jump=before.jump * s,
+        start=before.start + ((k_eff - 1) / 2 - p) * before.jump,
+    )
+
+
+def receptive_field_union(branches: Iterable[RFLayer]) -> RFLayer:
+    """The receptive field of a sum (or concatenation) of branches: the union of their boxes.
+
+    Branches that meet in one tensor have the same output grid, hence the same jump; the union
+    of the first output unit's intervals then holds for every unit. (Were the jumps to differ,
+    the largest is kept and the union is that of the first unit only.)
+    """
+    branches = list(branches)
+    if not branches:
+        raise ValueError("receptive_field_union needs at least one branch")
+    lo = min(b.start - b.rf / 2 for b in branches)
+    hi = max(b.start + b.rf / 2 for b in branches)
+    return RFLayer(rf=int(round(hi - lo)), jump=max(b.jump for b in branches), start=(lo + hi) / 2)
+
 
 def receptive_fields(layers: Iterable[Sequence[int]], *, rf: int = 1, jump: int = 1, start: float = 0.5) -> list[RFLayer]:
     """Receptive field and jump after every layer of a chain.
 
-    Each layer is ``(k, s)``, ``(k, s, p)`` or ``(k, s, p, d)``. The recurrences are
-    ``rf_out = rf_in + d(k-1) * jump_in`` and ``jump_out = jump_in * s``.
+    Each layer is ``(k, s)``, ``(k, s, p)`` or ``(k, s, p, d)``; see :func:`receptive_field_step`.
     """
     out: list[RFLayer] = []
+    current = RFLayer(rf=rf, jump=jump, start=start)
     for layer in layers:
         k, s, *rest = layer
         p = rest[0] if rest else 0
         d = rest[1] if len(rest) > 1 else 1
-        _check_positive(k=k, s=s, d=d)
-        k_eff = d * (k - 1) + 1
-        start = start + ((k_eff - 1) / 2 - p) * jump
-        rf = rf + (k_eff - 1) * jump
-        jump = jump * s
-        out.append(RFLayer(rf=rf, jump=jump, start=start))
+        current = receptive_field_step(current, k, s, p, d)
+        out.append(current)
     return out
 
 
@@ -197,20 +265,52 @@ def receptive_field(layers: Iterable[Sequence[int]]) -> tuple[int, int]:
     return rfs[-1].rf, rfs[-1].jump
 
 
+# ---------------------------------------------------------------------------------------
+# Multiply-accumulates (MACs). FLOPs = 2 x MACs. Bias adds are not counted.
+
+
+def conv_macs(output_positions: int, in_channels: int, out_channels: int, kernel: Sequence[int], groups: int = 1) -> int:
+    """MACs of a convolution of any dimension: each of ``output_positions * out_channels``
+    outputs is a dot product over ``(in_channels / groups) * prod(kernel)`` inputs.
+
+    ``output_positions`` counts every output pixel of every image (N * H_out * W_out in 2-D).
+    """
+    return output_positions * out_channels * (in_channels // groups) * math.prod(kernel)
+
+
 def conv2d_macs(out_h: int, out_w: int, in_channels: int, out_channels: int, kernel: tuple[int, int], groups: int = 1) -> int:
     """Multiply-accumulates of one 2-D convolution for one image (bias adds not counted)."""
-    return out_h * out_w * out_channels * (in_channels // groups) * kernel[0] * kernel[1]
+    return conv_macs(out_h * out_w, in_channels, out_channels, kernel, groups)
 
 
-def linear_macs(in_features: int, out_features: int) -> int:
-    """Multiply-accumulates of one fully connected layer for one sample."""
-    return in_features * out_features
+def conv_transpose_macs(input_positions: int, in_channels: int, out_channels: int, kernel: Sequence[int],
+                        groups: int = 1) -> int:
+    """MACs of a transposed convolution: every input element is scattered, times a weight,
+    into ``(out_channels / groups) * prod(kernel)`` outputs."""
+    return input_positions * in_channels * (out_channels // groups) * math.prod(kernel)
+
+
+def conv_transpose2d_macs(in_h: int, in_w: int, in_channels: int, out_channels: int, kernel: tuple[int, int],
+                          groups: int = 1) -> int:
+    """Multiply-accumulates of one 2-D transposed convolution for one image."""
+    return conv_transpose_macs(in_h * in_w, in_channels, out_channels, kernel, groups)
+
+
+def linear_macs(in_features: int, out_features: int, rows: int = 1) -> int:
+    """Multiply-accumulates of one fully connected layer applied to ``rows`` vectors (one sample: 1)."""
+    return rows * in_features * out_features
+
+
+def matmul_macs(m: int, k: int, n: int, batch: int = 1) -> int:
+    """Multiply-accumulates of ``batch`` matrix products (m x k) @ (k x n)."""
+    return batch * m * k * n
 
 
 def feature_side(i: int, layers: Iterable[Sequence], *, model: str = "model") -> int:
     """Side of the square feature map after a chain of named layers.
 
-    Each layer is ``(name, k, s, p)`` or ``(name, k, s, p, d)``. Raises
+    Each layer is ``(name, k, s, p)`` or ``(name, k, s, p, d)``; ``p`` may be a
+    ``(before, after)`` pair where "same" padding needs an odd total. Raises
     :class:`cnnlab.errors.ShapeError` naming the layer where the map vanishes, with the
     formula and its numbers, so a model can size its head from ``input_size``.
     """
@@ -220,7 +320,10 @@ def feature_side(i: int, layers: Iterable[Sequence], *, model: str = "model") ->
     for name, k, s, p, *rest in layers:
         d = rest[0] if rest else 1
         try:
-            side = conv_output_size(side, k, s, p, d)
+            if isinstance(p, (tuple, list)):  # asymmetric: pad explicitly, then no padding
+                side = conv_output_size(side + p[0] + p[1], k, s, 0, d)
+            else:
+                side = conv_output_size(side, k, s, p, d)
         except ValueError as exc:
             raise ShapeError(
                 f"{model}: input size {i} is too small, the feature map vanishes at {name}: {exc}"

@@ -15,9 +15,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from cnnlab.layers import INITS
 from cnnlab.errors import UnknownNameError
-from cnnlab.train import Callback, TrainConfig, TrainResult, check_run_dir, train
+from cnnlab.runs import check_run_dir
+from cnnlab.training.callbacks import Callback
+from cnnlab.training.config import INIT_SCHEMES, TrainConfig
+from cnnlab.training.launch import train
+from cnnlab.training.loop import TrainResult
 
 __all__ = ["InitRow", "LECTURE_INIT_TABLE", "run_init_experiment"]
 
@@ -54,10 +57,10 @@ def run_init_experiment(
 
     Writes ``OUT/<init>/`` run directories, ``OUT/inits.csv`` and ``OUT/inits.png``.
     """
-    inits = list(inits or INITS)
+    inits = list(inits or INIT_SCHEMES)
     for name in inits:
-        if name not in INITS:
-            raise UnknownNameError("init", name, INITS)
+        if name not in INIT_SCHEMES:
+            raise UnknownNameError("init", name, INIT_SCHEMES)
     out = Path(out)
     check_run_dir(out, overwrite)
     base = dataclasses.replace(base or TrainConfig(), train_eval="full")

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import torch
 
+from cnnlab.data import normalization
 from cnnlab.errors import CnnlabError, RunDirError
-from cnnlab.train import load_run, normalization_for
+from cnnlab.runs import load_run
 
 
 class _Normalize(torch.nn.Module):
@@ -41,7 +42,7 @@ def export_onnx(run_dir: str | os.PathLike, out: str | os.PathLike | None = None
     if path.exists() and not overwrite:
         raise RunDirError(f"{path} already exists; pass --overwrite or choose another --out")
     model = run.model.to(memory_format=torch.contiguous_format).eval()
-    stats = normalization_for(run.config)
+    stats = normalization(run.config.dataset, run.config.normalize)
     if stats is not None:  # the ONNX file takes [0, 1] images, like the run's data before Normalize
         model = torch.nn.Sequential(_Normalize(*stats), model).eval()
     c, h, w = run.input_shape
@@ -51,8 +52,9 @@ def export_onnx(run_dir: str | os.PathLike, out: str | os.PathLike | None = None
     try:
         with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
             warnings.simplefilter("ignore")
+            # external_data=False: the weights live inside the .onnx file, which can be copied alone
             torch.onnx.export(model, (example,), str(tmp), input_names=["images"], output_names=["logits"],
-                              dynamic_shapes=({0: batch},), dynamo=True)
+                              dynamic_shapes=({0: batch},), dynamo=True, external_data=False)
         session = ort.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])
         x = torch.rand(check_batch, c, h, w, generator=torch.Generator().manual_seed(seed + 1))
         with torch.no_grad():
@@ -63,6 +65,7 @@ def export_onnx(run_dir: str | os.PathLike, out: str | os.PathLike | None = None
             raise CnnlabError(f"the exported model differs from PyTorch by {diff:.2e} (> {TOLERANCE:g}); not written")
         os.replace(tmp, path)
     finally:
-        if tmp.exists():
-            tmp.unlink()
+        for leftover in (tmp, tmp.with_name(tmp.name + ".data")):
+            if leftover.exists():
+                leftover.unlink()
     return path, diff

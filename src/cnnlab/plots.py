@@ -80,30 +80,38 @@ def analysis_charts(report, out_dir: str | Path) -> dict[str, Path]:
     """Write the four charts of :mod:`cnnlab.analysis` as PNGs; returns {title: path}."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    models = report.models
+    charts = [("Accuracy vs operations", "accuracy_vs_ops.png", _accuracy_vs_ops),
+              ("Time per image vs batch size", "time_vs_batch.png", _time_vs_batch),
+              ("Memory vs batch size", "memory_vs_batch.png", _memory_vs_batch),
+              ("Operations vs time", "ops_vs_time.png", _ops_vs_time)]
     paths: dict[str, Path] = {}
+    for title, filename, draw in charts:
+        fig, ax = plt.subplots(figsize=(7.5, 5))
+        draw(ax, report)
+        paths[title] = _save(fig, out_dir / filename)
+    return paths
 
-    # (1) accuracy vs operations, blob area proportional to parameters
-    fig, ax = plt.subplots(figsize=(7.5, 5))
-    with_acc = [m for m in models if m.accuracy is not None]
-    if with_acc:
-        biggest = max(m.params for m in with_acc)
-        for m in with_acc:
-            ax.scatter(m.flops / 1e9, m.accuracy, s=2000 * m.params / biggest + 20, alpha=0.45)
-            ax.annotate(m.name, (m.flops / 1e9, m.accuracy), fontsize=8, ha="center", va="center")
-        ax.set_xlabel("G-FLOPs per image (2 x MACs)")
-        ax.set_ylabel("top-1 accuracy (%)")
-        ax.set_title("Accuracy vs operations (blob area ~ parameters)")
-        ax.grid(alpha=0.3)
-    else:
+
+def _accuracy_vs_ops(ax, report) -> None:
+    """Canziani's first figure: top-1 accuracy vs operations, blob area proportional to parameters."""
+    with_acc = [m for m in report.models if m.accuracy is not None]
+    if not with_acc:
         ax.text(0.5, 0.5, "no accuracies known for these models\n(--runs DIR, or torchvision architectures)",
                 ha="center", va="center", transform=ax.transAxes)
         ax.set_axis_off()
-    paths["Accuracy vs operations"] = _save(fig, out_dir / "accuracy_vs_ops.png")
+        return
+    biggest = max(m.params for m in with_acc)
+    for m in with_acc:
+        ax.scatter(m.flops / 1e9, m.accuracy, s=2000 * m.params / biggest + 20, alpha=0.45)
+        ax.annotate(m.name, (m.flops / 1e9, m.accuracy), fontsize=8, ha="center", va="center")
+    ax.set_xlabel("G-FLOPs per image (2 x MACs)")
+    ax.set_ylabel("top-1 accuracy (%)")
+    ax.set_title("Accuracy vs operations (blob area ~ parameters)")
+    ax.grid(alpha=0.3)
 
-    # (2) time per image vs batch size
-    fig, ax = plt.subplots(figsize=(7.5, 5))
-    for m in models:
+
+def _time_vs_batch(ax, report) -> None:
+    for m in report.models:
         if m.timing:
             ax.plot([t["batch"] for t in m.timing], [t["ms_per_image"] for t in m.timing], marker="o", label=m.name)
     ax.set_xscale("log", base=2)
@@ -112,13 +120,12 @@ def analysis_charts(report, out_dir: str | Path) -> dict[str, Path]:
     ax.set_ylabel("ms per image")
     ax.set_title(f"Inference time per image vs batch size ({report.machine.get('device', '')})")
     ax.grid(alpha=0.3, which="both")
-    if any(m.timing for m in models):
+    if any(m.timing for m in report.models):
         ax.legend(fontsize=7, ncol=2)
-    paths["Time per image vs batch size"] = _save(fig, out_dir / "time_vs_batch.png")
 
-    # (3) activation memory vs batch size
-    fig, ax = plt.subplots(figsize=(7.5, 5))
-    for m in models:
+
+def _memory_vs_batch(ax, report) -> None:
+    for m in report.models:
         ax.plot([x["batch"] for x in m.memory], [x["forward_bytes"] / 2**20 for x in m.memory], marker="o",
                 label=f"{m.name}")
     ax.set_xscale("log", base=2)
@@ -128,30 +135,27 @@ def analysis_charts(report, out_dir: str | Path) -> dict[str, Path]:
     ax.set_title("Activation memory vs batch size (parameters not included)")
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=7, ncol=2)
-    paths["Memory vs batch size"] = _save(fig, out_dir / "memory_vs_batch.png")
 
-    # (4) operations vs measured time, with the correlation coefficient
-    fig, ax = plt.subplots(figsize=(7.5, 5))
-    timed = [m for m in models if m.timing]
-    if timed:
-        batch = max(t["batch"] for t in timed[0].timing)
-        xs, ys = [], []
-        for m in timed:
-            t = next((t for t in m.timing if t["batch"] == batch), m.timing[-1])
-            xs.append(m.flops / 1e9)
-            ys.append(t["ms_per_image"])
-            ax.annotate(m.name, (xs[-1], ys[-1]), fontsize=7)
-        ax.scatter(xs, ys)
-        r = _pearson(xs, ys)
-        ax.set_title(f"Operations vs measured time (batch {batch}): Pearson r = {r:.3f}")
-        ax.set_xlabel("G-FLOPs per image")
-        ax.set_ylabel("ms per image")
-        ax.grid(alpha=0.3)
-    else:
+
+def _ops_vs_time(ax, report) -> None:
+    """Operations vs measured time at the largest batch, with Pearson's correlation coefficient."""
+    timed = [m for m in report.models if m.timing]
+    if not timed:
         ax.text(0.5, 0.5, "timing skipped (--no-timing)", ha="center", va="center", transform=ax.transAxes)
         ax.set_axis_off()
-    paths["Operations vs time"] = _save(fig, out_dir / "ops_vs_time.png")
-    return paths
+        return
+    batch = max(t["batch"] for t in timed[0].timing)
+    xs, ys = [], []
+    for m in timed:
+        t = next((t for t in m.timing if t["batch"] == batch), m.timing[-1])
+        xs.append(m.flops / 1e9)
+        ys.append(t["ms_per_image"])
+        ax.annotate(m.name, (xs[-1], ys[-1]), fontsize=7)
+    ax.scatter(xs, ys)
+    ax.set_title(f"Operations vs measured time (batch {batch}): Pearson r = {_pearson(xs, ys):.3f}")
+    ax.set_xlabel("G-FLOPs per image")
+    ax.set_ylabel("ms per image")
+    ax.grid(alpha=0.3)
 
 
 def _save(fig, path: Path) -> Path:

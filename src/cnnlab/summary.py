@@ -17,15 +17,20 @@ import torch
 import torch.nn as nn
 
 from cnnlab import arithmetic
+from cnnlab.geometry import Geometry, layer_geometry, module_macs
 from cnnlab.models import create_model
 
-__all__ = ["LayerRow", "ModelSummary", "summarize", "summarize_model", "parse_shape"]
-
-
-def _pair(v: Any) -> tuple[int, int]:
-    if isinstance(v, (tuple, list)):
-        return (int(v[0]), int(v[-1]))
-    return (int(v), int(v))
+__all__ = [
+    "zoo_rows",
+    "LayerRow",
+    "ModelSummary",
+    "ReceptiveField",
+    "summarize",
+    "summarize_model",
+    "receptive_field_map",
+    "parse_shape",
+    "parse_int_list",
+]
 
 
 def _chw(shape: Sequence[int]) -> str:
@@ -50,8 +55,9 @@ class LayerRow:
     formula: str | None = None  # output-size formula with numbers (height axis; width too if it differs)
     params: int = 0  # parameters owned by this layer (counted on its first call only)
     macs: int = 0  # multiply-accumulates for one sample (conv and linear layers)
-    receptive_field: int | None = None  # None: the whole input (after a linear / global pool)
-    jump: int | None = None
+    receptive_field: int | None = None  # height axis; None: the whole input (after a linear / global pool)
+    jump: int | None = None  # height axis, input pixels between adjacent output units
+    rf_start: float | None = None  # height axis, input coordinate of the first unit's field centre
 
     @property
     def transition(self) -> str:
@@ -91,61 +97,205 @@ class ModelSummary:
         }
 
 
+def _formula(geometry: Geometry, in_hw: tuple[int, int]) -> str:
+    """The output-size formula with its numbers (height axis; width too where it differs)."""
+    formulas = []
+    for a in range(2):
+        k, s, p, d = geometry.axis(a)
+        i = in_hw[a]
+        if geometry.transposed:
+            formulas.append(arithmetic.conv_transpose_output_formula(i, k, s, p, geometry.output_padding[a], d))
+        elif geometry.padding_text is not None:
+            total = p + geometry.padding_after[a]
+            o = (i + total - d * (k - 1) - 1) // s + 1
+            formulas.append(f"({i} + {total} - {k})/{s} + 1 = {o}")
+        else:
+            formulas.append(arithmetic.conv_output_formula(i, k, s, p, d, geometry.ceil_mode))
+    return formulas[0] if formulas[0] == formulas[1] else f"H: {formulas[0]} | W: {formulas[1]}"
+
+
 def _layer_geometry(module: nn.Module, in_hw: tuple[int, int]) -> dict[str, Any]:
     """Kernel/stride/padding/dilation and the formula string for conv and pool layers."""
-    if isinstance(module, (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)):
-        k = _pair(module.kernel_size)
-        s = _pair(module.stride if module.stride is not None else module.kernel_size)
-        d = _pair(getattr(module, "dilation", 1))
-        ceil = bool(getattr(module, "ceil_mode", False))
-        pad_attr = module.padding
-        formulas = []
-        pads: list[int] | str
-        if isinstance(pad_attr, str):
-            pads = pad_attr
-            for axis in range(2):
-                before, after = arithmetic.resolve_padding(pad_attr, in_hw[axis], k[axis], s[axis], d[axis])
-                total = before + after
-                o = (in_hw[axis] + total - d[axis] * (k[axis] - 1) - 1) // s[axis] + 1
-                formulas.append(f"({in_hw[axis]} + {total} - {k[axis]})/{s[axis]} + 1 = {o}")
-        else:
-            p = _pair(pad_attr)
-            pads = list(p)
-            for axis in range(2):
-                formulas.append(arithmetic.conv_output_formula(in_hw[axis], k[axis], s[axis], p[axis], d[axis], ceil))
-        formula = formulas[0] if formulas[0] == formulas[1] else f"H: {formulas[0]} | W: {formulas[1]}"
-        return {"kernel": list(k), "stride": list(s), "padding": pads, "dilation": list(d), "formula": formula}
+    g = layer_geometry(module, in_hw)
+    if g is not None:
+        pads: list[int] | str = g.padding_text if g.padding_text is not None else list(g.padding)
+        return {"kernel": list(g.kernel), "stride": list(g.stride), "padding": pads, "dilation": list(g.dilation),
+                "formula": _formula(g, in_hw)}
     if isinstance(module, (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)):
         return {"formula": f"adaptive -> {module.output_size}"}
     return {}
 
 
-def _macs(module: nn.Module, inp: torch.Tensor, out: torch.Tensor) -> int:
-    if isinstance(module, nn.Conv2d):
-        n_out = out[0].numel()  # C_out * H_out * W_out for one sample
-        kh, kw = _pair(module.kernel_size)
-        return n_out * (module.in_channels // module.groups) * kh * kw
-    if isinstance(module, nn.ConvTranspose2d):
-        kh, kw = _pair(module.kernel_size)
-        return inp[0].numel() * (module.out_channels // module.groups) * kh * kw
-    if isinstance(module, nn.Linear):
-        return (out[0].numel() // module.out_features) * module.in_features * module.out_features
-    return 0
+# ---------------------------------------------------------------------------------------
+# Receptive fields
 
 
-def _rf_step(module: nn.Module, rf: tuple[int, int] | None) -> tuple[int, int] | None:
-    """(receptive field, jump) after ``module`` given the one before it (height axis)."""
-    if rf is None:
-        return None
-    r, j = rf
-    if isinstance(module, (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)):
-        k = _pair(module.kernel_size)[0]
-        s = _pair(module.stride if module.stride is not None else module.kernel_size)[0]
-        d = _pair(getattr(module, "dilation", 1))[0]
-        return r + d * (k - 1) * j, j * s
-    if isinstance(module, (nn.Linear, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, nn.Flatten)):
+@dataclass(frozen=True)
+class ReceptiveField:
+    """Receptive field of one layer's output units in the model's input, per axis.
+
+    ``height`` and ``width`` are :class:`cnnlab.arithmetic.RFLayer` (rf size, jump, start: the
+    input coordinate of the centre of the first unit's field, pixel ``i`` spanning ``[i, i+1)``).
+    """
+
+    height: arithmetic.RFLayer
+    width: arithmetic.RFLayer
+    input_size: tuple[int, int]  # (H, W) of the model's input, for clipping
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return self.height.rf, self.width.rf
+
+    @property
+    def jump(self) -> tuple[int, int]:
+        return self.height.jump, self.width.jump
+
+    @property
+    def start(self) -> tuple[float, float]:
+        return self.height.start, self.width.start
+
+    def box(self, y: int, x: int) -> tuple[int, int, int, int]:
+        """``(top, left, bottom, right)`` in input pixels of output cell ``(y, x)``, clipped to the
+        input; half-open like slices: the cell sees ``image[..., top:bottom, left:right]``."""
+        top, bottom = self.height.interval(y, self.input_size[0])
+        left, right = self.width.interval(x, self.input_size[1])
+        return top, left, bottom, right
+
+
+RF2 = tuple[arithmetic.RFLayer, arithmetic.RFLayer]  # (height, width); None: the whole input
+
+
+def _rf_step(module: nn.Module, rf: RF2 | None, inp: torch.Tensor, out: torch.Tensor) -> RF2 | None:
+    """Receptive field after ``module`` given the one of its input (:mod:`cnnlab.arithmetic`)."""
+    if rf is None or isinstance(module, (nn.Linear, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, nn.Flatten)):
         return None  # sees the whole input from here on
-    return r, j
+    g = layer_geometry(module, tuple(inp.shape[-2:])) if inp.dim() == 4 else None
+    if g is None:
+        if inp.dim() == 4 and (out.dim() != 4 or out.shape[-2:] != inp.shape[-2:]):
+            return None  # resamples in a way we cannot read (e.g. Upsample): assume the whole input
+        return rf  # element-wise or channel-wise (ReLU, BN, LRN, dropout)
+    if g.transposed:
+        return None  # fractional strides: not a box of fixed size
+    return (arithmetic.receptive_field_step(rf[0], *g.axis(0)),
+            arithmetic.receptive_field_step(rf[1], *g.axis(1)))
+
+
+def _rf_union(rfs: list[RF2 | None]) -> RF2 | None:
+    if any(r is None for r in rfs):
+        return None
+    return (arithmetic.receptive_field_union(r[0] for r in rfs),
+            arithmetic.receptive_field_union(r[1] for r in rfs))
+
+
+def _first_tensor(obj: Any) -> torch.Tensor | None:
+    if isinstance(obj, torch.Tensor):
+        return obj
+    if isinstance(obj, (tuple, list)) and obj:
+        return _first_tensor(obj[0])
+    return None
+
+
+class _Tracer:
+    """One forward pass with hooks on every module: a row per leaf call, and the receptive field
+    of every module's output.
+
+    Receptive fields follow the tensors: a leaf's output gets its input's field stepped by the
+    leaf's geometry. Tensors combined outside modules (``out += identity``) are not seen, so a
+    container's output gets the union of the fields of the leaves run inside it whose output has
+    the container's output shape, and of its input's (the identity branch): exact for residual
+    blocks with shortcut options A, B and C.
+    """
+
+    def __init__(self, model: nn.Module, input_shape: Sequence[int]):
+        self.model = model
+        self.input_hw = (int(input_shape[-2]), int(input_shape[-1]))
+        self.rows: list[LayerRow] = []
+        self.rf_by_name: dict[str, RF2 | None] = {}
+        self.rf_of: dict[int, RF2 | None] = {}
+        self.alive: list[torch.Tensor] = []  # keep tensors alive so their ids stay unique
+        self.last: RF2 | None = (arithmetic.INPUT_RF, arithmetic.INPUT_RF)
+        self.frames: list[list[tuple[torch.Size, RF2 | None]]] = []  # leaf outputs inside each open container
+        self.counted: set[int] = set()
+        self.names = {m: n for n, m in model.named_modules()}
+
+    def _remember(self, tensor: torch.Tensor, rf: RF2 | None) -> None:
+        self.rf_of[id(tensor)] = rf
+        self.alive.append(tensor)
+        self.last = rf
+        if self.frames:
+            self.frames[-1].append((tensor.shape, rf))
+
+    def _rf_in(self, inputs: Any) -> RF2 | None:
+        t = _first_tensor(inputs)
+        return self.rf_of.get(id(t), self.last) if t is not None else self.last
+
+    def _name(self, module: nn.Module) -> str:
+        return self.names.get(module, type(module).__name__) or type(module).__name__
+
+    def container_pre(self, module: nn.Module, inputs: tuple) -> None:
+        t = _first_tensor(inputs)
+        self.frames.append([(t.shape, self._rf_in(inputs))] if t is not None else [])
+
+    def container_post(self, module: nn.Module, inputs: tuple, output: Any) -> None:
+        seen = self.frames.pop()
+        out = _first_tensor(output)
+        if out is None:
+            return
+        same = [rf for shape, rf in seen if shape[-2:] == out.shape[-2:]] if out.dim() == 4 else []
+        result = _rf_union(same) if same else self.rf_of.get(id(out), self.last)
+        self.rf_by_name[self._name(module)] = result
+        self._remember(out, result)
+
+    def leaf_post(self, module: nn.Module, inputs: tuple, output: Any) -> None:
+        inp, out = _first_tensor(inputs), _first_tensor(output)
+        if inp is None or out is None:
+            return
+        rf = _rf_step(module, self._rf_in(inputs), inp, out)
+        self._remember(out, rf)
+        name = self._name(module)
+        self.rf_by_name[name] = rf
+        own = 0
+        if id(module) not in self.counted:
+            self.counted.add(id(module))
+            own = sum(p.numel() for p in module.parameters(recurse=False))
+        geometry = _layer_geometry(module, tuple(inp.shape[-2:])) if inp.dim() == 4 else {}
+        self.rows.append(LayerRow(
+            name=name, type=type(module).__name__, input_shape=list(inp.shape[1:]), output_shape=list(out.shape[1:]),
+            params=own, macs=module_macs(module, inp.shape, out.shape),
+            receptive_field=None if rf is None else rf[0].rf, jump=None if rf is None else rf[0].jump,
+            rf_start=None if rf is None else rf[0].start, **geometry,
+        ))
+
+    def run(self, x: torch.Tensor) -> Any:
+        """The forward pass, in eval mode and without gradients; hooks removed afterwards."""
+        self.rf_of[id(x)] = self.last
+        self.alive.append(x)
+        handles = []
+        for module in self.model.modules():
+            if module is self.model:
+                continue
+            if next(module.children(), None) is None:
+                handles.append(module.register_forward_hook(self.leaf_post))
+            else:
+                handles.append(module.register_forward_pre_hook(self.container_pre))
+                handles.append(module.register_forward_hook(self.container_post))
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            with torch.no_grad():
+                return self.model(x)
+        finally:
+            for h in handles:
+                h.remove()
+            self.model.train(was_training)
+
+
+def _sample_input(model: nn.Module, input_shape: Sequence[int]) -> torch.Tensor:
+    """A batch of one zero image on the model's device, in its floating dtype."""
+    for t in model.parameters():
+        dtype = t.dtype if t.is_floating_point() else None
+        return torch.zeros((1, *input_shape), device=t.device, dtype=dtype)
+    return torch.zeros((1, *input_shape))
 
 
 def summarize(model: nn.Module, input_shape: Sequence[int], *, name: str | None = None) -> ModelSummary:
@@ -153,103 +303,32 @@ def summarize(model: nn.Module, input_shape: Sequence[int], *, name: str | None 
 
     The forward pass runs on the model's own device (``meta`` for :func:`summarize_model`).
     """
-    try:
-        param = next(model.parameters())
-        device = param.device
-    except StopIteration:
-        device = torch.device("cpu")
-    x = torch.zeros((1, *input_shape), device=device)
-
-    rows: list[LayerRow] = []
-    rf_of: dict[int, tuple[int, int] | None] = {id(x): (1, 1)}
-    alive: list[torch.Tensor] = [x]  # keep tensors alive so their ids stay unique
-    state: dict[str, Any] = {"last": (1, 1)}
-    frames: list[list[tuple[int, int] | None]] = []  # leaf RFs seen inside each open container
-    counted: set[int] = set()
-    names = {m: n for n, m in model.named_modules()}
-    handles = []
-
-    def first_tensor(obj: Any) -> torch.Tensor | None:
-        if isinstance(obj, torch.Tensor):
-            return obj
-        if isinstance(obj, (tuple, list)) and obj:
-            return first_tensor(obj[0])
-        return None
-
-    def rf_in(inputs: tuple) -> tuple[int, int] | None:
-        t = first_tensor(inputs)
-        return rf_of.get(id(t), state["last"]) if t is not None else state["last"]
-
-    def container_pre(module: nn.Module, inputs: tuple) -> None:
-        frames.append([])
-
-    def container_post(module: nn.Module, inputs: tuple, output: Any) -> None:
-        seen = frames.pop()
-        result = None if any(r is None for r in seen) else max(seen, default=rf_in(inputs))
-        out = first_tensor(output)
-        if out is not None:
-            rf_of[id(out)] = result
-            alive.append(out)
-        state["last"] = result
-        if frames:
-            frames[-1].append(result)
-
-    def leaf_post(module: nn.Module, inputs: tuple, output: Any) -> None:
-        inp, out = first_tensor(inputs), first_tensor(output)
-        if inp is None or out is None:
-            return
-        rf = _rf_step(module, rf_in(inputs))
-        rf_of[id(out)] = rf
-        alive.append(out)
-        state["last"] = rf
-        if frames:
-            frames[-1].append(rf)
-        own = 0
-        if id(module) not in counted:
-            counted.add(id(module))
-            own = sum(p.numel() for p in module.parameters(recurse=False))
-        geometry = _layer_geometry(module, tuple(inp.shape[-2:])) if inp.dim() == 4 else {}
-        rows.append(
-            LayerRow(
-                name=names.get(module, type(module).__name__) or type(module).__name__,
-                type=type(module).__name__,
-                input_shape=list(inp.shape[1:]),
-                output_shape=list(out.shape[1:]),
-                params=own,
-                macs=_macs(module, inp, out),
-                receptive_field=None if rf is None else rf[0],
-                jump=None if rf is None else rf[1],
-                **geometry,
-            )
-        )
-
-    for module in model.modules():
-        if module is model:
-            continue
-        if next(module.children(), None) is None:
-            handles.append(module.register_forward_hook(leaf_post))
-        else:
-            handles.append(module.register_forward_pre_hook(container_pre))
-            handles.append(module.register_forward_hook(container_post))
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            output = model(x)
-    finally:
-        for h in handles:
-            h.remove()
-        model.train(was_training)
-    out = first_tensor(output)
+    tracer = _Tracer(model, input_shape)
+    out = _first_tensor(tracer.run(_sample_input(model, input_shape)))
     return ModelSummary(
         model=name or type(model).__name__,
         input_shape=list(input_shape),
         output_shape=list(out.shape[1:]) if out is not None else [],
-        layers=rows,
+        layers=tracer.rows,
         total_params=sum(p.numel() for p in model.parameters()),
         trainable_params=sum(p.numel() for p in model.parameters() if p.requires_grad),
-        total_macs=sum(r.macs for r in rows),
+        total_macs=sum(r.macs for r in tracer.rows),
     )
+
+
+def receptive_field_map(model: nn.Module, input_shape: Sequence[int]) -> dict[str, ReceptiveField | None]:
+    """The receptive field of every module's output, by module name, for one input of
+    ``input_shape`` = (C, H, W): ``rf["features.10"].box(y, x)`` is the input region that output
+    cell ``(y, x)`` of ``features.10`` sees. None after global pooling or a linear layer (the whole
+    input). Containers (a residual block, a stage) get the union over their branches; a module
+    called more than once keeps its last call's field.
+
+    The forward pass runs on the model's own device; build the model on ``meta`` to spend nothing.
+    """
+    tracer = _Tracer(model, input_shape)
+    tracer.run(_sample_input(model, input_shape))
+    hw = tracer.input_hw
+    return {name: None if rf is None else ReceptiveField(rf[0], rf[1], hw) for name, rf in tracer.rf_by_name.items()}
 
 
 def summarize_model(name: str, input_shape: Sequence[int] | None = None, *, num_classes: int | None = None,
@@ -268,6 +347,19 @@ def summarize_model(name: str, input_shape: Sequence[int] | None = None, *, num_
     return summarize(model, (c, h, w), name=name)
 
 
+def zoo_rows() -> list[dict[str, Any]]:
+    """One row per registered model at its default input: family, input, parameters, MACs, paper."""
+    from cnnlab.models import get_model_info, list_models
+
+    rows = []
+    for name in list_models():
+        info = get_model_info(name)
+        s = summarize_model(name)
+        rows.append({"name": name, "family": info.family, "input": "x".join(map(str, info.input_shape)),
+                     "params": s.total_params, "macs": s.total_macs, "paper": info.paper})
+    return rows
+
+
 def parse_shape(text: str) -> tuple[int, int, int]:
     """``"1x28x28"`` -> (1, 28, 28)."""
     from cnnlab.errors import CnnlabError
@@ -280,3 +372,16 @@ def parse_shape(text: str) -> tuple[int, int, int]:
     if len(dims) != 3 or min(dims) < 1:
         raise CnnlabError(f"--input must look like CxHxW with positive integers (e.g. 1x28x28), got {text!r}")
     return dims  # type: ignore[return-value]
+
+
+def parse_int_list(text: str, name: str) -> list[int]:
+    """``"1,8"`` -> [1, 8]; ``name`` is the option named in the error (e.g. ``--batch-sizes``)."""
+    from cnnlab.errors import CnnlabError
+
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        values = []
+    if not values or min(values) < 1:
+        raise CnnlabError(f"{name} takes comma-separated positive integers, e.g. 1,8; got {text!r}")
+    return values

@@ -1,29 +1,40 @@
 """Timing and accuracy of the convolution algorithms on VGG-16's 3x3 layer shapes.
 
 Every algorithm is timed against ``torch.nn.functional.conv2d`` (oneDNN on the CPU, cuDNN on
-CUDA) in the same process: one warm-up, then the median of ``runs`` timed calls. Error is
+CUDA) in the same process by :func:`cnnlab.runtime.time_fn`: one warm-up, then the median of
+``runs`` timed calls. :func:`run_bench` is the ``cnnlab bench conv`` command as one call. Error is
 ``max |y - y64| / max |y64|`` against ``F.conv2d`` computed in float64 on the CPU.
 """
 
 from __future__ import annotations
 
-import os
-import platform
-import statistics
-import time
 from dataclasses import asdict, dataclass
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 
-from cnnlab.conv import conv2d
-from cnnlab.machine import cpu_name
+from cnnlab.conv import ALGORITHMS, conv2d
+from cnnlab.errors import CnnlabError, UnknownNameError
+from cnnlab.runtime import machine_line, resolve_device, time_fn
 
-__all__ = ["VGG16_LAYERS", "BenchRow", "bench_conv", "cudnn_modes", "error_report", "machine_line"]
+__all__ = [
+    "VGG16_LAYERS",
+    "QUICK_LAYERS",
+    "BenchRow",
+    "bench_conv",
+    "cudnn_modes",
+    "error_report",
+    "machine_line",
+    "rows_as_dicts",
+    "run_bench",
+]
+
+BUDGET_S = 2.0  # a warm-up slower than this means a single timed run (slow teaching algorithms)
 
 # (channels, side) of VGG-16's 3x3 convolutions (in == out channels), one per block
 VGG16_LAYERS: list[tuple[int, int]] = [(64, 224), (128, 112), (256, 56), (512, 28), (512, 14)]
+QUICK_LAYERS: list[tuple[int, int]] = [(256, 56), (512, 28), (512, 14)]  # --quick
 
 
 @dataclass
@@ -35,34 +46,6 @@ class BenchRow:
     gflops: float  # 2 x MACs / time
     ratio: float  # F.conv2d time / this time (> 1: faster than the library)
     max_error: float | None  # normwise, against float64
-
-
-def machine_line(device: torch.device) -> str:
-    cpu = cpu_name()
-    dev = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({os.cpu_count()} logical CPUs)"
-    return (f"{platform.machine()} {cpu}; device {dev}; torch {torch.__version__}; "
-            f"threads {torch.get_num_threads()}; oneDNN {torch.backends.mkldnn.is_available()}")
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _time(fn: Callable[[], torch.Tensor], device: torch.device, runs: int, budget_s: float = 2.0) -> tuple[float, torch.Tensor]:
-    """Median seconds of ``runs`` calls after one warm-up; a slow warm-up (> budget) means one run."""
-    start = time.perf_counter()
-    out = fn()
-    _sync(device)
-    if time.perf_counter() - start > budget_s:
-        runs = 1
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        out = fn()
-        _sync(device)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), out
 
 
 def _max_error(y: torch.Tensor, ref64: torch.Tensor) -> float:
@@ -91,14 +74,15 @@ def bench_conv(
             macs = batch * channels * channels * 9 * side * side
             layer = f"{channels}@{side}"
             with torch.inference_mode():
-                base_s, y = _time(lambda: F.conv2d(xd, wd, padding=1), device, runs)
-                contenders = [("F.conv2d", base_s, y)]
+                base = time_fn(lambda: F.conv2d(xd, wd, padding=1), device, repeats=runs, budget_s=BUDGET_S)
+                base_s = base.median
+                contenders = [("F.conv2d", base_s, base.result)]
                 for algorithm in algorithms:
                     if skip is not None and skip(algorithm, channels, side, batch):
                         continue
                     fn = lambda a=algorithm: conv2d(xd, wd, padding=1, algorithm=a)  # noqa: E731
-                    s, y = _time(fn, device, runs)
-                    contenders.append((algorithm, s, y))
+                    timing = time_fn(fn, device, repeats=runs, budget_s=BUDGET_S)
+                    contenders.append((algorithm, timing.median, timing.result))
             for name, s, y in contenders:
                 row = BenchRow(layer, batch, name, 1e3 * s, 2 * macs / s / 1e9, base_s / s, _max_error(y, ref64))
                 rows.append(row)
@@ -123,8 +107,9 @@ def cudnn_modes(layers: Sequence[tuple[int, int]] = VGG16_LAYERS, batch_sizes: S
                     for det in (False, True):
                         torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = bench, det
                         with torch.inference_mode():
-                            _time(lambda: F.conv2d(x, w, padding=1), device, 2)  # let benchmark mode search
-                            s, _ = _time(lambda: F.conv2d(x, w, padding=1), device, runs)
+                            fn = lambda: F.conv2d(x, w, padding=1)  # noqa: E731
+                            time_fn(fn, device, repeats=2, budget_s=BUDGET_S)  # let benchmark mode search
+                            s = time_fn(fn, device, repeats=runs, budget_s=BUDGET_S).median
                         row[f"benchmark={'on' if bench else 'off'}, deterministic={'on' if det else 'off'}"] = 1e3 * s
                 out.append(row)
     finally:
@@ -158,3 +143,58 @@ def error_report(layers: Sequence[tuple[int, int]] = VGG16_LAYERS, batch: int = 
 
 def rows_as_dicts(rows: Sequence[BenchRow]) -> list[dict]:
     return [asdict(r) for r in rows]
+
+
+def _direct_or_quick_fft(quick: bool) -> Callable[[str, int, int, int], bool]:
+    """Which (algorithm, channels, side, batch) cases to leave out."""
+
+    def skip(algorithm: str, channels: int, side: int, batch: int) -> bool:
+        if algorithm == "direct":
+            return side > 14 or batch > 1  # a Python loop per output position: teaching speed
+        return quick and algorithm == "fft" and batch > 1
+
+    return skip
+
+
+def run_bench(
+    quick: bool = False,
+    batch_sizes: str | Sequence[int] = "1,8",
+    algorithms: str | Sequence[str] = "im2col,fft,winograd,winograd4",
+    runs: int | None = None,
+    device: str | torch.device = "cpu",
+    errors: bool = True,
+    on_row: Callable[[BenchRow], None] | None = None,
+) -> dict[str, Any]:
+    """``cnnlab bench conv``: check the arguments (one-line :class:`CnnlabError` before any work),
+    time every algorithm on VGG-16's 3x3 layers against ``F.conv2d``, and return
+    ``{"machine", "rows"[, "cudnn_modes"][, "errors"]}`` (rows as dicts; JSON-ready).
+
+    Args:
+        quick: three layers (256@56, 512@28, 512@14), 3 runs, FFT at batch 1 only.
+        batch_sizes: ``"1,8"`` or a sequence of ints.
+        algorithms: ``"im2col,fft"`` or a sequence of names from :data:`cnnlab.conv.ALGORITHMS`.
+        runs: timed runs per case (default 5, ``quick`` 3).
+        device: ``cpu``, ``cuda`` or ``auto``; on CUDA cuDNN's modes are timed too.
+        errors: add the float64 error report.
+        on_row: called with each :class:`BenchRow` as soon as it is measured.
+    """
+    from cnnlab.summary import parse_int_list
+
+    dev = resolve_device(device)
+    names = [a.strip() for a in algorithms.split(",") if a.strip()] if isinstance(algorithms, str) else list(algorithms)
+    for name in names:
+        if name not in ALGORITHMS:
+            raise UnknownNameError("algorithm", name, ALGORITHMS)
+    text = batch_sizes if isinstance(batch_sizes, str) else ",".join(str(b) for b in batch_sizes)
+    sizes = parse_int_list(text, "--batch-sizes")
+    layers = QUICK_LAYERS if quick else VGG16_LAYERS
+    runs = runs or (3 if quick else 5)
+    if runs < 1:
+        raise CnnlabError(f"--runs must be a positive integer, got {runs}")
+    rows = bench_conv(layers, sizes, names, runs=runs, device=dev, skip=_direct_or_quick_fft(quick), on_row=on_row)
+    result: dict[str, Any] = {"machine": machine_line(dev), "rows": rows_as_dicts(rows)}
+    if dev.type == "cuda":
+        result["cudnn_modes"] = cudnn_modes(layers, sizes, device=dev)
+    if errors:
+        result["errors"] = error_report(layers)
+    return result

@@ -1,4 +1,12 @@
-"""Model zoo. Importing this package registers every model."""
+"""Model zoo. Importing this package registers every model.
+
+- ``convnet.py``: the lecture's ConvNet and all-conv net; ``WithProbas`` (the lecture's ``(logits, probas)``)
+- ``vgg.py``: VGG, Table 1 of the paper as data; ``vgg11`` ... ``vgg19_bn``
+- ``resnet.py``: ResNet with its blocks (BasicBlock, Bottleneck) and shortcut options A/B/C; ``resnet18`` ...
+- ``resblocks.py``: the lecture's residual block and its two small residual networks
+- ``init.py``: the notebooks' weight-initialisation schemes; ``weights.py``: loading and freezing weights
+- ``_registry.py``: ``register_model``, ``create_model``, ``list_models`` (after timm)
+"""
 
 from cnnlab.models._registry import (
     ModelInfo,
@@ -8,8 +16,33 @@ from cnnlab.models._registry import (
     min_input_size,
     register_model,
 )
-from cnnlab.models import convnet as _convnet  # noqa: F401  (convnet, convnet_allconv)
-from cnnlab.models import vgg as _vgg  # noqa: F401  (vgg11 ... vgg19_bn, vgg11_lrn, vgg16_c)
-from cnnlab.models import resnet as _resnet  # noqa: F401  (resnet18 ... resnet152, resblocks_*)
+from cnnlab.models.convnet import ConvNet, WithProbas, with_probas
+from cnnlab.models.init import INITS, init_weights
+from cnnlab.models.resblocks import ResidualBlock
+from cnnlab.models.resnet import BasicBlock, Bottleneck, ResNet, ZeroPadShortcut
+from cnnlab.models.vgg import VGG
+from cnnlab.models.weights import freeze, head_name, load_weights, weights_in_channels
 
-__all__ = ["ModelInfo", "create_model", "get_model_info", "list_models", "min_input_size", "register_model"]
+__all__ = [
+    "ModelInfo",
+    "create_model",
+    "get_model_info",
+    "list_models",
+    "min_input_size",
+    "register_model",
+    "init_weights",
+    "INITS",
+    "load_weights",
+    "freeze",
+    "head_name",
+    "weights_in_channels",
+    "WithProbas",
+    "with_probas",
+    "ResNet",
+    "BasicBlock",
+    "Bottleneck",
+    "ZeroPadShortcut",
+    "VGG",
+    "ConvNet",
+    "ResidualBlock",
+]

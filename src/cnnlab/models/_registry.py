@@ -117,13 +117,32 @@ def create_model(
     for key, value in (("num_classes", num_classes), ("in_channels", in_channels), ("input_size", input_size)):
         if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
             raise CnnlabError(f"{key} must be a positive integer, got {value!r}")
-    model = info.builder(
-        num_classes=info.num_classes if num_classes is None else num_classes,
-        in_channels=info.in_channels if in_channels is None else in_channels,
-        input_size=info.input_size if input_size is None else input_size,
-        **options,
-    )
-    return model
+    _check_option_types(info, options)
+    try:
+        return info.builder(
+            num_classes=info.num_classes if num_classes is None else num_classes,
+            in_channels=info.in_channels if in_channels is None else in_channels,
+            input_size=info.input_size if input_size is None else input_size,
+            **options,
+        )
+    except ValueError as exc:  # a builder's own check of an option's value, e.g. dropout2d=5 or shortcut="Z"
+        raise CnnlabError(f"model {name!r}: {str(exc).splitlines()[0]}") from None
+
+
+def _check_option_types(info: ModelInfo, options: dict[str, Any]) -> None:
+    """Each option's value must have the type of its default (``-o dropout2d=abc`` is a mistake)."""
+    params = inspect.signature(info.builder).parameters
+    for key, value in options.items():
+        default = params[key].default
+        if default is None or default is inspect.Parameter.empty:
+            continue
+        kind = type(default)
+        ok = isinstance(value, bool) if kind is bool else (
+            isinstance(value, (int, float)) and not isinstance(value, bool) if kind is float else
+            isinstance(value, kind) and not isinstance(value, bool))
+        if not ok:
+            raise CnnlabError(f"model {info.name!r}: option {key} takes a {kind.__name__} (default {default!r}), "
+                              f"got {value!r}")
 
 
 def min_input_size(name: str, **options: Any) -> int:

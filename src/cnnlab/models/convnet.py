@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from cnnlab.arithmetic import feature_side
 from cnnlab.models._registry import register_model
 
-__all__ = ["ConvNet", "ConvNetAllConv", "convnet", "convnet_allconv"]
+__all__ = ["ConvNet", "ConvNetAllConv", "convnet", "convnet_allconv", "WithProbas", "with_probas"]
 
 
 class ConvNet(nn.Module):
@@ -55,6 +55,23 @@ class ConvNet(nn.Module):
             out = self.dropout2d(out)
         out = self.pool_2(out)  # (N, 8, 7, 7)
         return self.linear_1(torch.flatten(out, 1))  # (N, 7*7*8) -> (N, num_classes)
+
+
+class WithProbas(nn.Module):
+    """Wraps a logits model so ``forward`` returns ``(logits, probas)`` like the lecture's."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = self.model(x)
+        return logits, F.softmax(logits, dim=1)
+
+
+def with_probas(model: nn.Module) -> WithProbas:
+    """``(logits, probas)`` view of a model that returns logits (shares its parameters)."""
+    return WithProbas(model)
 
 
 @register_model(

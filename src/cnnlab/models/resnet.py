@@ -1,26 +1,168 @@
 """ResNets (He, Zhang, Ren & Sun 2016, "Deep Residual Learning for Image Recognition",
-https://arxiv.org/abs/1512.03385) as ``(block, layers)``, and the lecture's two small
-residual networks for MNIST.
+https://arxiv.org/abs/1512.03385) as ``(block, layers)``, with their blocks and shortcuts.
 
 ``state_dict`` keys equal torchvision's for the ImageNet stem and shortcut option B, so
-``load_state_dict(torchvision.models.resnet50().state_dict())`` just works.
+``load_state_dict(torchvision.models.resnet50().state_dict())`` just works. The lecture's two
+small residual networks for MNIST live in :mod:`cnnlab.models.resblocks`.
 """
 
 from __future__ import annotations
 
-from typing import Any, Type
+from typing import Callable, Type
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from cnnlab.arithmetic import feature_side
-from cnnlab.layers import SHORTCUTS, BasicBlock, Bottleneck, ResidualBlock, make_shortcut, spatial_geometry
+from cnnlab.geometry import Geometry, spatial_geometry
 from cnnlab.models._registry import register_model
 
-__all__ = ["ResNet", "ResBlocksIdentity", "ResBlocksProjection"]
+__all__ = [
+    "conv3x3",
+    "conv1x1",
+    "ZeroPadShortcut",
+    "SHORTCUTS",
+    "make_shortcut",
+    "BasicBlock",
+    "Bottleneck",
+    "ResNet",
+    "resnet18",
+    "resnet34",
+    "resnet50",
+    "resnet101",
+    "resnet152",
+]
 
 PAPER = "He et al. 2016, arXiv:1512.03385"
 STEMS = ("imagenet", "cifar")
+
+
+def conv3x3(in_planes: int, out_planes: int, stride: int = 1, groups: int = 1, dilation: int = 1) -> nn.Conv2d:
+    """3x3 convolution with "same" padding (for stride 1), no bias (a BN follows)."""
+    return nn.Conv2d(in_planes, out_planes, kernel_size=3, stride=stride, padding=dilation, groups=groups,
+                     bias=False, dilation=dilation)
+
+
+def conv1x1(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv2d:
+    """1x1 convolution, no bias."""
+    return nn.Conv2d(in_planes, out_planes, kernel_size=1, stride=stride, bias=False)
+
+
+# ---------------------------------------------------------------------------------------
+# Blocks and shortcuts (He et al. 2016, Sec. 3.3 and 4.1)
+
+
+class ZeroPadShortcut(nn.Module):
+    """Option A of He et al. 2016, Sec. 3.3: identity with stride subsampling and zero-padded
+    extra channels. Adds no parameters."""
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int = 1):
+        super().__init__()
+        if out_channels < in_channels:
+            raise ValueError(f"zero-padding shortcut cannot shrink channels ({in_channels} -> {out_channels})")
+        self.in_channels, self.out_channels, self.stride = in_channels, out_channels, stride
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.stride > 1:
+            x = x[:, :, :: self.stride, :: self.stride]  # (N, C, ceil(H/s), ceil(W/s))
+        extra = self.out_channels - self.in_channels
+        if extra:
+            x = F.pad(x, (0, 0, 0, 0, 0, extra))  # (N, C_out, H, W), new channels all zero
+        return x
+
+    def geometry(self) -> Geometry:
+        """For :mod:`cnnlab.geometry`: ``x[:, :, ::s, ::s]`` is a 1x1 window with stride s, no padding."""
+        return Geometry(kernel=(1, 1), stride=(self.stride, self.stride), padding=(0, 0), padding_after=(0, 0))
+
+    def extra_repr(self) -> str:
+        return f"{self.in_channels}, {self.out_channels}, stride={self.stride}"
+
+
+SHORTCUTS = ("A", "B", "C")
+
+
+def make_shortcut(option: str, in_channels: int, out_channels: int, stride: int,
+                  norm_layer: Callable[[int], nn.Module]) -> nn.Module | None:
+    """The ``downsample`` branch of a residual block for shortcut option A, B or C.
+
+    A: zero-padding identity where the shape changes (no parameters).
+    B: 1x1 conv + BN projection only where the shape changes (torchvision's default).
+    C: 1x1 conv + BN projection on every block.
+    Returns None where the shortcut is the plain identity.
+    """
+    changes = stride != 1 or in_channels != out_channels
+    if option == "A":
+        return ZeroPadShortcut(in_channels, out_channels, stride) if changes else None
+    if option == "B" and not changes:
+        return None
+    if option in ("B", "C"):
+        return nn.Sequential(conv1x1(in_channels, out_channels, stride), norm_layer(out_channels))
+    raise ValueError(f"shortcut must be one of {', '.join(SHORTCUTS)}, got {option!r}")
+
+
+class BasicBlock(nn.Module):
+    """Two 3x3 convs; ``a(l+2) = relu(z(l+2) + a(l))`` (the lecture's residual block)."""
+
+    expansion: int = 1
+
+    def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None,
+                 norm_layer: Callable[[int], nn.Module] | None = None) -> None:
+        super().__init__()
+        norm_layer = norm_layer or nn.BatchNorm2d
+        self.conv1 = conv3x3(inplanes, planes, stride)
+        self.bn1 = norm_layer(planes)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2 = conv3x3(planes, planes)
+        self.bn2 = norm_layer(planes)
+        self.downsample = downsample
+        self.stride = stride
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x
+        out = self.conv1(x)
+        out = self.bn1(out)
+        out = self.relu(out)
+        out = self.conv2(out)
+        out = self.bn2(out)
+        if self.downsample is not None:
+            identity = self.downsample(x)
+        out += identity
+        out = self.relu(out)
+        return out
+
+
+class Bottleneck(nn.Module):
+    """1x1 (reduce) -> 3x3 -> 1x1 (expand x4). The stride sits on the 3x3 conv, as in
+    torchvision ("ResNet V1.5"); the paper put it on the first 1x1."""
+
+    expansion: int = 4
+
+    def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None,
+                 norm_layer: Callable[[int], nn.Module] | None = None) -> None:
+        super().__init__()
+        norm_layer = norm_layer or nn.BatchNorm2d
+        width = planes
+        self.conv1 = conv1x1(inplanes, width)
+        self.bn1 = norm_layer(width)
+        self.conv2 = conv3x3(width, width, stride)
+        self.bn2 = norm_layer(width)
+        self.conv3 = conv1x1(width, planes * self.expansion)
+        self.bn3 = norm_layer(planes * self.expansion)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = downsample
+        self.stride = stride
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        if self.downsample is not None:
+            identity = self.downsample(x)
+        out += identity
+        out = self.relu(out)
+        return out
 
 
 class ResNet(nn.Module):
@@ -98,97 +240,109 @@ class ResNet(nn.Module):
         return self.fc(x)
 
 
-def _main_path_geometry(model: ResNet) -> list[tuple[str, int, int, int, int]]:
+def _main_path_geometry(model: ResNet) -> list[tuple]:
     """Stem and each block's main-path convs, for checking that ``input_size`` survives."""
-    keep = []
-    for name, k, s, p, d in spatial_geometry(model):
-        if ".downsample" not in name:
-            keep.append((name, k, s, p, d))
-    return keep
+    return [layer for layer in spatial_geometry(model) if ".downsample" not in layer[0]]
 
 
 def _resnet(name: str, block: Type[BasicBlock | Bottleneck], layers: list[int], *, num_classes: int,
-            in_channels: int, input_size: int, **options: Any) -> ResNet:
-    model = ResNet(block, layers, num_classes=num_classes, in_channels=in_channels, **options)
+            in_channels: int, input_size: int, shortcut: str, stem: str, zero_init_residual: bool) -> ResNet:
+    model = ResNet(block, layers, num_classes=num_classes, in_channels=in_channels, shortcut=shortcut, stem=stem,
+                   zero_init_residual=zero_init_residual)
     feature_side(input_size, _main_path_geometry(model), model=name)  # raises, naming the layer, if too small
     return model
 
 
-_SPECS = {
-    "resnet18": (BasicBlock, [2, 2, 2, 2]),
-    "resnet34": (BasicBlock, [3, 4, 6, 3]),
-    "resnet50": (Bottleneck, [3, 4, 6, 3]),
-    "resnet101": (Bottleneck, [3, 4, 23, 3]),
-    "resnet152": (Bottleneck, [3, 8, 36, 3]),
-}
+@register_model("resnet18", family="resnet", num_classes=1000, in_channels=3, input_size=224, paper=PAPER)
+def resnet18(*, num_classes: int, in_channels: int, input_size: int, shortcut: str = "B", stem: str = "imagenet",
+             zero_init_residual: bool = False) -> ResNet:
+    """ResNet-18: BasicBlock x [2, 2, 2, 2].
+
+    From "Deep Residual Learning for Image Recognition", https://arxiv.org/abs/1512.03385.
+
+    Args:
+        num_classes: output classes (1000 for ImageNet).
+        in_channels: input channels (3 for RGB).
+        input_size: side of the square input; checked against the stem and strides.
+        shortcut: "A" zero-padding identity, "B" projection where the shape changes, "C" projection everywhere.
+        stem: "imagenet" (7x7/2 conv + 3x3/2 max-pool) or "cifar" (3x3/1 conv, no max-pool).
+        zero_init_residual: start each block's last BN at zero.
+    """
+    return _resnet("resnet18", BasicBlock, [2, 2, 2, 2], num_classes=num_classes, in_channels=in_channels,
+                   input_size=input_size, shortcut=shortcut, stem=stem, zero_init_residual=zero_init_residual)
 
 
-def _register(name: str) -> None:
-    block, layers = _SPECS[name]
+@register_model("resnet34", family="resnet", num_classes=1000, in_channels=3, input_size=224, paper=PAPER)
+def resnet34(*, num_classes: int, in_channels: int, input_size: int, shortcut: str = "B", stem: str = "imagenet",
+             zero_init_residual: bool = False) -> ResNet:
+    """ResNet-34: BasicBlock x [3, 4, 6, 3].
 
-    def builder(*, num_classes: int, in_channels: int, input_size: int, shortcut: str = "B",
-                stem: str = "imagenet", zero_init_residual: bool = False) -> ResNet:
-        return _resnet(name, block, layers, num_classes=num_classes, in_channels=in_channels, input_size=input_size,
-                       shortcut=shortcut, stem=stem, zero_init_residual=zero_init_residual)
+    From "Deep Residual Learning for Image Recognition", https://arxiv.org/abs/1512.03385.
 
-    depth = name.removeprefix("resnet")
-    builder.__name__ = name
-    builder.__doc__ = f"ResNet-{depth}: {block.__name__} x {layers}."
-    register_model(name, family="resnet", num_classes=1000, in_channels=3, input_size=224, paper=PAPER)(builder)
-
-
-for _name in _SPECS:
-    _register(_name)
-
-
-# ---------------------------------------------------------------------------------------
-# The lecture's resnet-blocks notebook: two small residual networks for 1x28x28
+    Args:
+        num_classes: output classes (1000 for ImageNet).
+        in_channels: input channels (3 for RGB).
+        input_size: side of the square input; checked against the stem and strides.
+        shortcut: "A" zero-padding identity, "B" projection where the shape changes, "C" projection everywhere.
+        stem: "imagenet" (7x7/2 conv + 3x3/2 max-pool) or "cifar" (3x3/1 conv, no max-pool).
+        zero_init_residual: start each block's last BN at zero.
+    """
+    return _resnet("resnet34", BasicBlock, [3, 4, 6, 3], num_classes=num_classes, in_channels=in_channels,
+                   input_size=input_size, shortcut=shortcut, stem=stem, zero_init_residual=zero_init_residual)
 
 
-class ResBlocksIdentity(nn.Module):
-    """Two identity-shortcut blocks (conv1x1 C->4, BN, ReLU, conv3x3 4->C, BN; + input; ReLU),
-    then a linear layer over the whole C x H x W map (28*28*1 -> 10 for MNIST)."""
+@register_model("resnet50", family="resnet", num_classes=1000, in_channels=3, input_size=224, paper=PAPER)
+def resnet50(*, num_classes: int, in_channels: int, input_size: int, shortcut: str = "B", stem: str = "imagenet",
+             zero_init_residual: bool = False) -> ResNet:
+    """ResNet-50: Bottleneck x [3, 4, 6, 3].
 
-    def __init__(self, num_classes: int = 10, in_channels: int = 1, input_size: int = 28) -> None:
-        super().__init__()
-        self.block_1 = ResidualBlock([in_channels, 4, in_channels], kernels=(1, 3), stride=1, projection=False)
-        self.block_2 = ResidualBlock([in_channels, 4, in_channels], kernels=(1, 3), stride=1, projection=False)
-        self.linear_1 = nn.Linear(in_channels * input_size * input_size, num_classes)  # 28*28*1 -> 10
+    From "Deep Residual Learning for Image Recognition", https://arxiv.org/abs/1512.03385.
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.block_1(x)  # (N, C, 28, 28): "same" shape, so the input can be added
-        x = self.block_2(x)
-        return self.linear_1(torch.flatten(x, 1))
-
-
-class ResBlocksProjection(nn.Module):
-    """Two projection-shortcut blocks: [C->4 (3x3 s2), 4->8 (1x1)] with a 1x1 s2 C->8 shortcut,
-    then [8->16 (3x3 s2), 16->32 (1x1)] with an 8->32 shortcut; linear 7*7*32 -> 10."""
-
-    def __init__(self, num_classes: int = 10, in_channels: int = 1, input_size: int = 28) -> None:
-        super().__init__()
-        self.block_1 = ResidualBlock([in_channels, 4, 8], kernels=(3, 1), stride=2, projection=True)
-        self.block_2 = ResidualBlock([8, 16, 32], kernels=(3, 1), stride=2, projection=True)
-        side = feature_side(input_size, [("block_1.block.0", 3, 2, 1), ("block_2.block.0", 3, 2, 1)],
-                            model="resblocks_projection")
-        self.linear_1 = nn.Linear(32 * side * side, num_classes)  # 7*7*32 for 28x28
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.block_1(x)  # (N, 8, 14, 14)
-        x = self.block_2(x)  # (N, 32, 7, 7)
-        return self.linear_1(torch.flatten(x, 1))
+    Args:
+        num_classes: output classes (1000 for ImageNet).
+        in_channels: input channels (3 for RGB).
+        input_size: side of the square input; checked against the stem and strides.
+        shortcut: "A" zero-padding identity, "B" projection where the shape changes, "C" projection everywhere.
+        stem: "imagenet" (7x7/2 conv + 3x3/2 max-pool) or "cifar" (3x3/1 conv, no max-pool).
+        zero_init_residual: start each block's last BN at zero.
+    """
+    return _resnet("resnet50", Bottleneck, [3, 4, 6, 3], num_classes=num_classes, in_channels=in_channels,
+                   input_size=input_size, shortcut=shortcut, stem=stem, zero_init_residual=zero_init_residual)
 
 
-@register_model("resblocks_identity", family="resblocks", num_classes=10, in_channels=1, input_size=28,
-                paper="Raschka, STAT 479 L13 resnet-blocks notebook")
-def resblocks_identity(*, num_classes: int, in_channels: int, input_size: int) -> ResBlocksIdentity:
-    """The lecture's residual network with identity shortcuts (MNIST test 92.47% in its notebook)."""
-    return ResBlocksIdentity(num_classes, in_channels, input_size)
+@register_model("resnet101", family="resnet", num_classes=1000, in_channels=3, input_size=224, paper=PAPER)
+def resnet101(*, num_classes: int, in_channels: int, input_size: int, shortcut: str = "B", stem: str = "imagenet",
+              zero_init_residual: bool = False) -> ResNet:
+    """ResNet-101: Bottleneck x [3, 4, 23, 3].
+
+    From "Deep Residual Learning for Image Recognition", https://arxiv.org/abs/1512.03385.
+
+    Args:
+        num_classes: output classes (1000 for ImageNet).
+        in_channels: input channels (3 for RGB).
+        input_size: side of the square input; checked against the stem and strides.
+        shortcut: "A" zero-padding identity, "B" projection where the shape changes, "C" projection everywhere.
+        stem: "imagenet" (7x7/2 conv + 3x3/2 max-pool) or "cifar" (3x3/1 conv, no max-pool).
+        zero_init_residual: start each block's last BN at zero.
+    """
+    return _resnet("resnet101", Bottleneck, [3, 4, 23, 3], num_classes=num_classes, in_channels=in_channels,
+                   input_size=input_size, shortcut=shortcut, stem=stem, zero_init_residual=zero_init_residual)
 
 
-@register_model("resblocks_projection", family="resblocks", num_classes=10, in_channels=1, input_size=28,
-                paper="Raschka, STAT 479 L13 resnet-blocks notebook")
-def resblocks_projection(*, num_classes: int, in_channels: int, input_size: int) -> ResBlocksProjection:
-    """The lecture's residual network with 1x1 projection shortcuts (MNIST test 97.68% in its notebook)."""
-    return ResBlocksProjection(num_classes, in_channels, input_size)
+@register_model("resnet152", family="resnet", num_classes=1000, in_channels=3, input_size=224, paper=PAPER)
+def resnet152(*, num_classes: int, in_channels: int, input_size: int, shortcut: str = "B", stem: str = "imagenet",
+              zero_init_residual: bool = False) -> ResNet:
+    """ResNet-152: Bottleneck x [3, 8, 36, 3].
 
+    From "Deep Residual Learning for Image Recognition", https://arxiv.org/abs/1512.03385.
+
+    Args:
+        num_classes: output classes (1000 for ImageNet).
+        in_channels: input channels (3 for RGB).
+        input_size: side of the square input; checked against the stem and strides.
+        shortcut: "A" zero-padding identity, "B" projection where the shape changes, "C" projection everywhere.
+        stem: "imagenet" (7x7/2 conv + 3x3/2 max-pool) or "cifar" (3x3/1 conv, no max-pool).
+        zero_init_residual: start each block's last BN at zero.
+    """
+    return _resnet("resnet152", Bottleneck, [3, 8, 36, 3], num_classes=num_classes, in_channels=in_channels,
+                   input_size=input_size, shortcut=shortcut, stem=stem, zero_init_residual=zero_init_residual)

@@ -15,10 +15,24 @@ import torch
 import torch.nn as nn
 
 from cnnlab.arithmetic import feature_side
-from cnnlab.layers import spatial_geometry
+from cnnlab.geometry import spatial_geometry
 from cnnlab.models._registry import register_model
 
-__all__ = ["VGG", "cfgs", "make_layers"]
+__all__ = [
+    "VGG",
+    "cfgs",
+    "make_layers",
+    "vgg11",
+    "vgg11_bn",
+    "vgg11_lrn",
+    "vgg13",
+    "vgg13_bn",
+    "vgg16_c",
+    "vgg16",
+    "vgg16_bn",
+    "vgg19",
+    "vgg19_bn",
+]
 
 PAPER = "Simonyan & Zisserman 2014, arXiv:1409.1556"
 
@@ -130,24 +144,211 @@ def _vgg(cfg: str, batch_norm: bool, name: str, *, num_classes: int, in_channels
     return VGG(features, num_classes=num_classes, feature_side=side, dropout=dropout, **kwargs)
 
 
-def _register(name: str, cfg: str, batch_norm: bool, doc: str) -> None:
-    def builder(*, num_classes: int, in_channels: int, input_size: int, dropout: float = 0.5,
-                dropout2d: float = 0.0, avgpool_size: int | None = None, init_weights: bool = True) -> VGG:
-        return _vgg(cfg, batch_norm, name, num_classes=num_classes, in_channels=in_channels, input_size=input_size,
-                    dropout=dropout, dropout2d=dropout2d, avgpool_size=avgpool_size, init_weights=init_weights)
+@register_model("vgg11", family="vgg", num_classes=1000, in_channels=3, input_size=224, paper=PAPER)
+def vgg11(*, num_classes: int, in_channels: int, input_size: int, dropout: float = 0.5, dropout2d: float = 0.0,
+          avgpool_size: int | None = None, init_weights: bool = True) -> VGG:
+    """VGG-11, configuration A (8 conv + 3 FC weight layers).
 
-    builder.__name__ = name
-    builder.__doc__ = doc
-    register_model(name, family="vgg", num_classes=1000, in_channels=3, input_size=224, paper=PAPER)(builder)
+    Column "A" of Table 1; "Very Deep Convolutional Networks for Large-Scale Image
+    Recognition", https://arxiv.org/abs/1409.1556.
+
+    Args:
+        num_classes: output classes (1000 for ImageNet).
+        in_channels: input channels (3 for RGB).
+        input_size: side of the square input; the classifier's width is computed from it.
+        dropout: dropout probability of the two FC-4096 layers.
+        dropout2d: spatial dropout before each max-pool (0: none; shifts the ``features.N`` keys).
+        avgpool_size: fix the pooled side (7 keeps torchvision's 25,088-wide head at any input size).
+        init_weights: torchvision's initialisation (else PyTorch's defaults).
+    """
+    return _vgg("A", False, "vgg11", num_classes=num_classes, in_channels=in_channels, input_size=input_size,
+                dropout=dropout, dropout2d=dropout2d, avgpool_size=avgpool_size, init_weights=init_weights)
 
 
-_register("vgg11", "A", False, "VGG-11, configuration A (8 conv + 3 FC weight layers).")
-_register("vgg11_bn", "A", True, "VGG-11 (A) with batch normalisation after every conv.")
-_register("vgg11_lrn", "A-LRN", False, "VGG-11 A-LRN: A with local response normalisation after the first conv.")
-_register("vgg13", "B", False, "VGG-13, configuration B.")
-_register("vgg13_bn", "B", True, "VGG-13 (B) with batch normalisation.")
-_register("vgg16_c", "C", False, "VGG-16 configuration C: 1x1 convs as the third conv of blocks 3-5.")
-_register("vgg16", "D", False, "VGG-16, configuration D (the lecture's VGG-16).")
-_register("vgg16_bn", "D", True, "VGG-16 (D) with batch normalisation.")
-_register("vgg19", "E", False, "VGG-19, configuration E.")
-_register("vgg19_bn", "E", True, "VGG-19 (E) with batch normalisation.")
+@register_model("vgg11_bn", family="vgg", num_classes=1000, in_channels=3, input_size=224, paper=PAPER)
+def vgg11_bn(*, num_classes: int, in_channels: int, input_size: int, dropout: float = 0.5, dropout2d: float = 0.0,
+             avgpool_size: int | None = None, init_weights: bool = True) -> VGG:
+    """VGG-11 (A) with batch normalisation after every conv.
+
+    Column "A" of Table 1 with BN; "Very Deep Convolutional Networks for Large-Scale Image
+    Recognition", https://arxiv.org/abs/1409.1556.
+
+    Args:
+        num_classes: output classes (1000 for ImageNet).
+        in_channels: input channels (3 for RGB).
+        input_size: side of the square input; the classifier's width is computed from it.
+        dropout: dropout probability of the two FC-4096 layers.
+        dropout2d: spatial dropout before each max-pool (0: none; shifts the ``features.N`` keys).
+        avgpool_size: fix the pooled side (7 keeps torchvision's 25,088-wide head at any input size).
+        init_weights: torchvision's initialisation (else PyTorch's defaults).
+    """
+    return _vgg("A", True, "vgg11_bn", num_classes=num_classes, in_channels=in_channels, input_size=input_size,
+                dropout=dropout, dropout2d=dropout2d, avgpool_size=avgpool_size, init_weights=init_weights)
+
+
+@register_model("vgg11_lrn", family="vgg", num_classes=1000, in_channels=3, input_size=224, paper=PAPER)
+def vgg11_lrn(*, num_classes: int, in_channels: int, input_size: int, dropout: float = 0.5, dropout2d: float = 0.0,
+              avgpool_size: int | None = None, init_weights: bool = True) -> VGG:
+    """VGG-11 A-LRN: A with local response normalisation after the first conv.
+
+    Column "A-LRN" of Table 1; "Very Deep Convolutional Networks for Large-Scale Image
+    Recognition", https://arxiv.org/abs/1409.1556.
+
+    Args:
+        num_classes: output classes (1000 for ImageNet).
+        in_channels: input channels (3 for RGB).
+        input_size: side of the square input; the classifier's width is computed from it.
+        dropout: dropout probability of the two FC-4096 layers.
+        dropout2d: spatial dropout before each max-pool (0: none; shifts the ``features.N`` keys).
+        avgpool_size: fix the pooled side (7 keeps torchvision's 25,088-wide head at any input size).
+        init_weights: torchvision's initialisation (else PyTorch's defaults).
+    """
+    return _vgg("A-LRN", False, "vgg11_lrn", num_classes=num_classes, in_channels=in_channels, input_size=input_size,
+                dropout=dropout, dropout2d=dropout2d, avgpool_size=avgpool_size, init_weights=init_weights)
+
+
+@register_model("vgg13", family="vgg", num_classes=1000, in_channels=3, input_size=224, paper=PAPER)
+def vgg13(*, num_classes: int, in_channels: int, input_size: int, dropout: float = 0.5, dropout2d: float = 0.0,
+          avgpool_size: int | None = None, init_weights: bool = True) -> VGG:
+    """VGG-13, configuration B.
+
+    Column "B" of Table 1; "Very Deep Convolutional Networks for Large-Scale Image
+    Recognition", https://arxiv.org/abs/1409.1556.
+
+    Args:
+        num_classes: output classes (1000 for ImageNet).
+        in_channels: input channels (3 for RGB).
+        input_size: side of the square input; the classifier's width is computed from it.
+        dropout: dropout probability of the two FC-4096 layers.
+        dropout2d: spatial dropout before each max-pool (0: none; shifts the ``features.N`` keys).
+        avgpool_size: fix the pooled side (7 keeps torchvision's 25,088-wide head at any input size).
+        init_weights: torchvision's initialisation (else PyTorch's defaults).
+    """
+    return _vgg("B", False, "vgg13", num_classes=num_classes, in_channels=in_channels, input_size=input_size,
+                dropout=dropout, dropout2d=dropout2d, avgpool_size=avgpool_size, init_weights=init_weights)
+
+
+@register_model("vgg13_bn", family="vgg", num_classes=1000, in_channels=3, input_size=224, paper=PAPER)
+def vgg13_bn(*, num_classes: int, in_channels: int, input_size: int, dropout: float = 0.5, dropout2d: float = 0.0,
+             avgpool_size: int | None = None, init_weights: bool = True) -> VGG:
+    """VGG-13 (B) with batch normalisation.
+
+    Column "B" of Table 1 with BN; "Very Deep Convolutional Networks for Large-Scale Image
+    Recognition", https://arxiv.org/abs/1409.1556.
+
+    Args:
+        num_classes: output classes (1000 for ImageNet).
+        in_channels: input channels (3 for RGB).
+        input_size: side of the square input; the classifier's width is computed from it.
+        dropout: dropout probability of the two FC-4096 layers.
+        dropout2d: spatial dropout before each max-pool (0: none; shifts the ``features.N`` keys).
+        avgpool_size: fix the pooled side (7 keeps torchvision's 25,088-wide head at any input size).
+        init_weights: torchvision's initialisation (else PyTorch's defaults).
+    """
+    return _vgg("B", True, "vgg13_bn", num_classes=num_classes, in_channels=in_channels, input_size=input_size,
+                dropout=dropout, dropout2d=dropout2d, avgpool_size=avgpool_size, init_weights=init_weights)
+
+
+@register_model("vgg16_c", family="vgg", num_classes=1000, in_channels=3, input_size=224, paper=PAPER)
+def vgg16_c(*, num_classes: int, in_channels: int, input_size: int, dropout: float = 0.5, dropout2d: float = 0.0,
+            avgpool_size: int | None = None, init_weights: bool = True) -> VGG:
+    """VGG-16 configuration C: 1x1 convs as the third conv of blocks 3-5.
+
+    Column "C" of Table 1; "Very Deep Convolutional Networks for Large-Scale Image
+    Recognition", https://arxiv.org/abs/1409.1556.
+
+    Args:
+        num_classes: output classes (1000 for ImageNet).
+        in_channels: input channels (3 for RGB).
+        input_size: side of the square input; the classifier's width is computed from it.
+        dropout: dropout probability of the two FC-4096 layers.
+        dropout2d: spatial dropout before each max-pool (0: none; shifts the ``features.N`` keys).
+        avgpool_size: fix the pooled side (7 keeps torchvision's 25,088-wide head at any input size).
+        init_weights: torchvision's initialisation (else PyTorch's defaults).
+    """
+    return _vgg("C", False, "vgg16_c", num_classes=num_classes, in_channels=in_channels, input_size=input_size,
+                dropout=dropout, dropout2d=dropout2d, avgpool_size=avgpool_size, init_weights=init_weights)
+
+
+@register_model("vgg16", family="vgg", num_classes=1000, in_channels=3, input_size=224, paper=PAPER)
+def vgg16(*, num_classes: int, in_channels: int, input_size: int, dropout: float = 0.5, dropout2d: float = 0.0,
+          avgpool_size: int | None = None, init_weights: bool = True) -> VGG:
+    """VGG-16, configuration D (the lecture's VGG-16).
+
+    Column "D" of Table 1; "Very Deep Convolutional Networks for Large-Scale Image
+    Recognition", https://arxiv.org/abs/1409.1556.
+
+    Args:
+        num_classes: output classes (1000 for ImageNet).
+        in_channels: input channels (3 for RGB).
+        input_size: side of the square input; the classifier's width is computed from it.
+        dropout: dropout probability of the two FC-4096 layers.
+        dropout2d: spatial dropout before each max-pool (0: none; shifts the ``features.N`` keys).
+        avgpool_size: fix the pooled side (7 keeps torchvision's 25,088-wide head at any input size).
+        init_weights: torchvision's initialisation (else PyTorch's defaults).
+    """
+    return _vgg("D", False, "vgg16", num_classes=num_classes, in_channels=in_channels, input_size=input_size,
+                dropout=dropout, dropout2d=dropout2d, avgpool_size=avgpool_size, init_weights=init_weights)
+
+
+@register_model("vgg16_bn", family="vgg", num_classes=1000, in_channels=3, input_size=224, paper=PAPER)
+def vgg16_bn(*, num_classes: int, in_channels: int, input_size: int, dropout: float = 0.5, dropout2d: float = 0.0,
+             avgpool_size: int | None = None, init_weights: bool = True) -> VGG:
+    """VGG-16 (D) with batch normalisation.
+
+    Column "D" of Table 1 with BN; "Very Deep Convolutional Networks for Large-Scale Image
+    Recognition", https://arxiv.org/abs/1409.1556.
+
+    Args:
+        num_classes: output classes (1000 for ImageNet).
+        in_channels: input channels (3 for RGB).
+        input_size: side of the square input; the classifier's width is computed from it.
+        dropout: dropout probability of the two FC-4096 layers.
+        dropout2d: spatial dropout before each max-pool (0: none; shifts the ``features.N`` keys).
+        avgpool_size: fix the pooled side (7 keeps torchvision's 25,088-wide head at any input size).
+        init_weights: torchvision's initialisation (else PyTorch's defaults).
+    """
+    return _vgg("D", True, "vgg16_bn", num_classes=num_classes, in_channels=in_channels, input_size=input_size,
+                dropout=dropout, dropout2d=dropout2d, avgpool_size=avgpool_size, init_weights=init_weights)
+
+
+@register_model("vgg19", family="vgg", num_classes=1000, in_channels=3, input_size=224, paper=PAPER)
+def vgg19(*, num_classes: int, in_channels: int, input_size: int, dropout: float = 0.5, dropout2d: float = 0.0,
+          avgpool_size: int | None = None, init_weights: bool = True) -> VGG:
+    """VGG-19, configuration E.
+
+    Column "E" of Table 1; "Very Deep Convolutional Networks for Large-Scale Image
+    Recognition", https://arxiv.org/abs/1409.1556.
+
+    Args:
+        num_classes: output classes (1000 for ImageNet).
+        in_channels: input channels (3 for RGB).
+        input_size: side of the square input; the classifier's width is computed from it.
+        dropout: dropout probability of the two FC-4096 layers.
+        dropout2d: spatial dropout before each max-pool (0: none; shifts the ``features.N`` keys).
+        avgpool_size: fix the pooled side (7 keeps torchvision's 25,088-wide head at any input size).
+        init_weights: torchvision's initialisation (else PyTorch's defaults).
+    """
+    return _vgg("E", False, "vgg19", num_classes=num_classes, in_channels=in_channels, input_size=input_size,
+                dropout=dropout, dropout2d=dropout2d, avgpool_size=avgpool_size, init_weights=init_weights)
+
+
+@register_model("vgg19_bn", family="vgg", num_classes=1000, in_channels=3, input_size=224, paper=PAPER)
+def vgg19_bn(*, num_classes: int, in_channels: int, input_size: int, dropout: float = 0.5, dropout2d: float = 0.0,
+             avgpool_size: int | None = None, init_weights: bool = True) -> VGG:
+    """VGG-19 (E) with batch normalisation.
+
+    Column "E" of Table 1 with BN; "Very Deep Convolutional Networks for Large-Scale Image
+    Recognition", https://arxiv.org/abs/1409.1556.
+
+    Args:
+        num_classes: output classes (1000 for ImageNet).
+        in_channels: input channels (3 for RGB).
+        input_size: side of the square input; the classifier's width is computed from it.
+        dropout: dropout probability of the two FC-4096 layers.
+        dropout2d: spatial dropout before each max-pool (0: none; shifts the ``features.N`` keys).
+        avgpool_size: fix the pooled side (7 keeps torchvision's 25,088-wide head at any input size).
+        init_weights: torchvision's initialisation (else PyTorch's defaults).
+    """
+    return _vgg("E", True, "vgg19_bn", num_classes=num_classes, in_channels=in_channels, input_size=input_size,
+                dropout=dropout, dropout2d=dropout2d, avgpool_size=avgpool_size, init_weights=init_weights)

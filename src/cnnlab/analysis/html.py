@@ -1,4 +1,7 @@
-"""One self-contained HTML file for `cnnlab analyze --html`: table, charts (embedded), machine."""
+"""One self-contained HTML file for `cnnlab analyze --html`: table, charts (embedded), machine.
+
+(Formerly ``cnnlab.report_html``.)
+"""
 
 from __future__ import annotations
 
@@ -6,6 +9,8 @@ import base64
 import html
 import tempfile
 from pathlib import Path
+
+__all__ = ["write_html"]
 
 
 def _fmt(v) -> str:
@@ -19,6 +24,7 @@ def _fmt(v) -> str:
 
 
 def write_html(report, path: str | Path) -> Path:
+    """Write ``report`` (a :class:`cnnlab.analysis.Report`) with its four charts embedded as PNG."""
     from cnnlab.plots import analysis_charts
 
     with tempfile.TemporaryDirectory() as tmp:

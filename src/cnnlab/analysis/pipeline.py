@@ -1,0 +1,188 @@
+"""The Canziani analysis of one model (:func:`analyze`), of registry models
+(:func:`analyze_models`), and ``cnnlab analyze`` as one library call (:func:`run_analyze`)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+import torch.nn as nn
+
+from cnnlab.analysis.memory import activation_memory, cuda_peaks, to_meta
+from cnnlab.analysis.ops import count_ops, device_of
+from cnnlab.analysis.report import IMAGENET_SOURCE, IMAGENET_TOP1, ModelReport, Report, run_accuracies
+from cnnlab.analysis.timing import machine_info, measure_roof, time_model
+from cnnlab.errors import CnnlabError
+
+__all__ = ["analyze", "analyze_models", "run_analyze"]
+
+DEFAULT_BATCH_SIZES = (1, 2, 4, 8, 16, 32, 64)
+
+
+def _per_layer(model: nn.Module, input_shape: Sequence[int], name: str) -> list[dict]:
+    from cnnlab.summary import summarize
+
+    return [{"layer": r.name, "type": r.type, "output": r.output_shape, "params": r.params, "macs": r.macs}
+            for r in summarize(model, input_shape, name=name).layers]
+
+
+def analyze(
+    model: nn.Module,
+    input_shape: Sequence[int],
+    batch_sizes: Sequence[int] = DEFAULT_BATCH_SIZES,
+    device: str | torch.device = "cpu",
+    *,
+    name: str | None = None,
+    timing: bool = True,
+    repeats: int = 10,
+    per_layer: bool = False,
+    accuracy: float | None = None,
+    accuracy_source: str | None = None,
+    roof_gflops: float | None = None,
+    meta_model: nn.Module | None = None,
+) -> Report:
+    """Analyse one model (any ``nn.Module``); see :mod:`cnnlab.analysis` for what is measured."""
+    device = torch.device(device)
+    roof = roof_gflops if roof_gflops is not None or not timing else measure_roof(device)
+    report = _analyze_one(model, list(input_shape), batch_sizes, device, name or type(model).__name__, timing,
+                          repeats, per_layer, accuracy, accuracy_source, roof, meta_model)
+    return Report([report], machine_info(device, roof), list(batch_sizes))
+
+
+def _analyze_one(model, input_shape, batch_sizes, device, name, timing, repeats, per_layer, accuracy,
+                 accuracy_source, roof, meta_model=None) -> ModelReport:
+    meta = meta_model if meta_model is not None else to_meta(model)
+    counter = count_ops(meta, input_shape)
+    params = list(model.parameters())
+    n_params = sum(p.numel() for p in params)
+    trainable = sum(p.numel() for p in params if p.requires_grad)
+    memory = activation_memory(meta, input_shape, batch_sizes)
+    rep = ModelReport(
+        name=name, input_shape=list(input_shape), params=n_params, trainable_params=trainable,
+        non_trainable_params=n_params - trainable, buffers=sum(b.numel() for b in model.buffers()),
+        param_bytes=sum(p.numel() * p.element_size() for p in params), macs=counter.macs, flops=2 * counter.macs,
+        other_ops=dict(sorted(counter.other.items())), unsupported=sorted(counter.unsupported), memory=memory,
+        accuracy=accuracy, accuracy_source=accuracy_source,
+        per_layer=_per_layer(meta, input_shape, name) if per_layer else None,
+    )
+    if timing and device_of(model).type != "meta":
+        real = model.to(device)
+        rep.timing = time_model(real, input_shape, batch_sizes, device, repeats, counter.macs, roof)
+        if device.type == "cuda":
+            for mem in rep.memory:
+                mem.update(cuda_peaks(real, input_shape, mem["batch"], device))
+    return rep
+
+
+def analyze_models(
+    names: Sequence[str],
+    batch_sizes: Sequence[int] = DEFAULT_BATCH_SIZES,
+    device: str | torch.device = "cpu",
+    *,
+    input_shape: Sequence[int] | None = None,
+    timing: bool = True,
+    repeats: int = 10,
+    per_layer: bool = False,
+    run_dirs: Sequence[str | os.PathLike] = (),
+    on_model: Callable[[ModelReport], None] | None = None,
+) -> Report:
+    """Analyse registry models at their default input (or ``input_shape``)."""
+    from cnnlab.models import create_model, get_model_info
+
+    device = torch.device(device)
+    infos = [get_model_info(n) for n in names]  # unknown names fail before any work
+    accuracies = run_accuracies(run_dirs)
+    roof = measure_roof(device) if timing else None
+    reports = []
+    for info in infos:
+        shape = list(input_shape) if input_shape is not None else list(info.input_shape)
+        with torch.device("meta"):
+            meta = create_model(info.name, in_channels=shape[0], input_size=shape[1])
+        model = create_model(info.name, in_channels=shape[0], input_size=shape[1]) if timing else meta
+        acc, source = accuracies.get(info.name, (IMAGENET_TOP1.get(info.name), IMAGENET_SOURCE))
+        if info.name not in accuracies and info.name not in IMAGENET_TOP1:
+            source = None
+        rep = _analyze_one(model, shape, batch_sizes, device, info.name, timing, repeats, per_layer, acc, source,
+                           roof, meta_model=meta)
+        reports.append(rep)
+        del model
+        if on_model is not None:
+            on_model(rep)
+    return Report(reports, machine_info(device, roof), list(batch_sizes))
+
+
+def _batch_sizes(batch_sizes: str | Sequence[int]) -> list[int]:
+    from cnnlab.summary import parse_int_list
+
+    text = batch_sizes if isinstance(batch_sizes, str) else ",".join(str(b) for b in batch_sizes)
+    return parse_int_list(text, "--batch-sizes")
+
+
+def _output_paths(charts: str | os.PathLike | None, html: str | os.PathLike | None) -> tuple[Path | None, Path | None]:
+    """The chart folder and the HTML file, checked before any work."""
+    charts = Path(charts) if charts is not None else None
+    html = Path(html) if html is not None else None
+    if charts is not None and charts.exists() and not charts.is_dir():
+        raise CnnlabError(f"--charts {charts} is a file; give a folder")
+    if html is not None and html.is_dir():
+        raise CnnlabError(f"--html {html} is a folder; give a file name such as report.html")
+    return charts, html
+
+
+def run_analyze(
+    models: Sequence[str] = (),
+    *,
+    input: str | None = None,
+    batch_sizes: str | Sequence[int] = "1,2,4,8,16,32,64",
+    repeats: int | None = None,
+    quick: bool = False,
+    no_timing: bool = False,
+    per_layer: bool = False,
+    device: str | torch.device = "cpu",
+    runs: Sequence[str | os.PathLike] = (),
+    charts: str | os.PathLike | None = None,
+    html: str | os.PathLike | None = None,
+    on_model: Callable[[ModelReport], None] | None = None,
+) -> Report:
+    """``cnnlab analyze``: check every argument (one-line :class:`CnnlabError` before any work),
+    analyse the models (all registered ones if none are named), write the charts and the HTML
+    report where asked. ``report.batch_sizes`` holds the sizes measured.
+
+    Args:
+        models: registry names; empty: every registered model.
+        input: ``CxHxW`` for every model (else each model's own).
+        batch_sizes: ``"1,2,4"`` or a sequence of ints; ``quick`` makes it ``1,8``.
+        repeats: timed runs per batch size (default 10, ``quick`` 3).
+        no_timing: counts only (parameters, operations, memory).
+        device: ``cpu``, ``cuda`` or ``auto`` (:func:`cnnlab.runtime.resolve_device`).
+        runs: run directories to take test accuracies from.
+        charts: folder for the four PNG charts; html: file for the self-contained report.
+        on_model: called with each :class:`ModelReport` as soon as it is done.
+    """
+    from cnnlab.models import get_model_info, list_models
+    from cnnlab.runtime import resolve_device
+    from cnnlab.summary import parse_shape
+
+    names = list(models) or list_models()
+    for name in names:
+        get_model_info(name)  # unknown names: one line before any work
+    sizes = [1, 8] if quick else _batch_sizes(batch_sizes)
+    repeats = repeats or (3 if quick else 10)
+    if repeats < 1:
+        raise CnnlabError(f"--repeats must be a positive integer, got {repeats}")
+    shape = parse_shape(input) if input else None
+    dev = resolve_device(device)
+    charts, html = _output_paths(charts, html)
+    report = analyze_models(names, sizes, dev, input_shape=shape, timing=not no_timing, repeats=repeats,
+                            per_layer=per_layer, run_dirs=runs, on_model=on_model)
+    if charts is not None:
+        from cnnlab.plots import analysis_charts
+
+        analysis_charts(report, charts)
+    if html is not None:
+        from cnnlab.analysis.html import write_html
+
+        write_html(report, html)
+    return report

@@ -1,0 +1,65 @@
+"""The ``cnnlab`` command line: one small module per command group; each command parses its
+options, calls one library function and prints.
+
+A user's mistake ends in one line (``cnnlab: error: ...``) and exit code 2, never a
+traceback; see :func:`run`. Importing this package loads click only: torch and rich are
+imported by the commands that need them.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from cnnlab.cli._common import CONTEXT
+from cnnlab.cli.analyze import analyze
+from cnnlab.cli.arith import arith
+from cnnlab.cli.conv import bench, demo
+from cnnlab.cli.models import models, summary
+from cnnlab.cli.runs import evaluate, export, predict, runs
+from cnnlab.cli.train import experiment, train
+from cnnlab.errors import CnnlabError
+
+__all__ = ["app", "run", "main"]
+
+
+@click.group(context_settings=CONTEXT)
+@click.version_option(package_name="cnnlab", prog_name="cnnlab")
+def app() -> None:
+    """The CNN lecture as runnable, tested, fast software: train, inspect and time classic CNNs."""
+
+
+for _command in (train, evaluate, predict, runs, export, arith, summary, models, experiment, demo, bench, analyze):
+    app.add_command(_command)
+
+
+def _error(message: str, code: int = 2) -> int:
+    first = message.strip().splitlines()[0] if message.strip() else "unknown error"
+    print(f"cnnlab: error: {first}", file=sys.stderr)
+    return code
+
+
+def run(argv: list[str] | None = None) -> int:
+    """Run the CLI and return its exit code (user mistakes: one line on stderr, code 2)."""
+    try:
+        result = app.main(args=argv, prog_name="cnnlab", standalone_mode=False)
+        return result if isinstance(result, int) else 0
+    except CnnlabError as exc:
+        return _error(str(exc), exc.exit_code)
+    except click.exceptions.NoArgsIsHelpError as exc:  # bare `cnnlab`: the help text
+        print(exc.ctx.get_help() if exc.ctx else "")
+        return 0
+    except click.UsageError as exc:
+        hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
+        return _error(exc.format_message() + hint, exc.exit_code)
+    except click.ClickException as exc:
+        return _error(exc.format_message(), exc.exit_code)
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        return _error("interrupted", 130)
+
+
+def main() -> None:
+    sys.exit(run())

@@ -1,0 +1,76 @@
+"""What every command shares: context settings, option types, output helpers.
+
+Nothing here imports torch or rich at import time: ``cnnlab --help`` and ``cnnlab arith``
+start in a fraction of a second.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any, Iterable, Sequence
+
+import click
+
+from cnnlab.errors import CnnlabError
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+DEVICES = click.Choice(["auto", "cpu", "cuda"])
+FORMATS = click.Choice(["table", "json"])
+
+_console = None
+
+
+def console():
+    """The rich console (created on first use). Wide enough for tables when stdout is a file or a
+    pipe (rich assumes 80 columns there)."""
+    global _console
+    if _console is None:
+        from rich.console import Console
+
+        _console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
+    return _console
+
+
+def parse_options(items: Iterable[str]) -> dict[str, Any]:
+    """``["dropout2d=0.2", "stem=cifar"]`` -> {"dropout2d": 0.2, "stem": "cifar"} (values as JSON where they parse)."""
+    options: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise CnnlabError(f"--option takes KEY=VALUE (e.g. --option dropout2d=0.2), got {item!r}")
+        try:
+            value: Any = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        options[key.strip().replace("-", "_")] = value
+    return options
+
+
+def model_options(fn):
+    """``-o/--option KEY=VALUE`` (repeatable), passed to the function as a dict ``option``."""
+    return click.option("--option", "-o", "option", multiple=True, metavar="KEY=VALUE",
+                        callback=lambda ctx, param, value: parse_options(value),
+                        help="Model option, e.g. -o dropout2d=0.2 (repeatable).")(fn)
+
+
+def print_json(obj: Any) -> None:
+    print(json.dumps(obj, indent=2))
+
+
+def print_table(title: str, columns: Sequence[str], rows: Iterable[Sequence[Any]], *,
+                left: Iterable[str] = ()) -> None:
+    """A rich table; columns named in ``left`` are left-aligned, the others right-aligned."""
+    from rich.table import Table
+
+    left = set(left)
+    table = Table(title=title)
+    for col in columns:
+        table.add_column(col, justify="left" if col in left else "right")
+    for row in rows:
+        table.add_row(*(str(v) for v in row))
+    console().print(table)
+
+
+def pct(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"

@@ -1,0 +1,80 @@
+"""``cnnlab analyze``: Canziani et al. (2016) for the zoo or chosen models."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from cnnlab.cli._common import CONTEXT, DEVICES, console, print_table
+
+__all__ = ["analyze"]
+
+
+@click.command(context_settings=CONTEXT)
+@click.argument("models", nargs=-1)
+@click.option("--input", "input", default=None, help="Input shape CxHxW for every model [default: each model's own].")
+@click.option("--batch-sizes", default="1,2,4,8,16,32,64", show_default=True, help="Comma-separated batch sizes.")
+@click.option("--repeats", type=int, default=None, help="Timed runs per batch size [default: 10, --quick 3].")
+@click.option("--quick", is_flag=True, help="Batch sizes 1 and 8, 3 timed runs.")
+@click.option("--no-timing", is_flag=True, help="Counts only: parameters, operations, memory.")
+@click.option("--per-layer", is_flag=True, help="Include the per-layer breakdown (json output).")
+@click.option("--device", type=DEVICES, default="cpu", show_default=True)
+@click.option("--runs", "runs", multiple=True, type=click.Path(path_type=Path),
+              help="cnnlab run directory (or a folder of them) to take test accuracies from (repeatable).")
+@click.option("--format", "format", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
+@click.option("--charts", type=click.Path(path_type=Path), default=None, help="Folder for the four PNG charts.")
+@click.option("--html", "html_path", type=click.Path(path_type=Path), default=None, help="Write one self-contained HTML report.")
+def analyze(models: tuple[str, ...], input: str | None, batch_sizes: str, repeats: int | None, quick: bool,
+            no_timing: bool, per_layer: bool, device: str, runs: tuple[Path, ...], format: str, charts: Path | None,
+            html_path: Path | None) -> None:
+    """Canziani et al. (2016) for the zoo: parameters, operations, memory, time vs batch size, accuracy."""
+    from cnnlab.analysis import run_analyze
+
+    def progress(rep) -> None:
+        if format == "table" and not no_timing:
+            console().print(f"  {rep.name}: {rep.gmacs:.3f} GMACs, "
+                            + ", ".join(f"b{t['batch']} {t['ms_per_image']:.2f} ms/img" for t in rep.timing))
+
+    report = run_analyze(models, input=input, batch_sizes=batch_sizes, repeats=repeats, quick=quick,
+                         no_timing=no_timing, per_layer=per_layer, device=device, runs=runs, charts=charts,
+                         html=html_path, on_model=progress)
+    if format == "json":
+        print(report.to_json())
+    elif format == "csv":
+        print(report.to_csv(), end="")
+    else:
+        _print_report(report, timing=not no_timing, per_layer=per_layer)
+
+
+def _print_report(report, *, timing: bool, per_layer: bool) -> None:
+    sizes = [m["batch"] for m in report.models[0].memory]
+    big = max(sizes)
+    cols = ["model", "input", "params", "MACs", "GFLOPs", "param MiB", f"act MiB fwd/train @{big}", "top-1 %"]
+    if timing:
+        cols += [f"ms/img @{sizes[0]}", f"ms/img @{big}", f"img/s @{big}", "% of roof"]
+    rows = []
+    for m in report.models:
+        mem = next(x for x in m.memory if x["batch"] == big)
+        row = [m.name, "x".join(map(str, m.input_shape)), f"{m.params:,}", f"{m.macs:,}", f"{m.flops / 1e9:.3f}",
+               f"{m.param_bytes / 2**20:.1f}", f"{mem['forward_bytes'] / 2**20:.1f} / {mem['training_bytes'] / 2**20:.1f}",
+               "-" if m.accuracy is None else f"{m.accuracy:.2f}"]
+        if timing:
+            first, last = m.timing[0], m.timing[-1]
+            roof = "-" if last["roof_fraction"] is None else f"{100 * last['roof_fraction']:.0f}"
+            row += [f"{first['ms_per_image']:.3f}", f"{last['ms_per_image']:.3f}", f"{last['images_per_s']:.1f}", roof]
+        rows.append(row)
+    print_table(f"cnnlab analyze -- {report.machine['description']}", cols, rows, left=("model", "input"))
+    if per_layer:
+        for m in report.models:
+            print_table(f"{m.name}: per layer (one image)", ("layer", "type", "output", "params", "MACs"),
+                        [(r["layer"], r["type"], "x".join(map(str, r["output"])), f"{r['params']:,}", f"{r['macs']:,}")
+                         for r in m.per_layer or []], left=("layer", "type", "output"))
+    console().print(report.convention + ".")
+    if report.machine.get("roof_gflops"):
+        console().print(f"Roof: {report.machine['roof_gflops']:.0f} GFLOP/s (float32 2048^3 matrix multiply, same run).")
+    unsupported = sorted({u for m in report.models for u in m.unsupported})
+    if unsupported:
+        console().print(f"Not counted (unknown ops): {', '.join(unsupported)}")
+    for source in sorted({m.accuracy_source for m in report.models if m.accuracy_source}):
+        console().print(f"Accuracy: {source}")

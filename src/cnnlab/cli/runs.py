@@ -1,0 +1,78 @@
+"""Commands on finished runs: ``evaluate``, ``predict``, ``export``, ``runs``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from cnnlab.cli._common import CONTEXT, DEVICES, FORMATS, console, pct, print_json, print_table
+
+__all__ = ["evaluate", "predict", "export", "runs"]
+
+
+@click.command(context_settings=CONTEXT)
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option("--data-dir", type=click.Path(path_type=Path), default=None, help="Where the dataset is now, if it moved.")
+@click.option("--device", type=DEVICES, default="auto", show_default=True)
+@click.option("--split", type=click.Choice(["val", "test"]), default="test", show_default=True)
+@click.option("--confusion", type=click.Path(path_type=Path), default=None,
+              help="Confusion-matrix PNG [default: RUN_DIR/confusion_<split>.png].")
+def evaluate(run_dir: Path, data_dir: Path | None, device: str, split: str, confusion: Path | None) -> None:
+    """Reload a run's checkpoint: accuracy, per-class precision/recall, confusion-matrix PNG."""
+    from cnnlab.training.evaluate import evaluate_with_report
+
+    ev = evaluate_with_report(run_dir, data_dir=str(data_dir) if data_dir else None, device=device, split=split,
+                              confusion_png=confusion)
+    console().print(f"{ev.run.config.model} on {ev.run.config.dataset} from {ev.run.path}")
+    label = "Test" if split == "test" else "Validation"
+    console().print(f"{label} accuracy: {ev.accuracy:.2f}% ({ev.correct}/{ev.total})")
+    print_table(f"per class ({split})", ("class", "precision", "recall", "F1", "support"),
+                [(r["class"], f"{r['precision']:.3f}", f"{r['recall']:.3f}", f"{r['f1']:.3f}", r["support"])
+                 for r in ev.per_class], left=("class",))
+    console().print(f"Confusion matrix: {ev.confusion_png}")
+
+
+@click.command(context_settings=CONTEXT)
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--top-k", type=int, default=3, show_default=True)
+@click.option("--device", type=DEVICES, default="auto", show_default=True)
+def predict(run_dir: Path, images: tuple[Path, ...], top_k: int, device: str) -> None:
+    """Top-k classes for image files (any size or mode), converted the way the run's data was."""
+    from cnnlab.training.evaluate import predict as run_predict
+
+    for path, ranked in run_predict(run_dir, images, top_k=top_k, device=device):
+        console().print(f"{path}: " + ", ".join(f"{name} {100 * p:.1f}%" for name, p in ranked))
+
+
+@click.command(context_settings=CONTEXT)
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option("--format", "format", type=click.Choice(["onnx"]), default="onnx", show_default=True)
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="[default: RUN_DIR/model.onnx]")
+@click.option("--overwrite", is_flag=True, help="Replace an existing file.")
+def export(run_dir: Path, format: str, out: Path | None, overwrite: bool) -> None:
+    """Export a run's model to ONNX and check it against onnxruntime (max |diff| <= 1e-4)."""
+    from cnnlab.export import export_onnx
+
+    path, diff = export_onnx(run_dir, out, overwrite=overwrite)
+    console().print(f"Wrote {path} (dynamic batch; input 'images', output 'logits'); "
+                    f"onnxruntime vs PyTorch max |diff| = {diff:.2e}")
+
+
+@click.command(context_settings=CONTEXT)
+@click.argument("root", required=False, default="runs", type=click.Path(path_type=Path))
+@click.option("--format", "format", type=FORMATS, default="table", show_default=True)
+def runs(root: Path, format: str) -> None:
+    """One table of past runs: model, dataset, epochs, best val / test accuracy, time."""
+    from cnnlab.runs import list_runs
+
+    rows = list_runs(root)
+    if format == "json":
+        print_json(rows)
+        return
+    print_table(f"cnnlab runs in {root}",
+                ("run", "model", "dataset", "epochs", "best val %", "test %", "time (s)", "status"),
+                [(r["run"], r["model"], r["dataset"], r["epochs"], pct(r["best_val_acc"]), pct(r["test_acc"]),
+                  "-" if r["seconds"] is None else f"{r['seconds']:.1f}", r["status"]) for r in rows],
+                left=("run", "model", "dataset", "epochs", "status"))

@@ -1,0 +1,139 @@
+"""``cnnlab train`` and ``cnnlab experiment``.
+
+``train``'s training options are generated from :class:`cnnlab.training.config.TrainConfig`:
+each field becomes one option with the field's name, default, choices and help, so a new
+setting appears on the command line the day it is added to the config.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from pathlib import Path
+from typing import Any, Callable
+
+import click
+
+from cnnlab.cli._common import CONTEXT, DEVICES, console, parse_options, print_table
+from cnnlab.training.config import INIT_SCHEMES, TrainConfig
+
+__all__ = ["config_options", "explicit_settings", "train", "experiment"]
+
+
+def _unwrap_optional(tp: Any) -> tuple[Any, bool]:
+    """``int | None`` -> (int, True); ``int`` -> (int, False)."""
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(args) == 1:
+            return args[0], True
+    return tp, False
+
+
+def _option(f: dataclasses.Field, tp: Any) -> Callable:
+    """The click option of one config field."""
+    meta = f.metadata
+    default = f.default_factory() if f.default is dataclasses.MISSING else f.default  # type: ignore[misc]
+    flag = "--" + f.name.replace("_", "-")
+    flags = tuple(meta.get("flags") or (flag,))
+    common: dict[str, Any] = {"help": meta.get("help", ""), "metavar": meta.get("metavar")}
+    base, optional = _unwrap_optional(tp)
+    origin = typing.get_origin(base)
+    if base is bool and default is False:
+        return click.option(flag, f.name, is_flag=True, default=False, help=common["help"])
+    if base is bool:
+        return click.option(f"{flag}/--no-{flag[2:]}", f.name, default=default, show_default=default is not None,
+                            help=common["help"])
+    if origin is list:
+        return click.option(*flags, f.name, multiple=True, callback=lambda ctx, p, v: list(v), **common)
+    if origin is dict:
+        return click.option(*flags, f.name, multiple=True, callback=lambda ctx, p, v: parse_options(v), **common)
+    kind = click.Choice(meta["choices"]) if meta.get("choices") else base
+    return click.option(*flags, f.name, type=kind, default=default, show_default=not optional, **common)
+
+
+def config_options(config_cls: type = TrainConfig) -> Callable[[Callable], Callable]:
+    """A decorator adding one click option per field of ``config_cls`` (fields marked ``cli=False`` excepted)."""
+    hints = typing.get_type_hints(config_cls)
+    options = [_option(f, hints[f.name]) for f in dataclasses.fields(config_cls) if f.metadata.get("cli", True)]
+
+    def decorate(fn: Callable) -> Callable:
+        for option in reversed(options):
+            fn = option(fn)
+        return fn
+
+    return decorate
+
+
+def explicit_settings(ctx: click.Context, settings: dict[str, Any]) -> set[str]:
+    """The settings the user typed (as opposed to defaults)."""
+    return {name for name in settings if ctx.get_parameter_source(name) is click.core.ParameterSource.COMMANDLINE}
+
+
+@click.command(context_settings=CONTEXT)
+@config_options(TrainConfig)
+@click.option("--resume", "resume_dir", type=click.Path(path_type=Path), default=None,
+              help="Continue this run directory from its checkpoint.pt (its own settings; --epochs may extend).")
+@click.option("--overwrite", is_flag=True, help="Allow writing into a non-empty --out.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar or epoch lines.")
+@click.option("--tensorboard", is_flag=True, help="Also write TensorBoard event files to RUN_DIR/tensorboard.")
+@click.option("--nproc", type=int, default=1, show_default=True,
+              help="Data-parallel processes on this machine: relaunches itself under torchrun (DDP; gloo on CPU, "
+                   "nccl on CUDA).")
+def train(resume_dir: Path | None, overwrite: bool, quiet: bool, tensorboard: bool, nproc: int, **settings: Any) -> None:
+    """Train a model. With no arguments: the lecture's ConvNet recipe on MNIST."""
+    from cnnlab.training.launch import launch
+
+    explicit = explicit_settings(click.get_current_context(), settings)
+    outcome = launch(TrainConfig(**settings), explicit, resume_dir=resume_dir, overwrite=overwrite, quiet=quiet,
+                     tensorboard=tensorboard, nproc=nproc, console=console())
+    if isinstance(outcome, int):  # the exit code of the torchrun relaunch
+        raise click.exceptions.Exit(outcome)
+    if outcome is None:  # a rank other than 0
+        return
+    accuracy = f"Test accuracy: {outcome.test_acc:.2f}% ({outcome.test_correct}/{outcome.test_total})"
+    if resume_dir is not None:
+        console().print(accuracy if quiet else f"Resumed and finished {outcome.run_dir}")
+        return
+    if quiet:
+        console().print(accuracy)
+    console().print(f"Saved config.json, metrics.csv, model.pt and curves.png in {outcome.run_dir}")
+
+
+@click.group(context_settings=CONTEXT)
+def experiment() -> None:
+    """The lecture's experiments, each one command."""
+
+
+@experiment.command("inits", context_settings=CONTEXT)
+@click.option("--out", type=click.Path(path_type=Path), default=Path("runs/inits"), show_default=True,
+              help="Folder for one run per init, inits.csv and inits.png.")
+@click.option("--inits", default=",".join(INIT_SCHEMES), show_default=True, help="Comma-separated init schemes.")
+@click.option("--model", default="convnet", show_default=True)
+@click.option("--dataset", default="mnist", show_default=True)
+@click.option("--epochs", type=int, default=10, show_default=True)
+@click.option("--seed", type=int, default=1, show_default=True)
+@click.option("--data-dir", type=click.Path(path_type=Path), default=None)
+@click.option("--device", type=DEVICES, default="auto", show_default=True)
+@click.option("--overwrite", is_flag=True, help="Allow writing into a non-empty --out.")
+def experiment_inits(out: Path, inits: str, model: str, dataset: str, epochs: int, seed: int, data_dir: Path | None,
+                     device: str, overwrite: bool) -> None:
+    """Train the ConvNet recipe once per weight init; table and accuracy plot (cnn-with-diff-init)."""
+    from cnnlab.experiments import LECTURE_INIT_TABLE, run_init_experiment
+    from cnnlab.training.callbacks import ConsoleLogger
+
+    names = [n.strip() for n in inits.split(",") if n.strip()]
+    base = TrainConfig(model=model, dataset=dataset, epochs=epochs, seed=seed, device=device,
+                       data_dir=str(data_dir) if data_dir else None)
+    rows = run_init_experiment(out, names, base, [ConsoleLogger(console())], overwrite=overwrite)
+    lecture = (model, dataset, epochs) == ("convnet", "mnist", 10)
+
+    def cell(value: float, row, i: int) -> str:
+        ref = LECTURE_INIT_TABLE.get(row.init) if lecture else None
+        return f"{value:.2f}" + (f" ({ref[i]:.2f})" if ref else "")
+
+    print_table(f"{model} on {dataset}, {epochs} epochs, one run per init (lecture's figures in brackets)",
+                ("init", "epoch-1 train %", "final train %", "test %", "seconds"),
+                [(r.init, cell(r.epoch1_train_acc, r, 0), cell(r.final_train_acc, r, 1), cell(r.test_acc, r, 2),
+                  f"{r.seconds:.1f}") for r in rows], left=("init",))
+    console().print(f"Wrote {out / 'inits.csv'} and {out / 'inits.png'}")

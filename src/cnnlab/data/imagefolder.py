@@ -1,0 +1,243 @@
+"""User image folders: ``DIR/train/<class>/*``, optionally ``DIR/val/<class>/*`` and ``DIR/test/<class>/*``.
+
+Images of any size and mode (L, RGB, RGBA, P, ...) are decoded once, converted to the run's
+channels (transparency composited on white), resized to a square side, and kept in memory as
+uint8 tensors, like the built-in datasets, and cached on disk (``DIR/train/.cnnlab-cache/``, or
+``~/.cache/cnnlab/tensors`` when the folder is read-only) so later runs skip the decoding.
+Without a ``test/`` folder, a seeded 20% of each class is held out as the test split.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Iterable, Iterator
+
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from cnnlab.data.decode import BadImageError, decode_image
+from cnnlab.data.splits import stratified_holdout
+from cnnlab.data.tensors import Batch, TensorData
+from cnnlab.errors import CnnlabError, DataNotFoundError
+
+if TYPE_CHECKING:
+    from cnnlab.data.datasets import Splits
+
+__all__ = ["IMAGE_EXTENSIONS", "decode_image", "image_folder_splits", "load_image_folder", "StreamingImages",
+           "DEFAULT_SIDE"]
+
+IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
+DEFAULT_SIDE = 32  # square side when --input-size is not given
+
+
+def _scan(split_dir: Path) -> tuple[list[str], list[tuple[Path, int]]]:
+    if not split_dir.is_dir():
+        raise DataNotFoundError(f"{split_dir} does not exist; an image folder needs DIR/train/<class>/<images>")
+    classes = sorted(d.name for d in split_dir.iterdir() if d.is_dir() and not d.name.startswith("."))
+    if not classes:
+        raise DataNotFoundError(f"no class folders in {split_dir}; expected {split_dir}/<class>/<images>")
+    items = []
+    for label, name in enumerate(classes):
+        files = sorted(f for f in (split_dir / name).iterdir() if f.is_file() and not f.name.startswith("."))
+        if not files:
+            raise DataNotFoundError(f"class folder {split_dir / name} is empty; add images or remove the folder")
+        items += [(f, label) for f in files]
+    return classes, items
+
+
+def _guess_channels(items: list[tuple[Path, int]]) -> int:
+    """3 if any image has colour, else 1 (headers only: no pixels are decoded)."""
+    for path, _ in items:
+        if path.suffix.lower() not in IMAGE_EXTENSIONS:
+            continue
+        try:
+            with Image.open(path) as im:
+                if im.mode not in ("1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
+                    return 3
+        except (UnidentifiedImageError, OSError):
+            continue
+    return 1
+
+
+def _test_mask(labels: torch.Tensor, n_classes: int, seed: int, fraction: float, root: Path) -> torch.Tensor:
+    """A seeded per-class hold-out: True for the images that form the test split."""
+    mask = stratified_holdout(labels, n_classes, fraction, seed)
+    if mask.all() or not mask.any():
+        raise CnnlabError(f"{root / 'train'} has too few images to hold out a test split; add a test/ folder")
+    return mask
+
+
+def _decode_all(items, channels, side, skip_bad) -> tuple[torch.Tensor, torch.Tensor, list[Path]]:
+    images, labels, bad = [], [], []
+    for path, label in items:
+        try:
+            images.append(decode_image(path, channels, side))
+            labels.append(label)
+        except BadImageError:
+            if not skip_bad:
+                raise
+            bad.append(path)
+    if not images:
+        raise DataNotFoundError("no readable image in the folder")
+    return torch.stack(images), torch.tensor(labels, dtype=torch.long), bad
+
+
+def _cache_path(root: Path, items: list[tuple[Path, int]], side: int, channels: int, skip_bad: bool) -> Path:
+    """A file name that changes whenever a file, its size or mtime, or the decode settings change."""
+    import hashlib
+
+    h = hashlib.sha1(f"decode-v2:{side}:{channels}:{skip_bad}".encode())  # v2: 16-bit scaling, EXIF
+    for path, label in items:
+        st = path.stat()
+        h.update(f"{path.relative_to(root)}:{label}:{st.st_size}:{st.st_mtime_ns}".encode())
+    name = f"{root.name}-{h.hexdigest()[:16]}.pt"
+    beside = root / ".cnnlab-cache"
+    try:
+        beside.mkdir(exist_ok=True)
+        if os.access(beside, os.W_OK):
+            return beside / name
+    except OSError:
+        pass
+    fallback = Path.home() / ".cache" / "cnnlab" / "tensors"  # the data folder is read-only
+    fallback.mkdir(parents=True, exist_ok=True)
+    return fallback / name
+
+
+def _decode_cached(root: Path, items, channels: int, side: int, skip_bad: bool):
+    """:func:`_decode_all`, cached on disk as uint8 tensors (decoded once; later runs load in ms)."""
+    cache = _cache_path(root, items, side, channels, skip_bad)
+    if cache.is_file():
+        try:
+            saved = torch.load(cache, weights_only=True)
+            return saved["images"], saved["labels"], [Path(p) for p in saved["bad"]]
+        except Exception:
+            pass  # unreadable cache: decode again and replace it
+    images, labels, bad = _decode_all(items, channels, side, skip_bad)
+    tmp = cache.with_name(cache.name + ".tmp")
+    try:
+        torch.save({"images": images, "labels": labels, "bad": [str(p) for p in bad]}, tmp)
+        os.replace(tmp, cache)
+    except OSError:
+        pass  # caching is an optimisation only
+    return images, labels, bad
+
+
+class _FileDataset(torch.utils.data.Dataset):
+    def __init__(self, items: list[tuple[Path, int]], channels: int, side: int):
+        self.items, self.channels, self.side = items, channels, side
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        path, label = self.items[i]
+        return decode_image(path, self.channels, self.side), label
+
+
+class StreamingImages:
+    """An image folder too large for memory: files are decoded per batch by DataLoader workers.
+
+    A :class:`~cnnlab.data.tensors.BatchSource` like ``TensorData``: batches come in the same
+    seeded order, so a streamed run trains exactly like an in-memory one.
+    """
+
+    def __init__(self, items: list[tuple[Path, int]], classes: list[str], channels: int, side: int, workers: int = 2,
+                 device: torch.device | str = "cpu"):
+        self.items, self.classes, self.channels, self.side, self.workers = items, classes, channels, side, workers
+        self.labels = torch.tensor([label for _, label in items], dtype=torch.long)
+        self.skipped: tuple[str, ...] = ()
+        self._device = torch.device(device)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    @property
+    def sample_shape(self) -> tuple[int, int, int]:
+        return (self.channels, self.side, self.side)
+
+    @property
+    def device(self) -> torch.device:
+        return self._device
+
+    def to(self, device: torch.device | str) -> "StreamingImages":
+        return StreamingImages(self.items, self.classes, self.channels, self.side, self.workers, device)
+
+    def subset(self, idx: torch.Tensor) -> "StreamingImages":
+        return StreamingImages([self.items[int(i)] for i in idx], self.classes, self.channels, self.side,
+                               self.workers, self._device)
+
+    def batches(self, index_batches: Iterable[Batch]) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """(uint8 images, labels) per batch, decoded in ``workers`` processes."""
+        sampler = [list(range(len(self))[idx]) if isinstance(idx, slice) else idx.tolist() for idx in index_batches]
+        loader = torch.utils.data.DataLoader(
+            _FileDataset(self.items, self.channels, self.side),
+            batch_sampler=sampler,
+            num_workers=self.workers,
+            persistent_workers=False,
+        )
+        for images, labels in loader:
+            yield images, labels
+
+
+def _folder_split(root: Path, split: str, classes: list[str] | None):
+    """``(classes, items)`` of ``root/split``, or None when the folder does not exist (test, val)."""
+    if classes is not None and not (root / split).is_dir():
+        return None
+    found, items = _scan(root / split)
+    if classes is not None and found != classes:
+        raise CnnlabError(f"{root / split} has classes {found} but {root / 'train'} has {classes}")
+    return found, items
+
+
+def load_image_folder(root: str | os.PathLike, side: int | None = None, channels: int | None = None, *,
+                      skip_bad: bool = False, seed: int = 0, test_fraction: float = 0.2, stream: bool = False,
+                      workers: int = 2) -> tuple[TensorData, TensorData, list[Path]]:
+    """(train, test, skipped files) of ``root`` (see :func:`image_folder_splits`)."""
+    splits = image_folder_splits(root, side, channels, skip_bad=skip_bad, seed=seed, test_fraction=test_fraction,
+                                 stream=stream, workers=workers)
+    return splits.train, splits.test, [Path(p) for p in splits.train.skipped]
+
+
+def image_folder_splits(
+    root: str | os.PathLike,
+    side: int | None = None,
+    channels: int | None = None,
+    *,
+    skip_bad: bool = False,
+    seed: int = 0,
+    test_fraction: float = 0.2,
+    stream: bool = False,
+    workers: int = 2,
+) -> Splits:
+    """Splits of ``root/train`` (+ ``root/test`` and ``root/val`` if present); ``splits.train.skipped``
+    lists the unreadable files left out with ``skip_bad``. Images are decoded to ``side``
+    (default 32) and ``channels`` (default: 3 if any image has colour, else 1).
+
+    ``stream=True`` decodes nothing up front: the splits are :class:`StreamingImages` whose
+    batches DataLoader workers decode on the fly (unreadable files then stop the run when met).
+    """
+    from cnnlab.data.datasets import Splits
+
+    root = Path(root)
+    side = side or DEFAULT_SIDE
+    classes, items = _folder_split(root, "train", None)
+    test_split, val_split = _folder_split(root, "test", classes), _folder_split(root, "val", classes)
+    channels = channels or _guess_channels(items)
+
+    def load(folder: str, folder_items) -> tuple[object, list[Path]]:
+        if stream:
+            return StreamingImages(folder_items, classes, channels, side, workers), []
+        images, labels, bad = _decode_cached(root / folder, folder_items, channels, side, skip_bad)
+        return TensorData(images, labels, classes), bad
+
+    train, bad = load("train", items)
+    if test_split is not None:
+        test, bad_test = load("test", test_split[1])
+        bad += bad_test
+    else:  # a seeded, per-class split
+        held_out = _test_mask(train.labels, len(classes), seed, test_fraction, root)
+        train, test = train.subset(torch.nonzero(~held_out).flatten()), train.subset(torch.nonzero(held_out).flatten())
+    val = load("val", val_split[1])[0] if val_split is not None else None
+    train.skipped = tuple(str(p) for p in bad)
+    return Splits(train, test, val)

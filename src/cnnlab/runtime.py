@@ -1,0 +1,177 @@
+"""Where and how tensors run: device choice, determinism, memory format, timing, machine facts.
+
+Everything that depends on the machine rather than on the lecture lives here, so that the
+training loop, the analysis, the convolution lab and the benchmark scripts share one device
+rule, one determinism switch and one timing loop (warm-up, synchronise, median).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import platform
+import statistics
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import torch
+
+from cnnlab.errors import CnnlabError
+
+__all__ = [
+    "resolve_device",
+    "determinism",
+    "memory_format_for",
+    "sync",
+    "Timing",
+    "time_fn",
+    "cpu_name",
+    "machine_line",
+    "environment_info",
+]
+
+
+def resolve_device(name: str | torch.device = "auto") -> torch.device:
+    """``auto`` -> CUDA when available, else CPU. Asking for CUDA without one is a user error."""
+    if isinstance(name, torch.device):
+        return name
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise CnnlabError(f"--device must be auto, cpu or cuda, got {name!r}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise CnnlabError("--device cuda was asked for but no CUDA device is available; use --device cpu or auto")
+    return device
+
+
+@contextlib.contextmanager
+def determinism(enabled: bool, device: torch.device) -> Iterator[None]:
+    """The lecture's ``cudnn.deterministic = True`` and more, restored on exit.
+
+    On: ``torch.use_deterministic_algorithms(True)``, cuDNN deterministic, benchmark off.
+    Off: cuDNN benchmark on (picks the fastest algorithm per shape at run time).
+    """
+    saved = (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+        torch.backends.cudnn.deterministic,
+        torch.backends.cudnn.benchmark,
+    )
+    if enabled:
+        if device.type == "cuda":
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS
+        # On CUDA a few backward kernels (e.g. adaptive average pooling) have no deterministic
+        # version; warn there instead of failing. On the CPU every op we use is deterministic.
+        torch.use_deterministic_algorithms(True, warn_only=device.type == "cuda")
+        torch.backends.cudnn.deterministic = True
+        torch.backends.cudnn.benchmark = False
+    else:
+        torch.use_deterministic_algorithms(False)
+        torch.backends.cudnn.deterministic = False
+        torch.backends.cudnn.benchmark = True
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(saved[0], warn_only=saved[1])
+        torch.backends.cudnn.deterministic = saved[2]
+        torch.backends.cudnn.benchmark = saved[3]
+
+
+def memory_format_for(channels_last: bool | None, device: torch.device) -> torch.memory_format:
+    """channels_last when asked for, or by default on the CPU (where oneDNN prefers NHWC)."""
+    use = channels_last if channels_last is not None else device.type == "cpu"
+    return torch.channels_last if use else torch.contiguous_format
+
+
+def sync(device: torch.device | str) -> None:
+    """Wait for queued GPU work, so a wall-clock reading covers it (no-op on the CPU)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+@dataclass
+class Timing:
+    """Seconds of the timed calls of :func:`time_fn` (warm-up excluded)."""
+
+    times: list[float]
+    warmup_s: float
+    result: Any = None  # what the last call returned
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.times)
+
+    @property
+    def best(self) -> float:
+        return min(self.times)
+
+
+def time_fn(fn: Callable[[], Any], device: torch.device | str = "cpu", *, repeats: int = 5, warmup: int = 1,
+            budget_s: float | None = None) -> Timing:
+    """The one timing loop of cnnlab: ``warmup`` untimed calls, then ``repeats`` timed ones,
+    each followed by a device synchronisation. Read ``.median``.
+
+    ``budget_s``: if the warm-up alone took longer than this, time a single call (slow cases
+    of a teaching algorithm should not stall a benchmark).
+    """
+    if repeats < 1:
+        raise ValueError(f"repeats must be >= 1, got {repeats}")
+    start = time.perf_counter()
+    result = None
+    for _ in range(warmup):
+        result = fn()
+        sync(device)
+    warmup_s = time.perf_counter() - start
+    if budget_s is not None and warmup and warmup_s > budget_s:
+        repeats = 1
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        result = fn()
+        sync(device)
+        times.append(time.perf_counter() - start)
+    return Timing(times, warmup_s, result)
+
+
+def cpu_name() -> str:
+    """The CPU's model name from /proc/cpuinfo, else what ``platform`` knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine_line(device: torch.device | str = "cpu") -> str:
+    """One line for every benchmark's header: machine, device, torch version, threads."""
+    device = torch.device(device)
+    dev = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({os.cpu_count()} logical CPUs)"
+    return (f"{platform.machine()} {cpu_name()}; device {dev}; torch {torch.__version__}; "
+            f"threads {torch.get_num_threads()}; oneDNN {torch.backends.mkldnn.is_available()}")
+
+
+def environment_info(device: torch.device) -> dict[str, Any]:
+    """Versions, processor, threads and device, as saved in a run's ``config.json``."""
+    from cnnlab import __version__
+
+    info: dict[str, Any] = {
+        "cnnlab_version": __version__,
+        "torch_version": torch.__version__,
+        "python_version": platform.python_version(),
+        "platform": platform.platform(),
+        "processor": cpu_name(),
+        "torch_threads": torch.get_num_threads(),
+        "device": str(device),
+    }
+    if device.type == "cuda":
+        info["device_name"] = torch.cuda.get_device_name(device)
+        info["cudnn_version"] = torch.backends.cudnn.version()
+    return info
+

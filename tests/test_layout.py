@@ -1,0 +1,141 @@
+"""The house rules of the layout (docs/ARCHITECTURE.md): small files and functions, no import
+cycles, lower layers that never reach up, a command line that starts without torch, and
+training options generated from ``TrainConfig``."""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import importlib
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO
+
+SRC = REPO / "src" / "cnnlab"
+MODULES = sorted(
+    ".".join(("cnnlab", *p.relative_to(SRC).with_suffix("").parts)).removesuffix(".__init__")
+    for p in SRC.rglob("*.py") if p.name != "__main__.py"
+)
+LOWER = ("cnnlab.arithmetic", "cnnlab.geometry", "cnnlab.errors", "cnnlab.models", "cnnlab.data")
+UPPER = ("cnnlab.training", "cnnlab.cli", "cnnlab.analysis", "cnnlab.visualize", "cnnlab.train")
+MAX_FILE_LINES = 400
+MAX_FUNCTION_LINES = 60
+
+
+def _imports(path: Path) -> set[str]:
+    """Every module a file imports, at the top or inside functions."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            found.add(node.module)
+    return found
+
+
+def _path_of(module: str) -> Path:
+    rel = Path(*module.split(".")[1:])
+    return SRC / rel / "__init__.py" if (SRC / rel).is_dir() else SRC / rel.with_suffix(".py")
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_every_module_imports_alone(module):
+    """No import cycle: each module imports in an interpreter state without any other cnnlab module."""
+    saved = {k: v for k, v in sys.modules.items() if k == "cnnlab" or k.startswith("cnnlab.")}
+    for k in saved:
+        del sys.modules[k]
+    try:
+        importlib.import_module(module)
+    finally:
+        for k in [k for k in sys.modules if k == "cnnlab" or k.startswith("cnnlab.")]:
+            del sys.modules[k]
+        sys.modules.update(saved)
+
+
+@pytest.mark.parametrize("module", [m for m in MODULES if m.startswith(LOWER)])
+def test_lower_layers_never_import_upper_ones(module):
+    upward = sorted(i for i in _imports(_path_of(module)) if i.startswith(UPPER))
+    assert not upward, f"{module} imports {upward}"
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_files_and_functions_stay_small(module):
+    path = _path_of(module)
+    text = path.read_text()
+    assert len(text.splitlines()) <= MAX_FILE_LINES, f"{path} has {len(text.splitlines())} lines"
+    for node in ast.walk(ast.parse(text)):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            length = node.end_lineno - node.lineno + 1
+            assert length <= MAX_FUNCTION_LINES, f"{path}:{node.lineno} {node.name} has {length} lines"
+
+
+def test_command_line_and_arithmetic_start_without_torch():
+    code = ("import sys; from cnnlab.cli import run; import cnnlab.arithmetic, cnnlab.training.config; "
+            "code = run(['arith', '--input', '28', '--kernel', '3', '--padding', 'same']); "
+            "run(['--help']); run(['train', '--help']); "
+            "assert code == 0, code; bad = [m for m in ('torch', 'rich', 'numpy') if m in sys.modules]; "
+            "assert not bad, bad")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr
+    assert "output size: 28" in proc.stdout and "--batch-size" in proc.stdout
+
+
+def test_train_options_are_generated_from_train_config():
+    from cnnlab.cli.train import config_options, train
+    from cnnlab.training.config import TrainConfig, setting
+
+    params = {p.name: p for p in train.params}
+    for f in dataclasses.fields(TrainConfig):
+        assert f.name in params, f"TrainConfig.{f.name} has no option"
+        default = f.default_factory() if f.default is dataclasses.MISSING else f.default
+        if f.name not in ("freeze", "model_options"):
+            assert params[f.name].default == default, f.name
+        assert params[f.name].help == f.metadata["help"]
+    assert list(params["optimizer"].type.choices) == ["sgd", "adam", "adamw"]
+
+    @dataclasses.dataclass
+    class Extended(TrainConfig):
+        ema_decay: float | None = setting(None, "A setting added tomorrow.")
+        tta: bool = setting(False, "Another one.")
+
+    import click
+
+    command = config_options(Extended)(click.command()(lambda **kw: kw))
+    names = {p.name: p for p in command.params}
+    assert "--ema-decay" in names["ema_decay"].opts and names["ema_decay"].help == "A setting added tomorrow."
+    assert names["tta"].is_flag and len(names) == len(dataclasses.fields(Extended))
+    values = command.main(["--ema-decay", "0.99", "--tta", "-o", "dropout2d=0.2", "--freeze", "features"],
+                          standalone_mode=False)
+    config = Extended(**values)
+    assert (config.ema_decay, config.tta, config.model_options, config.freeze) == (0.99, True, {"dropout2d": 0.2},
+                                                                                    ["features"])
+
+
+def test_init_scheme_names_match_the_models():
+    from cnnlab.models import INITS
+    from cnnlab.training.config import INIT_SCHEMES
+
+    assert tuple(INITS) == INIT_SCHEMES
+
+
+def test_names_imported_before_the_move_still_work():
+    import cnnlab
+    from cnnlab import models, runs, training
+    from cnnlab.callbacks import ConsoleLogger
+    from cnnlab.data.imagefolder import load_image_folder as new_loader
+    from cnnlab.imagefolder import load_image_folder
+    from cnnlab.layers import BasicBlock, INITS, init_weights
+    from cnnlab.train import Callback, TrainConfig, Trainer, list_runs, load_run, resume, train
+    from cnnlab.weights import freeze, load_weights
+
+    assert train is training.train and TrainConfig is training.TrainConfig and Trainer is training.Trainer
+    assert resume is training.resume and Callback is training.Callback and ConsoleLogger is training.ConsoleLogger
+    assert load_run is runs.load_run and list_runs is runs.list_runs and load_image_folder is new_loader
+    assert BasicBlock is models.BasicBlock and INITS is models.INITS and init_weights is models.init_weights
+    assert load_weights is models.load_weights and freeze is models.freeze
+    assert cnnlab.create_model is models.create_model and cnnlab.with_probas is models.with_probas
+    assert cnnlab.arithmetic.conv_output_size(28, 3, 1, 1) == 28 and callable(cnnlab.analyze)
