@@ -1,0 +1,106 @@
+"""``cnnlab show gradcam``: Grad-CAM (and saliency, integrated gradients) for one image, with the
+layer choice explained and, for ``--layer all``, a strip of Grad-CAM at every default layer."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from cnnlab.errors import CnnlabError
+from cnnlab.visualize.attribution import grad_cam, integrated_gradients, saliency
+from cnnlab.visualize.layers import LayerChoice, choose_gradcam_layer, default_layers, get_layer, hw_c
+
+__all__ = ["METHODS", "GradCamResult", "show_gradcam", "parse_methods"]
+
+METHODS = ("gradcam", "saliency", "ig")
+
+
+@dataclass
+class GradCamResult:
+    path: Path
+    layer: str
+    choice: LayerChoice | None  # set when the layer was chosen automatically
+    target: int
+    target_name: str
+    probability: float  # softmax probability of the target class
+    predicted: int
+    predicted_name: str
+    caption: str
+    strip: list[str] = field(default_factory=list)  # layers of the --layer all strip
+    cam: torch.Tensor | None = None  # (H, W) in [0, 1]
+    description: str = ""  # which model
+
+
+def parse_methods(text: str | Sequence[str]) -> tuple[str, ...]:
+    from cnnlab.errors import UnknownNameError
+
+    names = [m.strip() for m in text.split(",")] if isinstance(text, str) else list(text)
+    for name in names:
+        if name not in METHODS:
+            raise UnknownNameError("method", name, METHODS)
+    if "gradcam" not in names:
+        names.insert(0, "gradcam")
+    return tuple(dict.fromkeys(names))
+
+
+def _strip(model, x: torch.Tensor, target: int) -> list[tuple[str, torch.Tensor]]:
+    """Grad-CAM at every default layer (conv/pool, or one per stage) whose output is a feature map."""
+    from cnnlab.visualize.layers import trace_outputs
+
+    spatial = {o.name for o in trace_outputs(model, x) if o.spatial}
+    return [(name, grad_cam(model, x, name, target)[0]) for name in default_layers(model, x) if name in spatial]
+
+
+def show_gradcam(subject, image=None, layer: str | None = None, target: int | str | None = None,
+                 methods: str | Sequence[str] = METHODS, out: str | Path | None = None, ig_steps: int = 32
+                 ) -> GradCamResult:
+    """Explain one image: Grad-CAM at ``layer`` ("all": the automatic layer plus a per-layer strip;
+    None: the automatic layer), for class ``target`` (None: the predicted class)."""
+    from cnnlab.visualize.plots import plot_attributions
+    from cnnlab.visualize.source import default_out, parse_target, resolve
+
+    methods = parse_methods(methods)
+    subject, image = resolve(subject, image)
+    target = parse_target(target, subject.classes)
+    model, x = subject.model, image.x
+    strip_all = layer == "all"
+    choice = choose_gradcam_layer(model, x) if layer in (None, "all") else None
+    name = choice.name if choice is not None else layer
+    get_layer(model, name)
+    with torch.no_grad():
+        probs = torch.softmax(model(x), dim=1)[0]
+    predicted = int(probs.argmax())
+    cls = predicted if target is None else int(target)
+    if not 0 <= cls < probs.numel():
+        raise CnnlabError(f"--target {cls} is not a class of this model (0..{probs.numel() - 1})")
+    cam = grad_cam(model, x, name, cls)[0]
+    panels = [(f"Grad-CAM at {name}", cam, "overlay")]
+    if "saliency" in methods:
+        panels.append(("saliency |dy/dx|", saliency(model, x, cls)[0], "heat"))
+    if "ig" in methods:
+        base = torch.zeros_like(image.pixels)
+        from cnnlab.visualize.source import to_model_input
+
+        ig = integrated_gradients(model, x, cls, baseline=to_model_input(base, subject), steps=ig_steps)
+        panels.append((f"integrated gradients ({ig_steps} steps)", ig[0].abs().sum(0), "heat"))
+    strip = _strip(model, x, cls) if strip_all else []
+    classes = subject.classes
+    name_of = (lambda i: classes[i] if i < len(classes) else str(i))
+    title = (f"{image.caption}: class {name_of(cls)} (p = {float(probs[cls]):.2f}), predicted {name_of(predicted)}"
+             f" -- Grad-CAM at {name} ({hw_c(tuple(_shape(model, x, name)))})")
+    path = plot_attributions(image.pixels, panels, title,
+                             Path(out) if out is not None else default_out(subject, f"gradcam-{name}"), strip)
+    return GradCamResult(path, name, choice, cls, name_of(cls), float(probs[cls]), predicted, name_of(predicted),
+                         image.caption, [s for s, _ in strip], cam, subject.description)
+
+
+def _shape(model, x: torch.Tensor, name: str) -> tuple[int, ...]:
+    from cnnlab.visualize.layers import trace_outputs
+
+    for o in trace_outputs(model, x):
+        if o.name == name:
+            return o.shape
+    return ()

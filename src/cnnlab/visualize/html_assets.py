@@ -1,0 +1,119 @@
+"""The CSS and JavaScript of cnnlab's HTML pages (kept in Python so an installed wheel has them),
+and the page frame. Nothing is loaded from the network."""
+
+from __future__ import annotations
+
+import html
+
+__all__ = ["CSS", "ANIMATION_JS", "page"]
+
+CSS = """
+body { font-family: system-ui, sans-serif; margin: 1.5em; color: #222; max-width: 1200px; }
+h1 { font-size: 1.5em; } h2 { font-size: 1.2em; margin-top: 1.6em; border-bottom: 1px solid #ddd; }
+table { border-collapse: collapse; font-size: 12px; } th, td { border: 1px solid #ccc; padding: 2px 6px; }
+th { background: #f0f0f0; } td.num { text-align: right; }
+.wrap { overflow-x: auto; } figure { display: inline-block; margin: 0.4em; vertical-align: top; }
+figcaption { font-size: 11px; text-align: center; max-width: 220px; }
+img.pix { image-rendering: pixelated; }
+.controls button { margin-right: 4px; } .controls #scrub { width: 320px; vertical-align: middle; }
+svg text { font-family: system-ui, sans-serif; }
+.sample { border: 1px solid #ddd; padding: 0.6em; margin: 0.8em 0; }
+.inputbox { position: relative; display: inline-block; }
+.rf-box { position: absolute; border: 2px solid red; box-sizing: border-box; pointer-events: none; display: none; }
+.sample-body { display: flex; align-items: flex-start; gap: 1em; }
+.left { flex: 0 0 176px; } .fmaps { flex: 1 1 auto; min-width: 0; }
+.layer { margin: 0.3em 0; } .layer .name { font-size: 12px; font-family: monospace; }
+.fmap-wrap { position: relative; display: inline-block; margin: 1px; cursor: crosshair; }
+img.fmap { display: block; image-rendering: pixelated; }
+.cell-mark { position: absolute; border: 2px solid red; box-sizing: border-box; pointer-events: none; display: none; }
+.rf-text { font-size: 12px; font-family: monospace; min-height: 2.8em; max-width: 176px; }
+"""
+
+ANIMATION_JS = r"""
+(function () {
+  const A = ANIMATION, svg = document.getElementById('stage'), NS = 'http://www.w3.org/2000/svg';
+  const colors = {input: '#cfe2f3', pad: '#ececec', inserted: '#fff2cc', window: '#3d85c6',
+                  done: '#b6d7a8', now: '#38761d', todo: '#ffffff'};
+  const n = A.panels[0].grid.length, oh = A.output_size[0], ow = A.output_size[1], k = A.kernel_size;
+  const cell = Math.max(14, Math.min(34, Math.floor(300 / Math.max(n, oh, k))));
+  const kw = A.panels[0].kernel ? k * cell + 30 : 0;
+  const panelH = Math.max(n, oh) * cell + 56, top = 40;
+  const width = Math.max(560, n * cell + 30 + kw + ow * cell + 32);
+  const height = top + A.panels.length * panelH + 18 * (A.caption.length + 1);
+  svg.setAttribute('width', width); svg.setAttribute('height', height);
+  function el(name, attrs, text) {
+    const e = document.createElementNS(NS, name);
+    for (const key in attrs) e.setAttribute(key, attrs[key]);
+    if (text !== undefined) e.textContent = text;
+    svg.appendChild(e); return e;
+  }
+  function box(x, y, fill) { el('rect', {x: x, y: y, width: cell, height: cell, fill: fill, stroke: '#5a5a5a'}); }
+  function label(x, y, text, fill) {
+    if (cell >= 18) el('text', {x: x + cell / 2, y: y + cell / 2 + 4, 'text-anchor': 'middle', 'font-size': cell / 2.4,
+                               fill: fill || '#141414'}, text);
+  }
+  function fmt(v) { return Number.isInteger(v) ? String(v) : String(Number(v.toPrecision(3))); }
+  function taps(win) {
+    const t = {};
+    if (!win) return t;
+    for (let u = 0; u < k; u++) for (let v = 0; v < k; v++)
+      t[(win[0] + A.dilation * u) + ',' + (win[1] + A.dilation * v)] = [u, v];
+    return t;
+  }
+  function render(i) {
+    while (svg.firstChild) svg.removeChild(svg.firstChild);
+    const f = A.frames[i];
+    let done = 0;
+    for (let j = 0; j < i; j++) if (A.frames[j].out) done++;
+    if (i === A.frames.length - 1 && !f.out) done = A.positions;
+    el('text', {x: 10, y: 22, 'font-size': 15}, f.title);
+    const t = taps(f.window);
+    A.panels.forEach(function (p, pi) {
+      const y0 = top + pi * panelH + 34, x0 = 10;
+      el('text', {x: x0, y: y0 - 22, 'font-size': 12, fill: '#4646a0'}, p.name);
+      if (f.texts[pi]) el('text', {x: x0, y: y0 - 6, 'font-size': 12}, f.texts[pi]);
+      p.grid.forEach(function (row, r) { row.forEach(function (v, c) {
+        const inside = t[r + ',' + c];
+        box(x0 + c * cell, y0 + r * cell, inside ? colors.window : colors[p.kinds[r][c]]);
+        if (p.kinds[r][c] === 'input') label(x0 + c * cell, y0 + r * cell, fmt(v), inside ? '#fff' : undefined);
+        if (inside && p.order) el('text', {x: x0 + c * cell + 2, y: y0 + r * cell + 10, 'font-size': 9, fill: '#ffe600'},
+                                  p.order[inside[0]][inside[1]]);
+      }); });
+      const kx = x0 + n * cell + 30;
+      if (p.kernel) p.kernel.forEach(function (row, u) { row.forEach(function (v, vv) {
+        box(kx + vv * cell, y0 + u * cell, colors.window); label(kx + vv * cell, y0 + u * cell, fmt(v), '#fff');
+      }); });
+      if (p.kernel) el('text', {x: kx, y: y0 + k * cell + 14, 'font-size': 11}, p.kernel_label);
+      const ox = kx + kw;
+      p.output.forEach(function (row, y) { row.forEach(function (v, x) {
+        const idx = y * ow + x, now = f.out && f.out[0] === y && f.out[1] === x;
+        box(ox + x * cell, y0 + y * cell, now ? colors.now : idx < done ? colors.done : colors.todo);
+        if (now || idx < done) label(ox + x * cell, y0 + y * cell, fmt(v), now ? '#fff' : undefined);
+      }); });
+    });
+    A.caption.forEach(function (line, li) {
+      el('text', {x: 10, y: top + A.panels.length * panelH + 14 + 18 * li, 'font-size': 12}, line);
+    });
+    document.getElementById('counter').textContent = ' frame ' + (i + 1) + ' / ' + A.frames.length;
+    document.getElementById('scrub').value = i;
+  }
+  let current = 0, timer = null;
+  const scrub = document.getElementById('scrub');
+  scrub.max = A.frames.length - 1;
+  function go(i) { current = (i + A.frames.length) % A.frames.length; render(current); }
+  function play() { timer = setInterval(function () { go(current + 1); }, 700);
+                    document.getElementById('play').textContent = 'pause'; }
+  function pause() { clearInterval(timer); timer = null; document.getElementById('play').textContent = 'play'; }
+  document.getElementById('play').onclick = function () { timer ? pause() : play(); };
+  document.getElementById('prev').onclick = function () { pause(); go(current - 1); };
+  document.getElementById('next').onclick = function () { pause(); go(current + 1); };
+  scrub.oninput = function () { pause(); go(parseInt(scrub.value, 10)); };
+  go(0); play();
+})();
+"""
+
+
+def page(title: str, body: str, extra_css: str = "") -> str:
+    """A whole HTML document: no external stylesheet, script or font."""
+    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
+            f"<style>{CSS}{extra_css}</style></head><body>\n{body}\n</body></html>\n")

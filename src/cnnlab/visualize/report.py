@@ -1,0 +1,193 @@
+"""``cnnlab report``: one self-contained HTML page about a trained model -- learning curves, confusion
+matrix, per-class precision/recall, the most confident mistakes, filters, the layer table, and for a
+few test images their feature maps (click a cell: its receptive field appears on the image) and
+Grad-CAM. Everything is embedded (PNG data URIs, inline CSS and JavaScript): no network."""
+
+from __future__ import annotations
+
+import base64
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from cnnlab.errors import CnnlabError
+
+__all__ = ["ReportResult", "Scores", "score_split", "sample_views", "build_report"]
+
+MAX_MISTAKES = 12
+MAX_REPORT_CHANNELS = 16
+
+
+@dataclass
+class Scores:
+    probs: torch.Tensor  # (N, K) softmax probabilities
+    labels: torch.Tensor  # (N,)
+    confusion: torch.Tensor  # (K, K), rows: true class
+
+    @property
+    def predicted(self) -> torch.Tensor:
+        return self.probs.argmax(dim=1)
+
+    @property
+    def accuracy(self) -> float:
+        return 100.0 * float(self.confusion.diagonal().sum()) / max(int(self.confusion.sum()), 1)
+
+
+@dataclass
+class ReportResult:
+    path: Path
+    sections: list[str] = field(default_factory=list)
+    accuracy: float | None = None
+    scored: int = 0
+    description: str = ""  # which model
+
+
+def data_uri(png: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+
+
+@torch.inference_mode()
+def score_split(subject, data, batch_size: int = 256) -> Scores:
+    """Softmax probabilities of every image of ``data``, prepared as in training."""
+    from cnnlab.data import iterate_batches
+
+    k = len(subject.classes)
+    probs, labels = [], []
+    for x, y in iterate_batches(data, batch_size, device=subject.device, normalize=subject.normalize):
+        probs.append(torch.softmax(subject.model(x).float(), dim=1).cpu())
+        labels.append(y.cpu())
+    p, y = torch.cat(probs), torch.cat(labels)
+    if p.shape[1] != k:
+        raise CnnlabError(f"the model gives {p.shape[1]} classes but the dataset has {k}")
+    confusion = torch.bincount(y * k + p.argmax(1), minlength=k * k).view(k, k)
+    return Scores(p, y, confusion)
+
+
+def _figure_png(draw) -> bytes:
+    """Run ``draw(path)`` (a function writing a PNG) and return the PNG's bytes."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "figure.png"
+        draw(path)
+        return path.read_bytes()
+
+
+def _mistakes(data, scores: Scores, classes: list[str]) -> list[dict]:
+    from cnnlab.visualize.plotting import png_bytes, uint8_image
+
+    wrong = (scores.predicted != scores.labels).nonzero().flatten()
+    confidence = scores.probs.max(dim=1).values[wrong]
+    order = wrong[confidence.argsort(descending=True)][:MAX_MISTAKES]
+    out = []
+    for i in order.tolist():
+        pixels = data.images[i].float() / 255.0
+        scale = max(1, 96 // pixels.shape[-1])
+        out.append({"index": i, "uri": data_uri(png_bytes(uint8_image(pixels), scale)),
+                    "true": classes[int(scores.labels[i])], "pred": classes[int(scores.predicted[i])],
+                    "p": float(scores.probs[i].max())})
+    return out
+
+
+def _cam_overlay(pixels: torch.Tensor, cam: torch.Tensor) -> bytes:
+    from cnnlab.visualize.plotting import colorize, png_bytes
+
+    gray = pixels.float().mean(0, keepdim=True).expand(3, -1, -1).permute(1, 2, 0).numpy() * 255
+    heat = colorize(cam, "jet", 0.0, 1.0).astype("float32")
+    mixed = (0.5 * gray + 0.5 * heat).round().clip(0, 255).astype("uint8")
+    return png_bytes(mixed, max(1, 168 // pixels.shape[-1]))
+
+
+def _layer_views(subject, x: torch.Tensor, names: list[str], rfs: dict) -> list[dict]:
+    from cnnlab.visualize.featuremaps import feature_maps
+    from cnnlab.visualize.plotting import colorize, png_bytes
+
+    views = []
+    for name, fmap in feature_maps(subject.model, x, names).items():
+        if fmap.dim() != 3:
+            continue
+        c, h, w = fmap.shape
+        shown = fmap[:MAX_REPORT_CHANNELS].float().cpu()
+        lo, hi = float(shown.min()), float(shown.max())
+        rf = rfs.get(name)
+        rows = None if rf is None else [list(rf.height.interval(y, subject.input_shape[1])) for y in range(h)]
+        cols = None if rf is None else [list(rf.width.interval(x_, subject.input_shape[2])) for x_ in range(w)]
+        views.append({"name": name, "shape": (c, h, w), "rows": rows, "cols": cols,
+                      "rf": None if rf is None else (rf.size[0], rf.jump[0]),
+                      "maps": [data_uri(png_bytes(colorize(m, "viridis", lo, hi))) for m in shown]})
+    return views
+
+
+def sample_views(subject, data, indices: list[int], scores: Scores | None) -> list[dict]:
+    """Per test image: the input, prediction, Grad-CAM overlay, and clickable feature maps with the
+    receptive-field intervals of every row and column of each map (from :mod:`cnnlab.summary`)."""
+    from cnnlab.summary import receptive_field_map
+    from cnnlab.visualize.attribution import grad_cam
+    from cnnlab.visualize.layers import choose_gradcam_layer, default_layers
+    from cnnlab.visualize.plotting import png_bytes, uint8_image
+    from cnnlab.visualize.source import to_model_input
+
+    model = subject.model
+    rfs = receptive_field_map(model, subject.input_shape)
+    probe = torch.zeros((1, *subject.input_shape), device=subject.device)
+    names, choice = default_layers(model, probe), choose_gradcam_layer(model, probe)
+    samples = []
+    for i in indices:
+        pixels = data.images[i].float() / 255.0
+        x = to_model_input(pixels, subject)
+        cam = grad_cam(model, x, choice.name)[0].cpu()
+        with torch.no_grad():
+            probs = torch.softmax(model(x), dim=1)[0].cpu()
+        pred = int(probs.argmax())
+        samples.append({"index": i, "label": subject.classes[int(data.labels[i])], "pred": subject.classes[pred],
+                        "p": float(probs[pred]), "hw": tuple(pixels.shape[-2:]),
+                        "input": data_uri(png_bytes(uint8_image(pixels), max(1, 168 // pixels.shape[-1]))),
+                        "cam": data_uri(_cam_overlay(pixels, cam)), "cam_layer": choice.name,
+                        "layers": _layer_views(subject, x, names, rfs)})
+    return samples
+
+
+def build_report(subject, n_images: int = 4, max_eval: int | None = None, out: str | Path | None = None
+                 ) -> ReportResult:
+    """Write the report of ``subject`` (a run, or a model name with ``--dataset``) to ``out``
+    (default ``RUN/report.html``, or ``report-MODEL.html``)."""
+    from cnnlab.plots import plot_confusion
+    from cnnlab.summary import summarize
+    from cnnlab.visualize.filters import plot_filters
+    from cnnlab.visualize.report_html import render_report
+    from cnnlab.visualize.source import load_test_split, resolve
+
+    subject, _ = resolve(subject, need_image=False)
+    if n_images < 0 or (max_eval is not None and max_eval < 1):
+        raise CnnlabError("--images must be >= 0 and --max-eval >= 1")
+    if subject.dataset is None:
+        raise CnnlabError(f"{subject.name} is a model name: pass --dataset NAME so the report has test images")
+    data = load_test_split(subject, count=max_eval)
+    if subject.run is None and len(data.classes) == len(subject.classes):
+        subject.classes = list(data.classes)  # a model name with --dataset: the dataset's class names
+    scores = score_split(subject, data)
+    classes = subject.classes
+    parts = {
+        "scores": scores, "per_class": _per_class(scores, classes), "mistakes": _mistakes(data, scores, classes),
+        "confusion": data_uri(_figure_png(lambda p: plot_confusion(scores.confusion.numpy(), classes, p,
+                                                                   title=f"{subject.name} (test)"))),
+        "filters": data_uri(_figure_png(lambda p: plot_filters(subject.model, p))),
+        "curves": _curves(subject), "summary": summarize(subject.model, subject.input_shape, name=subject.name),
+        "samples": sample_views(subject, data, list(range(min(n_images, len(data)))), scores),
+    }
+    path = Path(out) if out is not None else (subject.run_dir / "report.html" if subject.run_dir is not None
+                                               else Path(f"report-{subject.name}.html"))
+    sections = render_report(subject, parts, path)
+    return ReportResult(path, sections, scores.accuracy, len(data), subject.description)
+
+
+def _per_class(scores: Scores, classes: list[str]) -> list[dict]:
+    from cnnlab.training.evaluate import per_class_metrics
+
+    return per_class_metrics(scores.confusion, classes)
+
+
+def _curves(subject) -> str | None:
+    if subject.run_dir is None or not (subject.run_dir / "curves.png").is_file():
+        return None
+    return data_uri((subject.run_dir / "curves.png").read_bytes())
