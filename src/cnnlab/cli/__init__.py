@@ -19,6 +19,7 @@ from cnnlab.cli.conv import bench, demo
 from cnnlab.cli.models import models, summary
 from cnnlab.cli.runs import evaluate, export, predict, runs
 from cnnlab.cli.train import experiment, train
+from cnnlab.cli.visualize import animate, demo_dropout, report, show
 from cnnlab.errors import CnnlabError
 
 __all__ = ["app", "run", "main"]
@@ -32,6 +33,10 @@ def app() -> None:
 
 for _command in (train, evaluate, predict, runs, export, arith, summary, models, experiment, demo, bench, analyze):
     app.add_command(_command)
+app.add_command(show)
+app.add_command(animate)
+app.add_command(report)
+demo.add_command(demo_dropout)
 
 
 def _error(message: str, code: int = 2) -> int:

@@ -1,0 +1,252 @@
+"""See inside a CNN: ``cnnlab show`` (featuremaps, filters, gradcam, rf), ``cnnlab animate`` (conv,
+pool, xcorr), ``cnnlab report`` and ``cnnlab demo dropout``. Each command parses, calls one function
+of :mod:`cnnlab.visualize`, prints."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from cnnlab.cli._common import CONTEXT, DEVICES, console, parse_options
+
+__all__ = ["show", "animate", "report", "demo_dropout"]
+
+SOURCE_HELP = "RUN is a run directory (its trained weights) or a model name (random weights, or --weights FILE)."
+
+
+def source_options(fn):
+    """RUN [IMAGE] and the options that say which model and which image."""
+    options = [
+        click.argument("source", metavar="RUN"),
+        click.argument("image", required=False, type=click.Path(path_type=Path)),
+        click.option("--index", type=int, default=None, help="Test image N of the run's dataset (or of --dataset) "
+                     "instead of an IMAGE file [default: 0]."),
+        click.option("--dataset", default=None, help="With a model name: the dataset --index reads."),
+        click.option("--data-dir", default=None, help="Where the dataset is, if not where the run found it."),
+        click.option("--weights", type=click.Path(path_type=Path), default=None,
+                     help="With a model name: a state_dict file (torchvision .pth or cnnlab model.pt)."),
+        click.option("--option", "-o", "option", multiple=True, metavar="KEY=VALUE",
+                     help="With a model name: a model option, e.g. -o shortcut=A (repeatable)."),
+        click.option("--num-classes", type=int, default=None, help="With a model name: output classes."),
+        click.option("--in-channels", type=int, default=None, help="With a model name: input channels."),
+        click.option("--input-size", type=int, default=None, help="With a model name: the input side in pixels."),
+        click.option("--convert", is_flag=True, help="Convert an IMAGE whose channel count differs from the model's."),
+        click.option("--device", type=DEVICES, default="cpu", show_default=True),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def _source(kw: dict):
+    """The parsed model-and-image options as a :class:`cnnlab.visualize.source.Source` (nothing loaded)."""
+    from cnnlab.visualize.source import Source
+
+    return Source(kw.pop("source"), kw.pop("image"), kw.pop("index"), kw.pop("dataset"), kw.pop("data_dir"),
+                  kw.pop("weights"), parse_options(kw.pop("option")), kw.pop("num_classes"), kw.pop("in_channels"),
+                  kw.pop("input_size"), kw.pop("convert"), kw.pop("device"))
+
+
+@click.group(context_settings=CONTEXT)
+def show() -> None:
+    """Pictures of a model on an image: feature maps, filters, Grad-CAM, receptive fields."""
+
+
+@show.command("featuremaps", context_settings=CONTEXT, epilog=SOURCE_HELP)
+@source_options
+@click.option("--layers", multiple=True, help="Layer names, comma-separated or repeated [default: every conv and "
+              "pool layer; one per stage for deep nets].")
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="Folder for the PNGs [default: RUN/visualize, or visualize/MODEL].")
+def show_featuremaps(layers: tuple[str, ...], out: Path | None, **kw) -> None:
+    """Each layer's feature maps for one image: a PNG grid per layer, titled with HxWxC and the arithmetic."""
+    from cnnlab.visualize import show_featuremaps as run
+
+    result = run(_source(kw), None, layers or None, out)
+    console().print(f"{result.description}, {result.caption}")
+    for name, path in result.paths.items():
+        console().print(f"  {result.titles[name].splitlines()[0]} -> {path}")
+
+
+@show.command("filters", context_settings=CONTEXT, epilog=SOURCE_HELP)
+@click.argument("source", metavar="RUN")
+@click.option("--layer", default=None, help="A convolution's name [default: the first one].")
+@click.option("--weights", type=click.Path(path_type=Path), default=None, help="With a model name: a state_dict file.")
+@click.option("--option", "-o", "option", multiple=True, metavar="KEY=VALUE", help="With a model name: a model option.")
+@click.option("--in-channels", type=int, default=None, help="With a model name: input channels.")
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="PNG [default: RUN/visualize/filters-LAYER.png].")
+def show_filters(source: str, layer: str | None, weights: Path | None, option: tuple[str, ...],
+                 in_channels: int | None, out: Path | None) -> None:
+    """A convolution's kernels: the first layer's as images (RGB for 3 input channels), deeper ones as grids."""
+    from cnnlab.visualize import show_filters as run
+    from cnnlab.visualize.source import Source
+
+    result = run(Source(source, weights=weights, options=parse_options(option), in_channels=in_channels), layer, out)
+    o, i, kh, kw = result.shape
+    console().print(f"{result.description}: {result.layer}, {o} filters of {i}x{kh}x{kw} -> {result.path}")
+
+
+@show.command("gradcam", context_settings=CONTEXT, epilog=SOURCE_HELP)
+@source_options
+@click.option("--layer", default=None, help="A layer name, or 'all' for a strip over every default layer "
+              "[default: the last layer whose output still has spatial extent > 1].")
+@click.option("--target", default=None, help="Class name or index to explain [default: the predicted class].")
+@click.option("--methods", default="gradcam,saliency,ig", show_default=True,
+              help="Comma-separated: gradcam, saliency (vanilla gradient), ig (integrated gradients).")
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="PNG [default: RUN/visualize/gradcam-LAYER.png].")
+def show_gradcam(layer: str | None, target: str | None, methods: str, out: Path | None, **kw) -> None:
+    """Where the network looks: Grad-CAM (Selvaraju et al. 2017), saliency and integrated gradients."""
+    from cnnlab.visualize import show_gradcam as run
+
+    result = run(_source(kw), None, layer, target, methods, out)
+    console().print(f"{result.description}, {result.caption}")
+    console().print(f"predicted {result.predicted_name}; explaining class {result.target_name} "
+                    f"(p = {result.probability:.3f})")
+    why = f": {result.choice.reason}" if result.choice is not None else " (as asked)"
+    console().print(f"Grad-CAM layer {result.layer}{why}")
+    if result.strip:
+        console().print(f"per-layer strip: {', '.join(result.strip)}")
+    console().print(f"Wrote {result.path}")
+
+
+@show.command("rf", context_settings=CONTEXT, epilog=SOURCE_HELP)
+@source_options
+@click.option("--layer", default=None, help="A layer name [default: Grad-CAM's layer].")
+@click.option("--cell", default=None, help="Y,X of the cell in the layer's map [default: its centre].")
+@click.option("--images", "n_images", type=int, default=16, show_default=True,
+              help="Random images the effective receptive field is averaged over.")
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="PNG [default: RUN/visualize/rf-LAYER.png].")
+def show_rf(layer: str | None, cell: str | None, n_images: int, out: Path | None, **kw) -> None:
+    """A cell's receptive field on the image: the theoretical box beside the effective one (Luo et al. 2016)."""
+    from cnnlab.visualize import show_receptive_field
+
+    result = show_receptive_field(_source(kw), None, layer, cell, n_images, out)
+    top, left, bottom, right = result.box
+    console().print(result.description)
+    console().print(f"{result.layer} ({result.shape[1]}x{result.shape[2]} map) cell {result.cell}: "
+                    f"rows {top}..{bottom - 1}, columns {left}..{right - 1} of the input")
+    if result.rf is not None:
+        console().print(f"  receptive field {result.rf.size[0]}x{result.rf.size[1]}, jump {result.rf.jump[0]}, "
+                        f"start {result.rf.start[0]:g} (cnnlab.arithmetic)")
+    inside = "inside the box" if result.erf_inside else "NOT inside the box"
+    console().print(f"  effective receptive field over {n_images} images: every non-zero gradient {inside}")
+    console().print(f"Wrote {result.path}")
+
+
+@click.group(context_settings=CONTEXT)
+def animate() -> None:
+    """The convolution-arithmetic slides as animations (Dumoulin & Visin style): GIF or HTML."""
+
+
+def _save(anim, out: Path) -> None:
+    from cnnlab.visualize import save_animation
+
+    path = save_animation(anim, out)
+    for line in anim.caption:
+        console().print(line)
+    console().print(f"Wrote {path}: {len(anim.frames)} frames = {anim.positions} output positions + title + summary")
+
+
+@animate.command("conv", context_settings=CONTEXT)
+@click.option("--input", "i", type=int, required=True, help="Input side i.")
+@click.option("--kernel", "k", type=int, required=True, help="Kernel side k.")
+@click.option("--stride", "s", type=int, default=1, show_default=True)
+@click.option("--padding", "p", default="0", show_default=True, help="An integer, 'same' or 'valid'.")
+@click.option("--dilation", "d", type=int, default=1, show_default=True)
+@click.option("--transposed", is_flag=True, help="A transposed convolution (drawn as the direct one it equals).")
+@click.option("--output-padding", type=int, default=0, show_default=True, help="Transposed only.")
+@click.option("--seed", type=int, default=0, show_default=True, help="For the input and kernel values.")
+@click.option("--out", type=click.Path(path_type=Path), default=Path("conv.gif"), show_default=True,
+              help="FILE.gif or FILE.html.")
+def animate_conv(i: int, k: int, s: int, p: str, d: int, transposed: bool, output_padding: int, seed: int,
+                 out: Path) -> None:
+    """A kernel sliding over the padded input, one output cell per frame."""
+    from cnnlab.visualize import conv_animation, parse_padding
+
+    _save(conv_animation(i, k, s, parse_padding(p), d, transposed=transposed, output_padding=output_padding,
+                         seed=seed), out)
+
+
+@animate.command("pool", context_settings=CONTEXT)
+@click.option("--input", "i", type=int, required=True, help="Input side i.")
+@click.option("--kernel", "k", type=int, required=True, help="Window side k.")
+@click.option("--stride", "s", type=int, default=None, help="[default: the window side, as nn.MaxPool2d]")
+@click.option("--padding", "p", type=int, default=0, show_default=True)
+@click.option("--dilation", "d", type=int, default=1, show_default=True)
+@click.option("--mode", type=click.Choice(["max", "avg"]), default="max", show_default=True)
+@click.option("--ceil-mode", is_flag=True, help="Round the output size up (PyTorch's rule).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--out", type=click.Path(path_type=Path), default=Path("pool.gif"), show_default=True,
+              help="FILE.gif or FILE.html.")
+def animate_pool(i: int, k: int, s: int | None, p: int, d: int, mode: str, ceil_mode: bool, seed: int,
+                 out: Path) -> None:
+    """A max or average pooling window, one output cell per frame."""
+    from cnnlab.visualize import pool_animation
+
+    _save(pool_animation(i, k, s, p, d, mode=mode, ceil_mode=ceil_mode, seed=seed), out)
+
+
+@animate.command("xcorr", context_settings=CONTEXT)
+@click.option("--input", "i", type=int, default=5, show_default=True)
+@click.option("--kernel", "k", type=int, default=3, show_default=True)
+@click.option("--padding", "p", type=int, default=0, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--out", type=click.Path(path_type=Path), default=Path("xcorr.gif"), show_default=True,
+              help="FILE.gif or FILE.html.")
+def animate_xcorr(i: int, k: int, p: int, seed: int, out: Path) -> None:
+    """Cross-correlation vs convolution: the same window, the kernel flipped, the visiting order reversed."""
+    from cnnlab.visualize import xcorr_animation
+
+    _save(xcorr_animation(i, k, p, seed=seed), out)
+
+
+@click.command(context_settings=CONTEXT, epilog=SOURCE_HELP)
+@click.argument("source", metavar="RUN")
+@click.option("--images", "n_images", type=int, default=4, show_default=True,
+              help="Test images with feature maps and Grad-CAM.")
+@click.option("--dataset", default=None, help="With a model name: the dataset to score and show.")
+@click.option("--data-dir", default=None, help="Where the dataset is, if not where the run found it.")
+@click.option("--weights", type=click.Path(path_type=Path), default=None, help="With a model name: a state_dict file.")
+@click.option("--option", "-o", "option", multiple=True, metavar="KEY=VALUE", help="With a model name: a model option.")
+@click.option("--input-size", type=int, default=None, help="With a model name: the input side in pixels.")
+@click.option("--in-channels", type=int, default=None, help="With a model name: input channels.")
+@click.option("--max-eval", type=int, default=None, help="Score only the first N test images [default: all].")
+@click.option("--device", type=DEVICES, default="cpu", show_default=True)
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="HTML file [default: RUN/report.html, or report-MODEL.html].")
+def report(source: str, n_images: int, dataset: str | None, data_dir: str | None, weights: Path | None,
+           option: tuple[str, ...], input_size: int | None, in_channels: int | None, max_eval: int | None,
+           device: str, out: Path | None) -> None:
+    """One self-contained HTML page: curves, confusion, per-class metrics, confident mistakes, filters,
+    feature maps (click a cell: its receptive field on the image), Grad-CAM, the layer table."""
+    from cnnlab.visualize import build_report
+    from cnnlab.visualize.source import Source
+
+    spec = Source(source, dataset=dataset, data_dir=data_dir, weights=weights, options=parse_options(option),
+                  in_channels=in_channels, input_size=input_size, device=device)
+    result = build_report(spec, n_images=n_images, max_eval=max_eval, out=out)
+    if result.accuracy is not None:
+        console().print(f"{result.description}: test accuracy {result.accuracy:.2f}% over {result.scored} images")
+    console().print(f"Wrote {result.path} ({result.path.stat().st_size / 1024:.0f} KB; sections: "
+                    f"{', '.join(result.sections)})")
+
+
+@click.command("dropout", context_settings=CONTEXT, epilog=SOURCE_HELP)
+@source_options
+@click.option("--layer", default=None, help="A layer name [default: the first convolution].")
+@click.option("--p", "p", type=float, default=0.5, show_default=True, help="Drop probability.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="PNG [default: RUN/visualize/dropout-LAYER.png].")
+def demo_dropout(layer: str | None, p: float, seed: int, out: Path | None, **kw) -> None:
+    """Spatial dropout on a real feature map: Dropout zeroes activations, Dropout2d whole channels."""
+    from cnnlab.visualize import show_dropout
+
+    result = show_dropout(_source(kw), None, layer, p, seed, out)
+    console().print(f"{result.description}, {result.caption}: {result.layer} ({result.shape[0]} channels)")
+    console().print(f"nn.Dropout({p:g}) zeroed {100 * result.dropout_zero_fraction:.1f}% of the activations, "
+                    f"scattered over every channel")
+    chans = ", ".join(map(str, result.dropped_channels)) or "none"
+    console().print(f"nn.Dropout2d({p:g}) zeroed whole channels: {chans} ({len(result.dropped_channels)} of "
+                    f"{result.shape[0]})")
+    console().print(f"Wrote {result.path}")
