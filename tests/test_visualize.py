@@ -64,7 +64,7 @@ def _grad_cam_reference(model: nn.Module, x: torch.Tensor, layer: str, target=No
     return torch.nan_to_num((cam - lo) / (hi - lo), nan=0.0)  # a flat map (all zero after the ReLU): zeros
 
 
-MODELS = [("convnet", {}, 1, 28), ("vgg11_bn", {}, 3, 32), ("resnet18", {"shortcut": "A"}, 3, 64),
+MODELS = [("convnet", {}, 1, 28), ("vgg11_bn", {}, 3, 32), ("resnet18", {"shortcut": "A"}, 3, 48),
           ("resnet18", {"shortcut": "B"}, 3, 32), ("resblocks_projection", {}, 1, 28)]
 
 
@@ -166,19 +166,25 @@ ERF_MODELS = [("vgg11", {}, 32), ("resnet18", {"shortcut": "A"}, 32), ("resnet18
 
 @pytest.mark.parametrize("name,options,side", ERF_MODELS)
 def test_effective_receptive_field_lies_inside_the_theoretical_box(name, options, side):
+    from cnnlab.summary import receptive_field_map
+
     torch.manual_seed(4)
     model = create_model(name, input_size=side, **options)
+    channels = 1 if name == "convnet" else 3
+    rfs = receptive_field_map(model, (channels, side, side))
     layers = [n for n, m in model.named_modules()
               if n and (isinstance(m, (nn.Conv2d, nn.MaxPool2d)) or n.count(".") == 1 and n.startswith("layer"))]
-    for layer in layers[:: max(1, len(layers) // 6)]:
-        rf = theoretical_receptive_field(model, layer, side)
-        hw = _hooked(model.eval(), torch.zeros(1, 1 if name == "convnet" else 3, side, side), [layer])[layer].shape[2:]
-        for cell in [(0, 0), (hw[0] // 2, hw[1] // 2), (hw[0] - 1, 0)]:
+    layers = layers[:: max(1, len(layers) // 5)]
+    shapes = _hooked(model.eval(), torch.zeros(1, channels, side, side), layers)
+    for layer in layers:
+        hw = shapes[layer].shape[2:]
+        for cell in [(0, 0), (hw[0] // 2, hw[1] - 1)]:
             erf = effective_receptive_field(model, layer, side, 2, cell=cell)
-            top, left, bottom, right = rf.box(*cell)
+            top, left, bottom, right = rfs[layer].box(*cell)
             outside = erf.clone()
             outside[top:bottom, left:right] = 0
-            assert float(erf.sum()) > 0 and not outside.any(), (layer, cell, rf.box(*cell))
+            assert float(erf.sum()) > 0 and not outside.any(), (layer, cell, rfs[layer].box(*cell))
+    assert theoretical_receptive_field(model, layers[-1], side) == rfs[layers[-1]]
 
 
 def test_effective_receptive_field_of_the_first_conv_fills_its_box():
@@ -260,3 +266,25 @@ def test_dropout_zeroes_activations_but_dropout2d_whole_channels():
     zero_channels = (plain == 0).flatten(1).any(1)
     assert bool(zero_channels.all()) and not bool((plain == 0).flatten(1).all(1).any())  # scattered, not whole
     assert torch.equal(dropout_masks(fmap, 0.5, seed=7)[1], spatial)  # seeded
+
+
+def test_image_files_keep_their_channel_count_unless_converted(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from cnnlab.visualize import load_image, load_subject
+
+    gray = np.random.default_rng(0).integers(0, 256, (20, 30), dtype=np.uint8)
+    Image.fromarray(gray).save(tmp_path / "gray.png")
+    Image.fromarray(np.stack([gray] * 3, axis=-1)).save(tmp_path / "gray_as_rgb.png")  # as save_image writes it
+    colour = np.stack([gray, 255 - gray, gray // 2], axis=-1)
+    Image.fromarray(colour).save(tmp_path / "colour.png")
+    convnet, resnet = load_subject("convnet"), load_subject("resnet18", input_size=32)
+    a, b = load_image(convnet, tmp_path / "gray.png"), load_image(convnet, tmp_path / "gray_as_rgb.png")
+    assert a.x.shape == (1, 1, 28, 28) and torch.equal(a.x, b.x) and 0 <= float(a.x.min()) <= float(a.x.max()) <= 1
+    assert load_image(resnet, tmp_path / "gray_as_rgb.png").x.shape == (1, 3, 32, 32)
+    with pytest.raises(CnnlabError, match=r"colour.png has 3 channels \(RGB\) but the model takes 1 \(gray\)"):
+        load_image(convnet, tmp_path / "colour.png")
+    with pytest.raises(CnnlabError, match=r"has 1 channel \(gray\) but the model takes 3"):
+        load_image(resnet, tmp_path / "gray.png")
+    assert load_image(convnet, tmp_path / "colour.png", convert=True).x.shape == (1, 1, 28, 28)

@@ -93,6 +93,8 @@ def first_conv(model: nn.Module) -> tuple[str, nn.Conv2d]:
 
 def check_image(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """``x`` as (N, C, H, W), its channels checked against the first convolution's."""
+    if x.dim() == 2:
+        x = x.unsqueeze(0)  # (H, W): one gray image
     if x.dim() == 3:
         x = x.unsqueeze(0)
     if x.dim() != 4:

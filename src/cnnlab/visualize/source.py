@@ -148,22 +148,30 @@ def to_model_input(pixels: torch.Tensor, subject: Subject) -> torch.Tensor:
     return x
 
 
-def _file_channels(path: Path) -> int | None:
+def _file_channels(path: Path) -> tuple[int, set[int]] | None:
+    """(channels the file has, channel counts it can feed losslessly): a gray image stored as RGB or
+    with a gray palette (as ``torchvision.utils.save_image`` writes one) feeds a gray model too."""
+    import numpy as np
     from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(path) as im:
-            return 1 if im.mode in ("1", "L", "LA", "I", "I;16", "F") else 3
+            if im.mode in ("1", "L", "LA", "I", "I;16", "F"):
+                return 1, {1}
+            rgb = np.asarray(im.convert("RGB"))
     except (UnidentifiedImageError, OSError, ValueError):
         return None  # decode_image explains
+    gray = bool((rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all())
+    return 3, ({1, 3} if gray else {3})
 
 
 def _image_file(subject: Subject, path: Path, convert: bool) -> InputImage:
     from cnnlab.data.imagefolder import decode_image
 
     c, side, _ = subject.input_shape
-    found = _file_channels(path) if path.is_file() else None
-    if found is not None and found != c and not convert:
+    channels = _file_channels(path) if path.is_file() else None
+    found = None if channels is None or c in channels[1] else channels[0]
+    if found is not None and not convert:
         kind = {1: "gray", 3: "RGB"}
         raise CnnlabError(f"{path} has {found} channel{'s' * (found > 1)} ({kind[found]}) but the model takes {c} "
                           f"({kind.get(c, c)}); pass a {kind.get(c, c)} image, or --convert to convert it")
