@@ -288,3 +288,15 @@ def test_image_files_keep_their_channel_count_unless_converted(tmp_path):
     with pytest.raises(CnnlabError, match=r"has 1 channel \(gray\) but the model takes 3"):
         load_image(resnet, tmp_path / "gray.png")
     assert load_image(convnet, tmp_path / "colour.png", convert=True).x.shape == (1, 1, 28, 28)
+
+
+def test_layers_can_be_given_as_modules():
+    torch.manual_seed(6)
+    model = create_model("convnet").eval()
+    x = torch.rand(1, 1, 28, 28)
+    assert list(feature_maps(model, x, [model.conv_1, "pool_1,conv_2"])) == ["conv_1", "pool_1", "conv_2"]
+    assert torch.equal(grad_cam(model, x, model.pool_1), grad_cam(model, x, "pool_1"))
+    assert torch.equal(effective_receptive_field(model, model.conv_2, 28, 2),
+                       effective_receptive_field(model, "conv_2", 28, 2))
+    with pytest.raises(CnnlabError, match="not a module of this model"):
+        grad_cam(model, x, nn.Conv2d(1, 1, 3))

@@ -11,7 +11,7 @@ import torch
 import torch.nn as nn
 
 from cnnlab.errors import CnnlabError
-from cnnlab.visualize.layers import check_image, default_layers, get_layer, hw_c
+from cnnlab.visualize.layers import check_image, default_layers, get_layer, hw_c, layer_name
 
 __all__ = ["feature_maps", "layer_titles", "plot_feature_maps", "FeatureMapsResult", "show_featuremaps"]
 
@@ -29,10 +29,12 @@ def _first_tensor(obj: Any) -> torch.Tensor | None:
 def _layer_list(model: nn.Module, x: torch.Tensor, layers: str | Sequence[str] | None) -> list[str]:
     if layers is None:
         return default_layers(model, x)
-    names = [n.strip() for part in ([layers] if isinstance(layers, str) else layers) for n in part.split(",")
-             if n.strip()]
-    for name in names:
-        get_layer(model, name)  # unknown names: one line with the closest
+    names: list[str] = []
+    for part in [layers] if isinstance(layers, (str, nn.Module)) else layers:
+        if isinstance(part, nn.Module):
+            names.append(layer_name(model, part))
+        else:  # "conv_1,pool_2": unknown names are one line with the closest
+            names += [layer_name(model, n.strip()) for n in part.split(",") if n.strip()]
     return names
 
 

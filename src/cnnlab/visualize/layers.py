@@ -15,7 +15,7 @@ import torch.nn as nn
 
 from cnnlab.errors import CnnlabError, UnknownNameError
 
-__all__ = ["LayerOutput", "LayerChoice", "get_layer", "layer_names", "trace_forward", "trace_outputs",
+__all__ = ["LayerOutput", "LayerChoice", "get_layer", "layer_name", "layer_names", "trace_forward", "trace_outputs",
            "choose_gradcam_layer", "choice_from_trace",
            "default_layers", "check_image", "first_conv", "hw_c", "MAX_DEFAULT_LAYERS"]
 
@@ -80,6 +80,17 @@ def get_layer(model: nn.Module, name: str) -> nn.Module:
     if not name or name not in modules:
         raise UnknownNameError("layer", name, layer_names(model))
     return modules[name]
+
+
+def layer_name(model: nn.Module, layer: "str | nn.Module") -> str:
+    """The name of ``layer`` (a name, checked, or one of the model's modules)."""
+    if isinstance(layer, nn.Module):
+        for name, module in model.named_modules():
+            if module is layer and name:
+                return name
+        raise CnnlabError(f"the layer {type(layer).__name__} given is not a module of this model")
+    get_layer(model, layer)
+    return layer
 
 
 def first_conv(model: nn.Module) -> tuple[str, nn.Conv2d]:

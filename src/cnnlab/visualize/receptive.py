@@ -14,7 +14,7 @@ import torch
 import torch.nn as nn
 
 from cnnlab.errors import CnnlabError
-from cnnlab.visualize.layers import check_image, first_conv, get_layer, hw_c
+from cnnlab.visualize.layers import check_image, first_conv, get_layer, hw_c, layer_name
 
 __all__ = ["theoretical_receptive_field", "rf_box", "effective_receptive_field", "layer_output_shape",
            "parse_cell", "RFResult", "show_receptive_field"]
@@ -34,12 +34,12 @@ def _input_shape(model: nn.Module, input_size: int | Sequence[int]) -> tuple[int
     return (first_conv(model)[1].in_channels, *size)
 
 
-def theoretical_receptive_field(model: nn.Module, layer: str, input_size: int | Sequence[int]):
+def theoretical_receptive_field(model: nn.Module, layer: str | nn.Module, input_size: int | Sequence[int]):
     """The :class:`cnnlab.summary.ReceptiveField` (size, jump, start per axis; ``.box(y, x)``) of
     ``layer``'s output cells, or None where a cell sees the whole input (after global pooling)."""
     from cnnlab.summary import receptive_field_map
 
-    get_layer(model, layer)
+    layer = layer_name(model, layer)
     shape = _input_shape(model, input_size)
     rfs = receptive_field_map(model, shape)
     if layer not in rfs:
@@ -90,7 +90,7 @@ def _erf_images(shape: tuple[int, int, int], n_images: int, seed: int, images: t
     return torch.randn((n_images, *shape), generator=g).to(device)  # Luo et al.: random inputs
 
 
-def effective_receptive_field(model: nn.Module, layer: str, input_size: int | Sequence[int], n_images: int = 16,
+def effective_receptive_field(model: nn.Module, layer: str | nn.Module, input_size: int | Sequence[int], n_images: int = 16,
                               *, cell: Sequence[int] | None = None, seed: int = 0,
                               images: torch.Tensor | None = None) -> torch.Tensor:
     """Luo et al. 2016's effective receptive field of one output cell of ``layer``: the mean over
@@ -99,11 +99,12 @@ def effective_receptive_field(model: nn.Module, layer: str, input_size: int | Se
     Args:
         model: runs in eval mode here (batch-norm statistics from a batch would tie every cell to every
             pixel of every image); its mode is restored afterwards.
-        layer: a module name.
+        layer: a module name, or the module.
         input_size: a side, (H, W) or (C, H, W).
         n_images: random N(0, 1) images drawn with ``seed`` (ignored when ``images`` are given).
         cell: ``(y, x)`` in the layer's output; default its centre ``(h // 2, w // 2)``.
     """
+    layer = layer_name(model, layer)
     module = get_layer(model, layer)
     shape = _input_shape(model, input_size)
     p = next(model.parameters(), None)
