@@ -74,6 +74,7 @@ def test_featuremaps_filters_and_dropout_on_a_run(run_dir, tmp_path):
 
 def test_gradcam_and_receptive_field_on_a_run(run_dir, tmp_path):
     out = ok(cnnlab("show", "gradcam", str(run_dir), "--index", "1", "--layer", "all", "--out", str(tmp_path / "g.png")))
+    predicted = next(line for line in out.splitlines() if line.startswith("predicted "))
     assert "Grad-CAM layer pool_2: the last layer whose output still has spatial extent > 1 (2x2x8)" in out
     assert "per-layer strip: conv_1, pool_1, conv_2, pool_2" in out
     assert_picture(tmp_path / "g.png")
@@ -82,6 +83,12 @@ def test_gradcam_and_receptive_field_on_a_run(run_dir, tmp_path):
     # conv3 -> pool2 -> conv3: rf 8, jump 2, start 1.0; cell 1 is centred at 3.0 -> [-1, 7) clipped
     assert "conv_2 (4x4 map) cell (1, 2): rows 0..6, columns 1..7" in out and "every non-zero gradient inside" in out
     assert_picture(tmp_path / "rf.png")
+    # the same weights through a model name and --weights: the same prediction and Grad-CAM layer
+    out = ok(cnnlab("show", "gradcam", "convnet", "--weights", str(run_dir / "model.pt"), "--input-size", "8",
+                    "--dataset", "digits", "--index", "1", "--methods", "gradcam", "--out", str(tmp_path / "w.png")))
+    assert f"convnet (weights from {run_dir / 'model.pt'})" in out and "Grad-CAM layer pool_2" in out
+    assert predicted in out.splitlines()  # same class, same probability
+    assert_picture(tmp_path / "w.png")
 
 
 def test_report_of_a_run(run_dir):
