@@ -300,3 +300,23 @@ def test_layers_can_be_given_as_modules():
                        effective_receptive_field(model, "conv_2", 28, 2))
     with pytest.raises(CnnlabError, match="not a module of this model"):
         grad_cam(model, x, nn.Conv2d(1, 1, 3))
+
+
+def test_take_reads_in_memory_and_streamed_splits_alike(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from cnnlab.data.imagefolder import image_folder_splits
+    from cnnlab.visualize.source import take
+
+    rng = np.random.default_rng(1)
+    for cls in ("a", "b"):
+        for split in ("train", "test"):
+            (tmp_path / split / cls).mkdir(parents=True)
+            for i in range(3):
+                Image.fromarray(rng.integers(0, 256, (12, 10), dtype=np.uint8)).save(tmp_path / split / cls / f"{i}.png")
+    memory = image_folder_splits(tmp_path, 8, 1).test
+    streamed = image_folder_splits(tmp_path, 8, 1, stream=True, workers=0).test
+    assert type(memory).__name__ == "TensorData" and type(streamed).__name__ == "StreamingImages"
+    for (x1, y1), (x2, y2) in [(take(memory, [4, 0]), take(streamed, [4, 0]))]:
+        assert x1.shape == (2, 1, 8, 8) and torch.equal(x1, x2) and torch.equal(y1, y2)

@@ -75,13 +75,15 @@ def _figure_png(draw) -> bytes:
 
 def _mistakes(data, scores: Scores, classes: list[str]) -> list[dict]:
     from cnnlab.visualize.plotting import png_bytes, uint8_image
+    from cnnlab.visualize.source import take
 
     wrong = (scores.predicted != scores.labels).nonzero().flatten()
     confidence = scores.probs.max(dim=1).values[wrong]
-    order = wrong[confidence.argsort(descending=True)][:MAX_MISTAKES]
+    order = wrong[confidence.argsort(descending=True)][:MAX_MISTAKES].tolist()
+    images = take(data, order)[0] if order else None
     out = []
-    for i in order.tolist():
-        pixels = data.images[i].float() / 255.0
+    for n, i in enumerate(order):
+        pixels = images[n].float() / 255.0
         scale = max(1, 96 // pixels.shape[-1])
         out.append({"index": i, "uri": data_uri(png_bytes(uint8_image(pixels), scale)),
                     "true": classes[int(scores.labels[i])], "pred": classes[int(scores.predicted[i])],
@@ -125,21 +127,22 @@ def sample_views(subject, data, indices: list[int], scores: Scores | None) -> li
     from cnnlab.visualize.attribution import grad_cam
     from cnnlab.visualize.layers import choose_gradcam_layer, default_layers
     from cnnlab.visualize.plotting import png_bytes, uint8_image
-    from cnnlab.visualize.source import to_model_input
+    from cnnlab.visualize.source import take, to_model_input
 
     model = subject.model
     rfs = receptive_field_map(model, subject.input_shape)
     probe = torch.zeros((1, *subject.input_shape), device=subject.device)
     names, choice = default_layers(model, probe), choose_gradcam_layer(model, probe)
     samples = []
-    for i in indices:
-        pixels = data.images[i].float() / 255.0
+    images, labels = take(data, indices) if indices else (None, None)
+    for n, i in enumerate(indices):
+        pixels = images[n].float() / 255.0
         x = to_model_input(pixels, subject)
         cam = grad_cam(model, x, choice.name)[0].cpu()
         with torch.no_grad():
             probs = torch.softmax(model(x), dim=1)[0].cpu()
         pred = int(probs.argmax())
-        samples.append({"index": i, "label": subject.classes[int(data.labels[i])], "pred": subject.classes[pred],
+        samples.append({"index": i, "label": subject.classes[int(labels[n])], "pred": subject.classes[pred],
                         "p": float(probs[pred]), "hw": tuple(pixels.shape[-2:]),
                         "input": data_uri(png_bytes(uint8_image(pixels), max(1, 168 // pixels.shape[-1]))),
                         "cam": data_uri(_cam_overlay(pixels, cam)), "cam_layer": choice.name,

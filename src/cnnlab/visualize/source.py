@@ -15,7 +15,7 @@ import torch.nn as nn
 
 from cnnlab.errors import CnnlabError, UnknownNameError
 
-__all__ = ["Subject", "InputImage", "Source", "resolve", "load_subject", "load_image", "load_test_split",
+__all__ = ["Subject", "InputImage", "Source", "resolve", "load_subject", "load_image", "load_test_split", "take",
            "to_model_input", "parse_target", "default_dir", "default_out"]
 
 
@@ -202,13 +202,19 @@ def load_test_split(subject: Subject, *, count: int | None = None):
     return repeat_channels(test, c) if test.sample_shape[0] != c else test
 
 
+def take(data, indices: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(uint8 images (N, C, H, W), labels) of some items of any split, in memory or streamed."""
+    images, labels = next(iter(data.batches([torch.tensor(list(indices), dtype=torch.long)])))
+    return images.cpu(), labels.cpu()
+
+
 def _test_image(subject: Subject, index: int) -> InputImage:
     data = load_test_split(subject)
     if not 0 <= index < len(data):
         raise CnnlabError(f"--index {index} is outside the test split of {subject.dataset} (0..{len(data) - 1})")
-    one = data.subset(torch.tensor([index]))
-    pixels = one.images[0].float() / 255.0
-    label = int(one.labels[0])
+    images, labels = take(data, [index])
+    pixels = images[0].float() / 255.0
+    label = int(labels[0])
     name = data.classes[label] if label < len(data.classes) else str(label)
     return InputImage(pixels, to_model_input(pixels, subject), label,
                       f"test image {index} of {subject.dataset} (class {name})")
@@ -216,12 +222,15 @@ def _test_image(subject: Subject, index: int) -> InputImage:
 
 def load_image(subject: Subject, image: str | os.PathLike | None = None, index: int | None = None, *,
                convert: bool = False) -> InputImage:
-    """An image file (converted to the model's side; its channel count must match unless ``convert``)
-    or test image ``index`` (default 0 where a test split is known)."""
+    """An image file (converted to the model's side; its channel count must match unless ``convert``,
+    or the run was trained on an image folder, whose files are all converted) or test image ``index``
+    (default 0 where a test split is known)."""
     if image is not None and index is not None:
         raise CnnlabError("give an IMAGE file or --index N, not both")
     if image is not None:
-        return _image_file(subject, Path(image), convert)
+        # a run on an image folder converted every file to its channels in training: so are its images here
+        own_folder = subject.run is not None and subject.dataset == "imagefolder"
+        return _image_file(subject, Path(image), convert or own_folder)
     if index is None and subject.dataset is None:
         raise CnnlabError(f"{subject.name} is a model name: give an IMAGE file, or --index N with --dataset NAME")
     return _test_image(subject, 0 if index is None else index)
