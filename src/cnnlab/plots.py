@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import IO, Sequence
 
 import matplotlib
 
@@ -11,8 +11,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 
-def plot_curves(batch_losses: Sequence[float], history: Sequence, path: str | Path, steps_per_epoch: int) -> Path:
-    """The lecture notebooks' two plots: minibatch cost, and train/test accuracy per epoch."""
+def plot_curves(batch_losses: Sequence[float], history: Sequence, path: str | Path | IO[bytes],
+                steps_per_epoch: int) -> str | Path | IO[bytes]:
+    """The lecture notebooks' two plots: minibatch cost, and train/test accuracy per epoch, as a
+    PNG written to ``path`` (a file name or a binary file)."""
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4))
     steps = range(1, len(batch_losses) + 1)
     ax_loss.plot(steps, batch_losses, lw=0.6, alpha=0.5, label="minibatch cost")
@@ -38,8 +40,7 @@ def plot_curves(batch_losses: Sequence[float], history: Sequence, path: str | Pa
     ax_acc.legend()
     ax_acc.grid(alpha=0.3)
     fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, format="png")
     plt.close(fig)
     return path
 

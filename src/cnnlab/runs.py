@@ -21,11 +21,13 @@ import csv
 import json
 import os
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from cnnlab.errors import RunDirError
+from cnnlab.storage import LOCK_NAME, check_writable
 
 if TYPE_CHECKING:
     import torch.nn as nn
@@ -35,9 +37,9 @@ if TYPE_CHECKING:
 __all__ = [
     "default_run_dir",
     "check_run_dir",
-    "prepare_run_dir",
-    "atomic_write_bytes",
+    "end_artefacts_missing",
     "read_checkpoint",
+    "read_config_doc",
     "read_run_config",
     "LoadedRun",
     "load_run",
@@ -48,45 +50,32 @@ __all__ = [
 
 CHECKPOINT_KEYS = {"epoch", "model", "optimizer", "scheduler", "torch_rng", "history", "config"}
 MODEL_KEYS = {"state_dict", "config", "input_shape", "classes"}
+END_ARTEFACTS = ("model.pt", "result.json", "curves.png")  # written once the last epoch is done
 
 
 def default_run_dir(model: str, dataset: str, root: str | os.PathLike = "runs") -> Path:
-    """``runs/<timestamp>-<model>-<dataset>``, with ``-2``, ``-3``... if that exists already."""
+    """``runs/<timestamp>-<model>-<dataset>-<4 hex digits>``: two runs started in the same second
+    (even by two processes) get different folders."""
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    base = Path(root) / f"{stamp}-{model}-{dataset}"
-    path, n = base, 1
-    while path.exists():
-        n += 1
-        path = base.with_name(f"{base.name}-{n}")
-    return path
+    while True:
+        path = Path(root) / f"{stamp}-{model}-{dataset}-{uuid.uuid4().hex[:4]}"
+        if not path.exists():
+            return path
 
 
 def check_run_dir(path: str | os.PathLike, overwrite: bool = False) -> Path:
-    """Refuse a path that is a file, or a non-empty directory unless ``overwrite``."""
+    """Refuse an ``--out`` that is a file, lies under a file, cannot be written, or is a non-empty
+    directory (unless ``overwrite``). Nothing is written."""
     path = Path(path)
-    if path.exists() and not path.is_dir():
-        raise RunDirError(f"--out {path} is a file, not a directory; choose another --out")
-    if path.is_dir() and any(path.iterdir()) and not overwrite:
+    check_writable(path)
+    if path.is_dir() and any(p.name != LOCK_NAME for p in path.iterdir()) and not overwrite:
         raise RunDirError(f"run directory {path} already exists and is not empty; choose another --out or pass --overwrite")
     return path
 
 
-def prepare_run_dir(path: str | os.PathLike, overwrite: bool = False) -> Path:
-    """Create a fresh run directory (see :func:`check_run_dir`)."""
-    path = check_run_dir(path, overwrite)
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
-def atomic_write_bytes(path: Path, write: Callable[[Any], None]) -> None:
-    """``write(fh)`` into a temporary file beside ``path``, fsync, then rename over ``path``:
-    a reader sees the old file or the new one, never half of one."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as fh:
-        write(fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+def end_artefacts_missing(run_dir: Path) -> list[str]:
+    """The end-of-run files (written after the last epoch) that ``run_dir`` lacks."""
+    return [name for name in END_ARTEFACTS if not (run_dir / name).is_file()]
 
 
 def read_checkpoint(path: Path, needed: set[str], kind: str) -> dict[str, Any]:
@@ -103,13 +92,22 @@ def read_checkpoint(path: Path, needed: set[str], kind: str) -> dict[str, Any]:
     return obj
 
 
+def read_config_doc(run_dir: str | os.PathLike) -> dict[str, Any] | None:
+    """``RUN_DIR/config.json`` (config, classes, input_shape, run_id, ...) as a dict, or None
+    when it is missing, unreadable or not a JSON object with a ``config`` object."""
+    try:
+        doc = json.loads((Path(run_dir) / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(doc, dict) or not isinstance(doc.get("config"), dict):
+        return None
+    return doc
+
+
 def read_run_config(run_dir: str | os.PathLike) -> dict[str, Any]:
     """The ``config`` object of ``RUN_DIR/config.json`` ({} when it is missing or unreadable)."""
-    try:
-        config = json.loads((Path(run_dir) / "config.json").read_text())["config"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return {}
-    return config if isinstance(config, dict) else {}
+    doc = read_config_doc(run_dir)
+    return doc["config"] if doc is not None else {}
 
 
 @dataclass
@@ -124,7 +122,7 @@ class LoadedRun:
 
 def load_run(run_dir: str | os.PathLike, device: Any = "cpu") -> LoadedRun:
     """Rebuild the model of a run directory from its ``model.pt`` (``weights_only=True``)."""
-    from cnnlab.models import create_model
+    from cnnlab.models import create_model, load_state_dict_checked
     from cnnlab.training.config import TrainConfig
 
     path = Path(run_dir)
@@ -134,14 +132,18 @@ def load_run(run_dir: str | os.PathLike, device: Any = "cpu") -> LoadedRun:
     if not ckpt_path.is_file():
         raise RunDirError(f"{ckpt_path} is missing; the run did not finish, or {path} is not a cnnlab run directory")
     checkpoint = read_checkpoint(ckpt_path, MODEL_KEYS, "checkpoint")
+    shape, classes = checkpoint["input_shape"], checkpoint["classes"]
+    if not (isinstance(shape, (list, tuple)) and len(shape) == 3 and all(isinstance(v, int) and v > 0 for v in shape)):
+        raise RunDirError(f"{ckpt_path} holds an impossible input shape {shape!r} (needs C, H, W > 0); it was edited "
+                          f"or damaged: retrain, or restore the file")
+    if not (isinstance(classes, list) and classes and all(isinstance(v, str) for v in classes)):
+        raise RunDirError(f"{ckpt_path} holds no list of class names; it was edited or damaged")
+    if not isinstance(checkpoint["config"], dict) or not isinstance(checkpoint["state_dict"], dict):
+        raise RunDirError(f"{ckpt_path} is not a cnnlab checkpoint (its config or state_dict is not a mapping)")
     config = TrainConfig.from_dict(checkpoint["config"])
-    c, h, w = checkpoint["input_shape"]
-    model = create_model(config.model, num_classes=len(checkpoint["classes"]), in_channels=c, input_size=h,
-                         **config.model_options)
-    try:
-        model.load_state_dict(checkpoint["state_dict"])
-    except RuntimeError as exc:
-        raise RunDirError(f"{ckpt_path} does not fit model {config.model!r}: {str(exc).splitlines()[0]}") from None
+    c, h, w = shape
+    model = create_model(config.model, num_classes=len(classes), in_channels=c, input_size=h, **config.model_options)
+    load_state_dict_checked(model, checkpoint["state_dict"], f"{ckpt_path} (model {config.model!r})")
     model.to(device).eval()
     return LoadedRun(path, config, model, list(checkpoint["classes"]), (c, h, w), checkpoint)
 
@@ -194,13 +196,14 @@ def list_runs(root: str | os.PathLike = "runs") -> list[dict[str, Any]]:
         result = _read_result(d)
         tests = [float(r["test_acc"]) for r in metrics if r.get("test_acc")]
         vals = [float(r["val_acc"]) for r in metrics if r.get("val_acc")]
-        finished = (d / "model.pt").is_file()
+        finished = not end_artefacts_missing(d)
         rows.append({
             "run": str(d), "model": config.get("model"), "dataset": config.get("dataset"),
             "epochs": f"{len(metrics)}/{config.get('epochs')}",
             "best_val_acc": result.get("best_val_acc", max(vals) if vals else None),
             "test_acc": result.get("test_acc", tests[-1] if tests else None),
             "seconds": result.get("seconds", float(metrics[-1]["elapsed"]) if metrics else None),
-            "status": "finished" if finished else ("interrupted: --resume it" if metrics else "no epoch finished"),
+            "status": "finished" if finished else
+                      ("interrupted: --resume it" if (d / "checkpoint.pt").is_file() else "no epoch finished"),
         })
     return rows

@@ -27,6 +27,9 @@ __all__ = [
     "sync",
     "Timing",
     "time_fn",
+    "available_memory_bytes",
+    "is_out_of_memory",
+    "explain_out_of_memory",
     "cpu_name",
     "machine_line",
     "environment_info",
@@ -136,6 +139,38 @@ def time_fn(fn: Callable[[], Any], device: torch.device | str = "cpu", *, repeat
         sync(device)
         times.append(time.perf_counter() - start)
     return Timing(times, warmup_s, result)
+
+
+def available_memory_bytes() -> int | None:
+    """Memory the system can still give this process (MemAvailable of /proc/meminfo), or None."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` is an allocation failure (CPU or GPU) rather than a bug."""
+    if isinstance(exc, (MemoryError, torch.OutOfMemoryError)):
+        return True
+    text = str(exc)
+    return isinstance(exc, RuntimeError) and ("can't allocate memory" in text or "out of memory" in text.lower())
+
+
+@contextlib.contextmanager
+def explain_out_of_memory(doing: str, hint: str = "try a smaller --batch-size or --input-size") -> Iterator[None]:
+    """Turn an allocation failure inside the block into one line saying what ran out and what to do."""
+    try:
+        yield
+    except (MemoryError, RuntimeError) as exc:
+        if not is_out_of_memory(exc):
+            raise
+        free = available_memory_bytes()
+        have = f" ({free / 2**30:.1f} GiB available)" if free is not None else ""
+        raise CnnlabError(f"out of memory while {doing}{have}; {hint}") from None
 
 
 def cpu_name() -> str:

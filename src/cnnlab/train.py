@@ -3,7 +3,7 @@ and the run-directory format in :mod:`cnnlab.runs`. The names importable from he
 move still are, e.g. ``from cnnlab.train import TrainConfig, train``."""
 
 from cnnlab.data import normalization
-from cnnlab.runs import LoadedRun, check_run_dir, default_run_dir, list_runs, load_run, prepare_run_dir
+from cnnlab.runs import LoadedRun, check_run_dir, default_run_dir, list_runs, load_run
 from cnnlab.runtime import determinism, resolve_device
 from cnnlab.training.callbacks import Callback
 from cnnlab.training.checkpoint import RunDirWriter
@@ -23,6 +23,6 @@ def normalization_for(config: TrainConfig):
 __all__ = [
     "TrainConfig", "EpochRecord", "TrainResult", "Callback", "Trainer", "train", "resume", "predict", "list_runs",
     "evaluate_accuracy", "evaluate_run", "evaluate_run_detailed", "per_class_metrics", "load_run", "LoadedRun",
-    "resolve_device", "determinism", "distributed_env", "check_run_dir", "prepare_run_dir", "default_run_dir",
+    "resolve_device", "determinism", "distributed_env", "check_run_dir", "default_run_dir",
     "RunDirWriter", "normalization_for",
 ]

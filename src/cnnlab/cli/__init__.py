@@ -9,6 +9,7 @@ imported by the commands that need them.
 from __future__ import annotations
 
 import sys
+import warnings
 
 import click
 
@@ -39,19 +40,37 @@ app.add_command(report)
 demo.add_command(demo_dropout)
 
 
-def _error(message: str, code: int = 2) -> int:
-    first = message.strip().splitlines()[0] if message.strip() else "unknown error"
+def _error(message: str, code: int = 2, *, one_line: bool = False) -> int:
+    """Print ``cnnlab: error: MESSAGE`` as exactly one line on stderr. A cnnlab message is one line
+    by construction (a newline inside it, e.g. from a file name, is shown as \\n); a library's
+    message is cut to its first line."""
+    text = message.strip()
+    if one_line:
+        text = text.replace("\r", "\\r").replace("\n", "\\n")
+    first = text.splitlines()[0] if text else "unknown error"
     print(f"cnnlab: error: {first}", file=sys.stderr)
     return code
 
 
 def run(argv: list[str] | None = None) -> int:
-    """Run the CLI and return its exit code (user mistakes: one line on stderr, code 2)."""
+    """Run the CLI and return its exit code (user mistakes: one line on stderr, code 2).
+
+    Library warnings are not shown: stderr carries nothing but an error line, if any.
+    """
+    for stream in (sys.stdout, sys.stderr):  # file and class names that are not valid UTF-8 print escaped
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return _run(argv)
+
+
+def _run(argv: list[str] | None) -> int:
     try:
         result = app.main(args=argv, prog_name="cnnlab", standalone_mode=False)
         return result if isinstance(result, int) else 0
     except CnnlabError as exc:
-        return _error(str(exc), exc.exit_code)
+        return _error(str(exc), exc.exit_code, one_line=True)
     except click.exceptions.NoArgsIsHelpError as exc:  # bare `cnnlab`: the help text
         print(exc.ctx.get_help() if exc.ctx else "")
         return 0
@@ -64,6 +83,8 @@ def run(argv: list[str] | None = None) -> int:
         return exc.exit_code
     except (click.exceptions.Abort, KeyboardInterrupt):
         return _error("interrupted", 130)
+    except MemoryError:
+        return _error("out of memory; try a smaller --batch-size or --input-size")
 
 
 def main() -> None:

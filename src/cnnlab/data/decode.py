@@ -27,9 +27,10 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from cnnlab.errors import CnnlabError
 
-__all__ = ["BadImageError", "ImageRefusedError", "decode_image", "image_to_tensor", "to_8bit"]
+__all__ = ["BadImageError", "ImageRefusedError", "decode_image", "image_mode", "image_to_tensor", "to_8bit"]
 
 _SIXTEEN_BIT = ("I;16", "I;16B", "I;16L", "I;16N")
+GRAY_MODES = ("1", "L", "LA", "La", "I", "F", *_SIXTEEN_BIT)  # modes without colour
 _TRANSPARENT = ("RGBA", "LA", "PA", "La", "RGBa")
 
 
@@ -82,6 +83,25 @@ def _to_channels(im: Image.Image, channels: int) -> Image.Image:
     return im.convert("L" if channels == 1 else "RGB")
 
 
+def bomb_refused(path: Path, exc: BaseException) -> ImageRefusedError:
+    return ImageRefusedError(f"{path} is refused as a possible decompression bomb ({exc}); check the file, "
+                             f"or resize it below Pillow's MAX_IMAGE_PIXELS")
+
+
+def image_mode(path: Path) -> str | None:
+    """The Pillow mode of an image file from its header (no pixels decoded); None when unreadable.
+    A decompression bomb is refused here already."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                return im.mode
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise bomb_refused(path, exc) from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError):
+        return None
+
+
 def decode_image(path: str | os.PathLike, channels: int, side: int) -> torch.Tensor:
     """One image file -> uint8 tensor (channels, side, side): converted as the module docstring
     says, then resized (bilinear) to ``side x side``."""
@@ -97,11 +117,9 @@ def decode_image(path: str | os.PathLike, channels: int, side: int) -> torch.Ten
                 im.load()
                 return image_to_tensor(im, channels, side)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageRefusedError(f"{path} is refused as a possible decompression bomb ({exc}); check the file, "
-                                f"or resize it below Pillow's MAX_IMAGE_PIXELS") from None
+        raise bomb_refused(path, exc) from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError) as exc:
-        raise BadImageError(f"{path} is not a readable image ({type(exc).__name__}); remove it, or pass "
-                            f"--skip-bad-images to skip and count such files") from None
+        raise BadImageError(f"{path} is not a readable image ({type(exc).__name__})") from None
 
 
 def image_to_tensor(im: Image.Image, channels: int, side: int) -> torch.Tensor:

@@ -14,9 +14,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Iterator
 
 import torch
-from PIL import Image, UnidentifiedImageError
 
-from cnnlab.data.decode import BadImageError, decode_image
+from cnnlab.data.decode import GRAY_MODES, BadImageError, decode_image, image_mode
 from cnnlab.data.splits import stratified_holdout
 from cnnlab.data.tensors import Batch, TensorData
 from cnnlab.errors import CnnlabError, DataNotFoundError
@@ -49,14 +48,8 @@ def _scan(split_dir: Path) -> tuple[list[str], list[tuple[Path, int]]]:
 def _guess_channels(items: list[tuple[Path, int]]) -> int:
     """3 if any image has colour, else 1 (headers only: no pixels are decoded)."""
     for path, _ in items:
-        if path.suffix.lower() not in IMAGE_EXTENSIONS:
-            continue
-        try:
-            with Image.open(path) as im:
-                if im.mode not in ("1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
-                    return 3
-        except (UnidentifiedImageError, OSError):
-            continue
+        if path.suffix.lower() in IMAGE_EXTENSIONS and image_mode(path) not in (None, *GRAY_MODES):
+            return 3
     return 1
 
 
@@ -68,71 +61,80 @@ def _test_mask(labels: torch.Tensor, n_classes: int, seed: int, fraction: float,
     return mask
 
 
+SKIP_HINT = "; remove it, or pass --skip-bad-images to skip and count such files"
+
+
 def _decode_all(items, channels, side, skip_bad) -> tuple[torch.Tensor, torch.Tensor, list[Path]]:
     images, labels, bad = [], [], []
     for path, label in items:
         try:
             images.append(decode_image(path, channels, side))
             labels.append(label)
-        except BadImageError:
+        except BadImageError as exc:
             if not skip_bad:
-                raise
+                raise BadImageError(str(exc) + SKIP_HINT) from None
             bad.append(path)
     if not images:
         raise DataNotFoundError("no readable image in the folder")
     return torch.stack(images), torch.tensor(labels, dtype=torch.long), bad
 
 
-def _cache_path(root: Path, items: list[tuple[Path, int]], side: int, channels: int, skip_bad: bool) -> Path:
+def _cache_path(root: Path, items: list[tuple[Path, int]], side: int, channels: int, skip_bad: bool) -> Path | None:
     """A file name that changes whenever a file, its size or mtime, or the decode settings change."""
     import hashlib
 
-    h = hashlib.sha1(f"decode-v2:{side}:{channels}:{skip_bad}".encode())  # v2: 16-bit scaling, EXIF
+    h = hashlib.sha1(f"decode-v2:{side}:{channels}:{skip_bad}:".encode())  # v2: 16-bit scaling, EXIF
+    h.update(os.fsencode(root.resolve()))
     for path, label in items:
         st = path.stat()
-        h.update(f"{path.relative_to(root)}:{label}:{st.st_size}:{st.st_mtime_ns}".encode())
-    name = f"{root.name}-{h.hexdigest()[:16]}.pt"
-    beside = root / ".cnnlab-cache"
-    try:
-        beside.mkdir(exist_ok=True)
-        if os.access(beside, os.W_OK):
-            return beside / name
-    except OSError:
-        pass
-    fallback = Path.home() / ".cache" / "cnnlab" / "tensors"  # the data folder is read-only
-    fallback.mkdir(parents=True, exist_ok=True)
-    return fallback / name
+        h.update(os.fsencode(path.relative_to(root)) + f":{label}:{st.st_size}:{st.st_mtime_ns}".encode())
+    name = f"{h.hexdigest()[:24]}.pt"
+    for folder in (root / ".cnnlab-cache", Path.home() / ".cache" / "cnnlab" / "tensors"):  # beside, or ~ if read-only
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            if os.access(folder, os.W_OK):
+                return folder / name
+        except OSError:
+            continue
+    return None
 
 
 def _decode_cached(root: Path, items, channels: int, side: int, skip_bad: bool):
     """:func:`_decode_all`, cached on disk as uint8 tensors (decoded once; later runs load in ms)."""
     cache = _cache_path(root, items, side, channels, skip_bad)
-    if cache.is_file():
+    if cache is not None and cache.is_file():
         try:
             saved = torch.load(cache, weights_only=True)
             return saved["images"], saved["labels"], [Path(p) for p in saved["bad"]]
         except Exception:
             pass  # unreadable cache: decode again and replace it
     images, labels, bad = _decode_all(items, channels, side, skip_bad)
-    tmp = cache.with_name(cache.name + ".tmp")
-    try:
-        torch.save({"images": images, "labels": labels, "bad": [str(p) for p in bad]}, tmp)
-        os.replace(tmp, cache)
-    except OSError:
-        pass  # caching is an optimisation only
+    if cache is not None:
+        tmp = cache.with_name(f"{cache.name}.{os.getpid()}.tmp")
+        try:
+            torch.save({"images": images, "labels": labels, "bad": [str(p) for p in bad]}, tmp)
+            os.replace(tmp, cache)
+        except (OSError, RuntimeError):  # caching is an optimisation only (a full disk, a read-only folder)
+            tmp.unlink(missing_ok=True)
     return images, labels, bad
 
 
 class _FileDataset(torch.utils.data.Dataset):
+    """Decodes one file in a DataLoader worker. An unreadable file comes back as an error message
+    (not an exception, which the DataLoader would re-raise without the file's name)."""
+
     def __init__(self, items: list[tuple[Path, int]], channels: int, side: int):
         self.items, self.channels, self.side = items, channels, side
 
     def __len__(self) -> int:
         return len(self.items)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int, str]:
         path, label = self.items[i]
-        return decode_image(path, self.channels, self.side), label
+        try:
+            return decode_image(path, self.channels, self.side), label, ""
+        except BadImageError as exc:
+            return torch.zeros(self.channels, self.side, self.side, dtype=torch.uint8), label, str(exc)
 
 
 class StreamingImages:
@@ -143,9 +145,10 @@ class StreamingImages:
     """
 
     def __init__(self, items: list[tuple[Path, int]], classes: list[str], channels: int, side: int, workers: int = 2,
-                 device: torch.device | str = "cpu"):
+                 device: torch.device | str = "cpu", skip_bad: bool = False):
         self.items, self.classes, self.channels, self.side, self.workers = items, classes, channels, side, workers
         self.labels = torch.tensor([label for _, label in items], dtype=torch.long)
+        self.skip_bad = skip_bad  # unreadable files met while streaming are left out of their batch
         self.skipped: tuple[str, ...] = ()
         self._device = torch.device(device)
 
@@ -161,11 +164,11 @@ class StreamingImages:
         return self._device
 
     def to(self, device: torch.device | str) -> "StreamingImages":
-        return StreamingImages(self.items, self.classes, self.channels, self.side, self.workers, device)
+        return StreamingImages(self.items, self.classes, self.channels, self.side, self.workers, device, self.skip_bad)
 
     def subset(self, idx: torch.Tensor) -> "StreamingImages":
         return StreamingImages([self.items[int(i)] for i in idx], self.classes, self.channels, self.side,
-                               self.workers, self._device)
+                               self.workers, self._device, self.skip_bad)
 
     def batches(self, index_batches: Iterable[Batch]) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """(uint8 images, labels) per batch, decoded in ``workers`` processes."""
@@ -176,8 +179,16 @@ class StreamingImages:
             num_workers=self.workers,
             persistent_workers=False,
         )
-        for images, labels in loader:
-            yield images, labels
+        for images, labels, errors in loader:
+            bad = [i for i, e in enumerate(errors) if e]
+            if bad and not self.skip_bad:
+                raise BadImageError(errors[bad[0]] + SKIP_HINT)
+            if bad:  # --skip-bad-images: the batch goes on without them
+                keep = torch.tensor([i for i in range(len(errors)) if not errors[i]], dtype=torch.long)
+                self.skipped = tuple(dict.fromkeys(self.skipped + tuple(errors[i] for i in bad)))
+                images, labels = images[keep], labels[keep]
+            if len(labels):
+                yield images, labels
 
 
 def _folder_split(root: Path, split: str, classes: list[str] | None):
@@ -222,12 +233,15 @@ def image_folder_splits(
     root = Path(root)
     side = side or DEFAULT_SIDE
     classes, items = _folder_split(root, "train", None)
+    if len(classes) < 2:
+        raise CnnlabError(f"{root / 'train'} has one class folder ({classes[0]}); a classifier needs at least two "
+                          f"(DIR/train/<class>/<images>, one folder per class)")
     test_split, val_split = _folder_split(root, "test", classes), _folder_split(root, "val", classes)
     channels = channels or _guess_channels(items)
 
     def load(folder: str, folder_items) -> tuple[object, list[Path]]:
         if stream:
-            return StreamingImages(folder_items, classes, channels, side, workers), []
+            return StreamingImages(folder_items, classes, channels, side, workers, skip_bad=skip_bad), []
         images, labels, bad = _decode_cached(root / folder, folder_items, channels, side, skip_bad)
         return TensorData(images, labels, classes), bad
 

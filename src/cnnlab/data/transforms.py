@@ -42,12 +42,27 @@ def resize_images(data, size: int, chunk: int = 4096):
     """
     if data.sample_shape[1:] == (size, size):
         return data
+    _check_fits(len(data), data.images.shape[1], size, chunk)
     out = torch.empty((len(data), data.images.shape[1], size, size), dtype=torch.uint8)
     for start in range(0, len(data), chunk):
         x = data.images[start : start + chunk].float()
         y = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
         out[start : start + chunk] = y.round_().clamp_(0, 255).to(torch.uint8)
     return TensorData(out, data.labels, data.classes, data.skipped)
+
+
+def _check_fits(n: int, channels: int, size: int, chunk: int) -> None:
+    """Refuse (one line) a resize whose result would not fit in the memory left, naming the size that would."""
+    from cnnlab.runtime import available_memory_bytes
+
+    free = available_memory_bytes()
+    per_pixel = n * channels + 2 * 4 * min(n, chunk) * channels  # uint8 result + float32 chunk in and out
+    if free is None or per_pixel * size * size <= 0.8 * free:
+        return
+    fits = int((0.8 * free / per_pixel) ** 0.5)
+    raise CnnlabError(f"--input-size {size}: {n:,} images of {channels}x{size}x{size} need "
+                      f"{per_pixel * size * size / 2**30:.1f} GiB, more than the {free / 2**30:.1f} GiB available; "
+                      f"at most --input-size {fits} fits")
 
 
 def repeat_channels(data, channels: int):

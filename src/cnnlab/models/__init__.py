@@ -21,7 +21,8 @@ from cnnlab.models.init import INITS, init_weights
 from cnnlab.models.resblocks import ResidualBlock
 from cnnlab.models.resnet import BasicBlock, Bottleneck, ResNet, ZeroPadShortcut
 from cnnlab.models.vgg import VGG
-from cnnlab.models.weights import freeze, head_name, load_weights, weights_in_channels
+from cnnlab.models.weights import (describe_mismatch, first_conv_key, freeze, head_name, load_state_dict_checked,
+                                   load_weights, weights_in_channels)
 
 __all__ = [
     "ModelInfo",
@@ -36,6 +37,9 @@ __all__ = [
     "freeze",
     "head_name",
     "weights_in_channels",
+    "first_conv_key",
+    "describe_mismatch",
+    "load_state_dict_checked",
     "WithProbas",
     "with_probas",
     "ResNet",

@@ -125,6 +125,8 @@ def create_model(
             input_size=info.input_size if input_size is None else input_size,
             **options,
         )
+    except CnnlabError:  # e.g. ShapeError: an input size the architecture cannot take
+        raise
     except ValueError as exc:  # a builder's own check of an option's value, e.g. dropout2d=5 or shortcut="Z"
         raise CnnlabError(f"model {name!r}: {str(exc).splitlines()[0]}") from None
 

@@ -11,7 +11,8 @@ import torch.nn as nn
 
 from cnnlab.errors import CnnlabError
 
-__all__ = ["load_weights", "head_name", "freeze", "weights_in_channels"]
+__all__ = ["load_weights", "head_name", "freeze", "weights_in_channels", "first_conv_key", "describe_mismatch",
+           "load_state_dict_checked"]
 
 
 def _read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
@@ -45,39 +46,61 @@ def head_name(model: nn.Module) -> str:
     return name
 
 
+def describe_mismatch(expected: dict[str, torch.Tensor], given: dict[str, torch.Tensor], limit: int = 3) -> str:
+    """What differs between a model's state_dict and a file's, in one line (a few keys of each kind),
+    or "" when they fit."""
+    missing = [k for k in expected if k not in given]
+    extra = [k for k in given if k not in expected]
+    shapes = [k for k in expected if k in given and tuple(given[k].shape) != tuple(expected[k].shape)]
+
+    def some(keys: list[str], fmt) -> str:
+        shown = ", ".join(fmt(k) for k in keys[:limit])
+        return shown + (f" and {len(keys) - limit} more" if len(keys) > limit else "")
+
+    parts = []
+    if shapes:
+        parts.append(some(shapes, lambda k: f"{k!r} is {list(given[k].shape)} in the file but "
+                                            f"{list(expected[k].shape)} in the model"))
+    if missing:
+        parts.append(some(missing, lambda k: f"key {k!r} {list(expected[k].shape)}") + " missing from the file")
+    if extra:
+        parts.append("the file has " + some(extra, lambda k: f"key {k!r} {list(given[k].shape)}")
+                     + " that the model lacks")
+    return "; ".join(parts)
+
+
+def load_state_dict_checked(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+    """``model.load_state_dict(state)`` with a one-line error naming the keys and shapes that differ."""
+    problem = describe_mismatch(model.state_dict(), state)
+    if problem:
+        raise CnnlabError(f"{source} does not fit the model: {problem}")
+    model.load_state_dict(state)
+
+
 def load_weights(model: nn.Module, path: str | os.PathLike, *, replace_head: bool = False) -> list[str]:
     """Load a state_dict file (torchvision's ``.pth`` or a cnnlab ``model.pt``) into ``model``.
 
-    Keys and shapes must match exactly; on a mismatch one line names the first differing key
-    and both shapes. With ``replace_head=True`` the classifier head (see :func:`head_name`) is
-    kept as initialised when its shape differs (transfer learning to another number of
-    classes). Returns the keys left as they were.
+    Keys and shapes must match exactly; on a mismatch one line names the keys and shapes that
+    differ (a few of each kind). With ``replace_head=True`` the classifier head (see
+    :func:`head_name`) is kept as initialised when its shape differs (transfer learning to another
+    number of classes). Returns the keys left as they were.
     """
     state = _read_state_dict(path)
     own = model.state_dict()
     head = head_name(model) if replace_head else None
-    skipped = []
-    for key in own:
-        if head is not None and key.startswith(head + ".") and key in state and state[key].shape != own[key].shape:
-            skipped.append(key)
-    for key, tensor in own.items():
-        if key in skipped:
-            continue
-        if key not in state:
-            raise CnnlabError(f"{path} does not fit the model: key {key!r} {list(tensor.shape)} is missing from the file")
-        if state[key].shape != tensor.shape:
-            hint = ""
-            if tensor.dim() == 2 and state[key].shape[0] == tensor.shape[0]:
-                hint = ("; a linear layer's input width follows the input size (for VGG, -o avgpool_size=7 keeps "
-                        "torchvision's 7x7x512 head at any input size)")
-            raise CnnlabError(f"{path} does not fit the model: {key!r} is {list(state[key].shape)} in the file "
-                              f"but {list(tensor.shape)} in the model{hint}")
-    extra = [k for k in state if k not in own]
-    if extra:
-        raise CnnlabError(f"{path} does not fit the model: the file has key {extra[0]!r} {list(state[extra[0]].shape)} "
-                          f"that the model lacks")
-    to_load = {k: v for k, v in state.items() if k not in skipped}
-    model.load_state_dict(to_load, strict=not skipped)
+    skipped = [key for key in own if head is not None and key.startswith(head + ".") and key in state
+               and state[key].shape != own[key].shape]
+    problem = describe_mismatch({k: v for k, v in own.items() if k not in skipped},
+                                {k: v for k, v in state.items() if k not in skipped})
+    if problem:
+        hint = ""
+        linear_width = [k for k in own if k in state and own[k].dim() == 2 and state[k].dim() == 2
+                        and state[k].shape[0] == own[k].shape[0] and state[k].shape != own[k].shape]
+        if linear_width:
+            hint = ("; a linear layer's input width follows the input size (for VGG, -o avgpool_size=7 keeps "
+                    "torchvision's 7x7x512 head at any input size)")
+        raise CnnlabError(f"{path} does not fit the model: {problem}{hint}")
+    model.load_state_dict({k: v for k, v in state.items() if k not in skipped}, strict=not skipped)
     return skipped
 
 
@@ -97,9 +120,23 @@ def freeze(model: nn.Module, prefixes: list[str] | tuple[str, ...]) -> int:
     return count
 
 
-def weights_in_channels(path: str | os.PathLike) -> int | None:
-    """Input channels the first convolution of a weights file expects (None if it has none)."""
-    for tensor in _read_state_dict(path).values():
+def first_conv_key(model: nn.Module) -> str | None:
+    """The state_dict key of the weight of the model's first ``nn.Conv2d`` (None if it has none)."""
+    for name, m in model.named_modules():
+        if isinstance(m, nn.Conv2d):
+            return f"{name}.weight"
+    return None
+
+
+def weights_in_channels(path: str | os.PathLike, key: str | None = None) -> int | None:
+    """Input channels that the first convolution in a weights file expects: the tensor under ``key``
+    (the model's own first-conv key, see :func:`first_conv_key`), else the file's first 4-D tensor.
+    None when the file has no such convolution weight."""
+    state = _read_state_dict(path)
+    if key is not None:
+        tensor = state.get(key)
+        return int(tensor.shape[1]) if tensor is not None and tensor.dim() == 4 else None
+    for tensor in state.values():
         if tensor.dim() == 4:
             return int(tensor.shape[1])
     return None

@@ -44,6 +44,9 @@ class Callback:
     def on_train_end(self, trainer: "Trainer", result: "TrainResult") -> None:
         """Training is over; ``result`` holds the final test accuracy and the model."""
 
+    def on_exception(self, trainer: "Trainer", exc: BaseException) -> None:
+        """The run stopped with ``exc`` (an error, a full disk, Ctrl-C); the exception propagates after the hooks."""
+
 
 class ConsoleLogger(Callback):
     """Progress bar with the running loss during an epoch; one summary line after it.

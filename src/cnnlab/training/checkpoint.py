@@ -10,13 +10,15 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 
 from cnnlab.errors import RunDirError
-from cnnlab.runs import atomic_write_bytes, prepare_run_dir
+from cnnlab.runs import check_run_dir, read_config_doc
+from cnnlab.storage import RunLock, atomic_write, clear_artefacts, make_run_dir
 from cnnlab.runtime import environment_info
 from cnnlab.training.callbacks import Callback
 
@@ -72,16 +74,30 @@ def restore_state(trainer: "Trainer", state: dict[str, Any]) -> int:
 
 
 class RunDirWriter(Callback):
-    """Writes config.json at the start; a metrics.csv row and an atomic checkpoint.pt (everything
-    needed to resume) after every epoch; model.pt, result.json and curves.png at the end."""
+    """Writes the run directory (format: :mod:`cnnlab.runs`), so that at every moment the run is
+    either resumable or complete:
+
+    - start: take the directory's lock (before anything is written); a new run clears an old
+      run's files (``--overwrite``); config.json (with a ``run_id``) and an empty metrics.csv.
+    - every epoch: checkpoint.pt first, then metrics.csv -- metrics never claim an epoch the
+      checkpoint does not hold.
+    - end: result.json, model.pt, curves.png; ``--resume`` re-creates whichever is missing.
+
+    Every file is written atomically (:func:`cnnlab.storage.atomic_write`).
+    ``mode``: "new" (a fresh or ``--overwrite`` directory), "resume" (continue the checkpoint),
+    or "restart" (a run killed before its first checkpoint: start it again in place).
+    """
 
     METRICS_HEADER = "epoch,train_loss,train_acc,val_acc,test_acc,seconds,elapsed\n"
 
-    def __init__(self, path: str | os.PathLike, overwrite: bool = False, plot: bool = True, resume: bool = False):
+    def __init__(self, path: str | os.PathLike, overwrite: bool = False, plot: bool = True, mode: str = "new",
+                 lock: RunLock | None = None, run_id: str | None = None):
         self.path = Path(path)
         self.overwrite = overwrite
         self.plot = plot
-        self.resume = resume
+        self.mode = mode
+        self.lock = lock
+        self.run_id = run_id or uuid.uuid4().hex
 
     @staticmethod
     def _row(record: "EpochRecord") -> str:
@@ -89,34 +105,43 @@ class RunDirWriter(Callback):
         return (f"{record.epoch},{record.train_loss:.6f},{record.train_acc:.4f},{pct(record.val_acc)},"
                 f"{pct(record.test_acc)},{record.seconds:.3f},{record.elapsed:.3f}\n")
 
+    def _write_metrics(self, trainer: "Trainer") -> None:
+        atomic_write(self.path / "metrics.csv", self.METRICS_HEADER + "".join(self._row(r) for r in trainer.history))
+
     def on_train_start(self, trainer: "Trainer") -> None:
-        trainer.run_dir = self.path if self.resume else prepare_run_dir(self.path, self.overwrite)
+        if self.mode == "new":
+            check_run_dir(self.path, self.overwrite)
+            make_run_dir(self.path)
+        if self.lock is None:
+            self.lock = RunLock(self.path).acquire()  # the first thing written into the directory
+        if self.mode != "resume":
+            clear_artefacts(self.path)  # --overwrite, or a restart: no stale file of an older run stays
+        trainer.run_dir = self.path
         config = trainer.config.to_dict()
-        config["out"] = str(trainer.run_dir)
+        config["out"] = str(self.path)
         doc = {
             "config": config,
+            "run_id": self.run_id,
             "classes": trainer.classes,
             "input_shape": list(trainer.input_shape),
             "skipped_files": list(trainer.skipped),
             "environment": environment_info(trainer.device),
         }
-        (trainer.run_dir / "config.json").write_text(json.dumps(doc, indent=2) + "\n")
-        # on resume: the rows of the epochs the checkpoint holds, nothing after them
-        rows = "".join(self._row(r) for r in trainer.history)
-        (trainer.run_dir / "metrics.csv").write_text(self.METRICS_HEADER + rows)
+        old = read_config_doc(self.path) if self.mode == "resume" else None
+        if old is None or old.get("config") != config:  # on resume only when a setting changed (--epochs)
+            atomic_write(self.path / "config.json", json.dumps(doc, indent=2) + "\n")
+        self._write_metrics(trainer)  # on resume: the epochs the checkpoint holds, nothing after them
 
     def on_epoch_end(self, trainer: "Trainer", record: "EpochRecord") -> None:
-        assert trainer.run_dir is not None
-        with open(trainer.run_dir / "metrics.csv", "a") as fh:
-            fh.write(self._row(record))
         state = capture_state(trainer, record.epoch)
-        atomic_write_bytes(trainer.run_dir / "checkpoint.pt", lambda fh: torch.save(state, fh))
+        state.update(run_id=self.run_id, classes=list(trainer.classes), input_shape=list(trainer.input_shape))
+        atomic_write(self.path / "checkpoint.pt", lambda fh: torch.save(state, fh))
+        self._write_metrics(trainer)
 
     def on_train_end(self, trainer: "Trainer", result: "TrainResult") -> None:
         from cnnlab import __version__
 
-        assert trainer.run_dir is not None
-        result.run_dir = trainer.run_dir
+        result.run_dir = self.path
         best_epoch = trainer.best["epoch"] if trainer.best else None
         checkpoint = {
             "state_dict": _cpu_state_dict(trainer.model),
@@ -126,15 +151,26 @@ class RunDirWriter(Callback):
             "test_correct": result.test_correct,
             "test_total": result.test_total,
             "best_epoch": best_epoch,
+            "run_id": self.run_id,
             "cnnlab_version": __version__,
         }
-        (trainer.run_dir / "result.json").write_text(json.dumps({
+        atomic_write(self.path / "result.json", json.dumps({
             "test_acc": result.test_acc, "test_correct": result.test_correct, "test_total": result.test_total,
             "best_epoch": best_epoch, "best_val_acc": trainer.best["val_acc"] if trainer.best else None,
             "seconds": result.seconds,
         }, indent=2) + "\n")
-        atomic_write_bytes(trainer.run_dir / "model.pt", lambda fh: torch.save(checkpoint, fh))
+        atomic_write(self.path / "model.pt", lambda fh: torch.save(checkpoint, fh))
         if self.plot:
             from cnnlab.plots import plot_curves
 
-            plot_curves(result.batch_losses, result.history, trainer.run_dir / "curves.png", trainer.steps_per_epoch)
+            atomic_write(self.path / "curves.png", lambda fh: plot_curves(result.batch_losses, result.history, fh,
+                                                                          trainer.steps_per_epoch))
+        self._release()
+
+    def on_exception(self, trainer: "Trainer", exc: BaseException) -> None:
+        self._release()
+
+    def _release(self) -> None:
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None

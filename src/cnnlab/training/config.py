@@ -24,6 +24,7 @@ OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("constant", "step", "cosine", "onecycle")
 TRAIN_EVALS = ("running", "full")
 DEVICES = ("auto", "cpu", "cuda")
+FLOAT32_MAX = 3.4028234663852886e38  # a larger learning rate cannot even be written in the weights' precision
 # the weight-init schemes of cnnlab.models.init (the cnn-with-diff-init notebooks); a test keeps both equal
 INIT_SCHEMES = ("default", "normal", "uniform", "xavier_normal", "xavier_uniform", "kaiming_normal", "kaiming_uniform")
 
@@ -119,8 +120,15 @@ class TrainConfig:
                 continue
             if not isinstance(value, int) or value < 1:
                 raise CnnlabError(f"--{name.replace('_', '-')} must be a positive integer, got {value!r}")
-        if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
-            raise CnnlabError(f"--lr must be a positive number, got {self.lr!r}")
+        for name in ("lr", "momentum", "weight_decay", "warmup_epochs", "gamma", "label_smoothing", "clip_grad",
+                     "val_fraction"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                      or not math.isfinite(value)):
+                raise CnnlabError(f"--{name.replace('_', '-')} must be a finite number, got {value!r}")
+        if not 0 < self.lr < FLOAT32_MAX:
+            raise CnnlabError(f"--lr must be a positive number below {FLOAT32_MAX:.3g} (the largest float32), "
+                              f"got {self.lr!r}")
         if not 0 <= self.momentum < 1:
             raise CnnlabError(f"--momentum must be in [0, 1), got {self.momentum!r}")
         if self.weight_decay < 0:

@@ -11,7 +11,9 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from cnnlab.errors import CnnlabError, RunDirError
-from cnnlab.runs import CHECKPOINT_KEYS, check_run_dir, default_run_dir, read_checkpoint, read_run_config
+from cnnlab.runs import (CHECKPOINT_KEYS, check_run_dir, default_run_dir, end_artefacts_missing, read_checkpoint,
+                         read_config_doc, read_run_config)
+from cnnlab.storage import RunLock
 from cnnlab.training.callbacks import Callback
 from cnnlab.training.checkpoint import RunDirWriter
 from cnnlab.training.config import TrainConfig
@@ -29,12 +31,16 @@ def train(config: TrainConfig | None = None, callbacks: Sequence[Callback] = (),
     With torchrun, rank 0 alone runs the callbacks and writes the run directory.
     """
     config = dataclasses.replace(config or TrainConfig(), **overrides)
+    config.validate()
     rank = distributed_env()[0]
-    trainer = Trainer(config, callbacks if rank == 0 else ())
+    writer = None
     if write_run_dir and rank == 0:
         out = config.out or default_run_dir(config.model, config.dataset)
-        check_run_dir(out, overwrite)  # fail before training, not after
-        trainer.callbacks.insert(0, RunDirWriter(out, overwrite=overwrite))
+        check_run_dir(out, overwrite)  # fail before reading any data, not after training
+        writer = RunDirWriter(out, overwrite=overwrite)
+    trainer = Trainer(config, callbacks if rank == 0 else ())
+    if writer is not None:
+        trainer.callbacks.insert(0, writer)
     return trainer.fit()
 
 
@@ -42,26 +48,58 @@ def resume(run_dir: str | os.PathLike, callbacks: Sequence[Callback] = (), *, ep
            data_dir: str | None = None) -> TrainResult:
     """Continue an interrupted run from its last ``checkpoint.pt``, up to its (or a new) ``epochs``.
 
-    On the CPU with ``deterministic`` the final weights equal those of a run never stopped.
+    On the CPU with ``deterministic`` the final weights equal those of a run never stopped. A run
+    killed before its first checkpoint starts again from its config.json; a run whose last epoch
+    is done but whose end files (model.pt, result.json, curves.png) are missing gets them written.
+    The directory is locked first, and the checkpoint must belong to the run (same run id, model,
+    dataset and shapes as config.json) before anything is written.
     """
     path = Path(run_dir)
     ckpt = path / "checkpoint.pt"
     if not path.is_dir():
         raise RunDirError(f"--resume {path}: no such run directory")
-    if not ckpt.is_file():
+    if not ckpt.is_file() and not (path / "config.json").is_file():
         raise RunDirError(f"--resume {path}: no checkpoint.pt there (runs write one after every epoch)")
-    state = read_checkpoint(ckpt, CHECKPOINT_KEYS, "training checkpoint")
-    config = TrainConfig.from_dict(state["config"])
-    config.out = str(path)
-    if epochs is not None:
-        config.epochs = epochs
-    if data_dir is not None:
-        config.data_dir = data_dir
-    if int(state["epoch"]) >= config.epochs:
-        raise RunDirError(f"{path} already has {state['epoch']} of {config.epochs} epochs; pass a larger --epochs to go on")
-    trainer = Trainer(config, callbacks, resume_from=state)
-    trainer.callbacks.insert(0, RunDirWriter(path, resume=True))
+    lock = RunLock(path).acquire()  # before reading: another process may be writing this run
+    try:
+        state = read_checkpoint(ckpt, CHECKPOINT_KEYS, "training checkpoint") if ckpt.is_file() else None
+        doc = read_config_doc(path)
+        if doc is None:
+            raise RunDirError(f"--resume {path}: config.json is missing or damaged, so checkpoint.pt cannot be checked "
+                              f"against its run; start a new run")
+        if state is not None:
+            _check_checkpoint_identity(path, doc, state)
+        config = TrainConfig.from_dict(state["config"] if state is not None else doc["config"])
+        config.out = str(path)
+        config.epochs = epochs if epochs is not None else config.epochs
+        config.data_dir = data_dir if data_dir is not None else config.data_dir
+        if state is not None and int(state["epoch"]) >= config.epochs and not end_artefacts_missing(path):
+            raise RunDirError(f"{path} already has {state['epoch']} of {config.epochs} epochs; pass a larger --epochs "
+                              f"to go on")
+        trainer = Trainer(config, callbacks, resume_from=state)
+        trainer.callbacks.insert(0, RunDirWriter(path, mode="resume" if state is not None else "restart", lock=lock,
+                                                 run_id=doc.get("run_id")))
+    except BaseException:
+        lock.release()
+        raise
     return trainer.fit()
+
+
+def _check_checkpoint_identity(path: Path, doc: dict[str, Any], state: dict[str, Any]) -> None:
+    """checkpoint.pt must be this run's: same run id (when both have one), model, dataset, shapes."""
+    saved, ckpt = doc["config"], state["config"] if isinstance(state["config"], dict) else {}
+    differences = []
+    if doc.get("run_id") and state.get("run_id") and doc["run_id"] != state["run_id"]:
+        differences.append(f"run id {state['run_id'][:8]} vs {doc['run_id'][:8]}")
+    for key in ("model", "dataset", "model_options", "input_size", "in_channels"):
+        if ckpt.get(key) != saved.get(key):
+            differences.append(f"{key} {ckpt.get(key)!r} vs {saved.get(key)!r}")
+    for key in ("input_shape", "classes"):
+        if key in state and key in doc and list(state[key]) != list(doc[key]):
+            differences.append(f"{key} differ")
+    if differences:
+        raise RunDirError(f"--resume {path}: checkpoint.pt belongs to another run than config.json "
+                          f"({'; '.join(differences[:3])}); put the run's own checkpoint.pt back, or start a new run")
 
 
 def _check_resume_options(run_dir: Path, config: TrainConfig, explicit: set[str]) -> None:

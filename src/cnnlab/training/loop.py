@@ -20,8 +20,9 @@ import torch.nn.functional as F
 
 from cnnlab.data import LoadOptions, augment_batch, get_dataset_spec, iterate_batches, load_splits, normalization
 from cnnlab.errors import CnnlabError
-from cnnlab.models import create_model, freeze, get_model_info, init_weights, load_weights, weights_in_channels
-from cnnlab.runtime import determinism, memory_format_for, resolve_device
+from cnnlab.models import (create_model, first_conv_key, freeze, get_model_info, init_weights, load_weights,
+                           weights_in_channels)
+from cnnlab.runtime import determinism, explain_out_of_memory, memory_format_for, resolve_device
 from cnnlab.training.callbacks import Callback
 from cnnlab.training.checkpoint import restore_state
 from cnnlab.training.config import TrainConfig
@@ -81,7 +82,8 @@ class Trainer:
                               f"{self.world} processes")
         self.device = local_device(resolve_device(c.device))
         get_model_info(c.model)  # unknown model: fail before loading any data
-        self._load_data()
+        with explain_out_of_memory(f"loading {c.dataset}"):
+            self._load_data()
         self.memory_format = memory_format_for(c.channels_last, self.device)
         self.normalize = normalization(c.dataset, c.normalize)
         self.augment = get_dataset_spec(c.dataset).augment if c.augment else None
@@ -95,7 +97,7 @@ class Trainer:
         self.test_counts: tuple[int, int] | None = None
         self.run_dir: Path | None = None  # set by the RunDirWriter callback
         self.replaced_head: list[str] = []  # head tensors left as initialised (--weights with other classes)
-        with determinism(c.deterministic, self.device):
+        with determinism(c.deterministic, self.device), explain_out_of_memory(f"building {c.model}"):
             torch.manual_seed(c.seed)  # before the model is built, as in the lecture's notebook
             self.model = self.build_model()
         self._joined_group = join_process_group(self.device)
@@ -128,7 +130,7 @@ class Trainer:
                              **c.model_options)
         init_weights(model, c.init)
         if c.weights:
-            expected = weights_in_channels(c.weights)
+            expected = weights_in_channels(c.weights, first_conv_key(model))
             if expected is not None and expected != channels:
                 raise CnnlabError(
                     f"the weights in {c.weights} expect {expected} input channel(s) but {c.dataset} has {channels}; "
@@ -145,16 +147,22 @@ class Trainer:
     def fit(self) -> TrainResult:
         """Train from ``start_epoch`` to ``config.epochs``, evaluating after each epoch."""
         c = self.config
-        with determinism(c.deterministic, self.device):
-            self._call("on_train_start")
-            start = time.perf_counter() - (self.history[-1].elapsed if self.history else 0.0)
-            for epoch in range(self.start_epoch, c.epochs + 1):
-                self._call("on_epoch_start", epoch)
-                record = self.evaluate(epoch, *self.train_one_epoch(epoch), start)
-                self.history.append(record)
-                self._call("on_epoch_end", record)
-            result = self._finish(start)
-            self._call("on_train_end", result)
+        shape = "x".join(map(str, self.input_shape))
+        try:
+            with determinism(c.deterministic, self.device), \
+                    explain_out_of_memory(f"training {c.model} on {shape} images in batches of {c.batch_size}"):
+                self._call("on_train_start")
+                start = time.perf_counter() - (self.history[-1].elapsed if self.history else 0.0)
+                for epoch in range(self.start_epoch, c.epochs + 1):
+                    self._call("on_epoch_start", epoch)
+                    record = self.evaluate(epoch, *self.train_one_epoch(epoch), start)
+                    self.history.append(record)
+                    self._call("on_epoch_end", record)
+                result = self._finish(start)
+                self._call("on_train_end", result)
+        except BaseException as exc:
+            self._call("on_exception", exc)
+            raise
         leave_process_group(self._joined_group)
         return result
 
@@ -246,7 +254,8 @@ class Trainer:
             assert self.best is not None
             self.model.load_state_dict(self.best["model"])
             self.test_counts = self._score(self.test_data)
-        assert self.test_counts is not None  # at least one epoch ran (resume() checks)
+        elif self.test_counts is None:  # resumed after the last epoch to finish the run's files
+            self.test_counts = self._score(self.test_data)
         return TrainResult(config=c, history=self.history, batch_losses=self.batch_losses,
                            test_correct=self.test_counts[0], test_total=self.test_counts[1],
                            seconds=time.perf_counter() - start, run_dir=self.run_dir, model=self.model)

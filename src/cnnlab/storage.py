@@ -1,0 +1,150 @@
+"""Writing run directories so that nothing is lost and nothing is half-written.
+
+- :func:`atomic_write`: every file of a run is written to a temporary file beside it, flushed,
+  fsync'ed, then renamed over the old one: a reader (or a process killed at any moment) sees the
+  old file or the new one, never a part of one. A full disk or a read-only folder is one line
+  (:class:`~cnnlab.errors.RunDirError`), with the previous file intact.
+- :class:`RunLock`: one process owns a run directory while it writes into it (an exclusive
+  ``flock`` on ``RUN_DIR/.cnnlab.lock``, released by the OS even after ``kill -9``).
+- :func:`make_run_dir` / :func:`clear_artefacts` / :func:`check_writable`: creating a run
+  directory, emptying an old run's files for ``--overwrite``, refusing an ``--out`` that cannot be.
+See docs/RELIABILITY.md for what is guaranteed.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+from pathlib import Path
+from typing import IO, Any, Callable
+
+from cnnlab.errors import RunDirError
+
+__all__ = ["ARTEFACTS", "LOCK_NAME", "atomic_write", "RunLock", "make_run_dir", "clear_artefacts",
+           "check_writable", "disk_error"]
+
+# every file (or folder) cnnlab writes into a run directory; --overwrite clears exactly these
+ARTEFACTS = ("config.json", "metrics.csv", "checkpoint.pt", "model.pt", "result.json", "curves.png",
+             "confusion_test.png", "confusion_val.png", "model.onnx", "model.int8.onnx", "tensorboard")
+LOCK_NAME = ".cnnlab.lock"
+
+
+def disk_error(path: Path, exc: BaseException, run_dir: Path | None = None) -> RunDirError:
+    """One line for a failed write, saying what to do."""
+    reason = getattr(exc, "strerror", None) or str(exc).splitlines()[0] or type(exc).__name__
+    if getattr(exc, "errno", None) in (errno.ENOSPC, errno.EDQUOT):
+        then = f"; the run's last checkpoint is intact: free space, then `cnnlab train --resume {run_dir}`" \
+            if run_dir is not None else "; free space and try again"
+        return RunDirError(f"no space left on the device while writing {path}{then}")
+    if getattr(exc, "errno", None) in (errno.EROFS, errno.EACCES, errno.EPERM):
+        return RunDirError(f"cannot write {path} ({reason}); choose a folder you can write to")
+    return RunDirError(f"cannot write {path} ({reason})")
+
+
+def _write_file(tmp: Path, content: bytes | str | Callable[[IO[bytes]], Any]) -> None:
+    with open(tmp, "wb") as fh:
+        if callable(content):
+            content(fh)
+        else:
+            fh.write(content.encode("utf-8") if isinstance(content, str) else content)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def atomic_write(path: str | os.PathLike, content: bytes | str | Callable[[IO[bytes]], Any]) -> None:
+    """Write ``content`` (bytes, text, or a function writing into a binary file) to ``path``
+    atomically: temporary file beside it, fsync, rename. On failure the old file stays as it was."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        _write_file(tmp, content)
+        os.replace(tmp, path)
+    except (OSError, RuntimeError) as exc:  # torch.save reports a failed write as a RuntimeError
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
+        if isinstance(exc, RuntimeError) and "write" not in str(exc).lower():
+            raise
+        raise disk_error(path, exc, path.parent) from None
+
+
+class RunLock:
+    """An exclusive lock on a run directory, held while one process writes into it.
+
+    ``acquire()`` raises a one-line :class:`RunDirError` when another live process holds it.
+    The lock is advisory (``fcntl.flock``) and dies with its process, so a killed run never
+    leaves a directory locked.
+    """
+
+    def __init__(self, run_dir: str | os.PathLike):
+        self.path = Path(run_dir) / LOCK_NAME
+        self._fh: IO[str] | None = None
+
+    def acquire(self) -> "RunLock":
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - not POSIX: no locking
+            return self
+        try:
+            fh = open(self.path, "a+")
+        except OSError as exc:
+            raise disk_error(self.path, exc) from None
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            owner = fh.read().strip() or "?"
+            fh.close()
+            raise RunDirError(f"run directory {self.path.parent} is in use by another cnnlab process (pid {owner}); "
+                              f"wait for it to finish, or choose another --out") from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(str(os.getpid()))
+        fh.flush()
+        self._fh = fh
+        return self
+
+    def release(self) -> None:
+        if self._fh is not None:
+            self._fh.close()  # closing the file releases the flock
+            self._fh = None
+
+
+def check_writable(path: Path) -> None:
+    """Refuse an ``--out`` that cannot become a directory: under a file, or on a read-only or
+    unwritable file system (checked on the nearest existing folder; nothing is written)."""
+    for parent in [path, *path.parents]:
+        if parent.exists():
+            if not parent.is_dir():
+                where = "is a file" if parent == path else f"is under {parent}, which is a file"
+                raise RunDirError(f"--out {path} {where}, not a directory; choose another --out")
+            if not os.access(parent, os.W_OK | os.X_OK):
+                raise RunDirError(f"--out {path}: {parent} is not writable (read-only or no permission); "
+                                  f"choose another --out")
+            return
+
+
+def make_run_dir(path: Path) -> None:
+    """``mkdir -p`` with one-line errors."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise disk_error(path, exc) from None
+
+
+def clear_artefacts(run_dir: Path) -> None:
+    """Remove an old run's files (``--overwrite``), so no stale model.pt or result.json stays
+    beside a new run's checkpoint. Files cnnlab did not write are left alone."""
+    for name in ARTEFACTS:
+        target = run_dir / name
+        try:
+            if target.is_dir() and not target.is_symlink():
+                shutil.rmtree(target)
+            elif target.exists() or target.is_symlink():
+                target.unlink()
+        except OSError as exc:
+            raise disk_error(target, exc) from None
+    for tmp in run_dir.glob(".*.tmp"):
+        tmp.unlink(missing_ok=True)
