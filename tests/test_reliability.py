@@ -146,10 +146,25 @@ def test_kill_9_at_any_write_then_resume_is_bitwise_equal(tmp_path, straight, ph
 
 @pytest.mark.slow
 @pytest.mark.parametrize("target", range(1, len(WRITES) + 1))
-def test_disk_full_at_any_write_is_one_line_and_resumable(tmp_path, straight, target):
-    out = tmp_path / "run"
-    proc = faulty_run(tmp_path, "enospc", target, out)
-    assert_user_error(proc, "no space left on the device while writing", WRITES[target - 1])
+def test_disk_full_at_any_write_is_one_line_and_resumable(tmp_path, straight, target, monkeypatch):
+    """In-process (no kill needed): the n-th write hits ENOSPC; the CLI's one line is checked once below."""
+    import errno
+
+    import cnnlab.storage as storage
+
+    out, calls, write_file = tmp_path / "run", [], storage._write_file
+
+    def full_disk(tmp, content):
+        calls.append(tmp)
+        if len(calls) == target:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        write_file(tmp, content)
+
+    monkeypatch.setattr(storage, "_write_file", full_disk)
+    with pytest.raises(RunDirError, match=f"no space left on the device while writing .*{WRITES[target - 1]}"):
+        train(TrainConfig(**CONFIG), out=str(out))
+    monkeypatch.setattr(storage, "_write_file", write_file)
+    assert not list(out.glob(".*.tmp"))  # no half-written file left behind
     if target == 1:
         assert not (out / "config.json").exists()
         return
@@ -158,6 +173,13 @@ def test_disk_full_at_any_write_is_one_line_and_resumable(tmp_path, straight, ta
         epoch = torch.load(ckpt, weights_only=True)["epoch"]
         assert len(metric_rows(out)) - 1 in (epoch, epoch - 1) and len(metric_rows(out)) - 1 <= epoch
     assert_resumes_to_straight(out, straight)
+
+
+def test_disk_full_on_the_command_line_is_one_line(tmp_path):
+    out = tmp_path / "run"
+    proc = faulty_run(tmp_path, "enospc", WRITES.index("checkpoint.pt") + 3, out)
+    assert_user_error(proc, "no space left on the device while writing", "checkpoint.pt", "--resume")
+    assert torch.load(out / "checkpoint.pt", weights_only=True)["epoch"] == 1
 
 
 def test_resume_after_a_kill_before_the_first_checkpoint_starts_from_the_start(tmp_path, straight):
