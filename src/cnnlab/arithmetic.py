@@ -374,3 +374,25 @@ def explain_output_size(
         lines.append(f"  = floor(({i} + {before} + {after} - {d * (k - 1) + 1})/{s}) + 1 = {o}")
     lines.append(f"output size: {o}")
     return o, lines
+
+
+def training_flops(forward_macs: int, input_grad: bool, weight_grad: bool) -> tuple[int, int, int]:
+    """(forward, input-gradient, weight-gradient) FLOPs of a conv/linear layer doing ``forward_macs``: each
+    gradient is a (transposed) convolution/product of the same size, 2 x MACs, computed only where needed."""
+    return 2 * forward_macs, 2 * forward_macs * bool(input_grad), 2 * forward_macs * bool(weight_grad)
+
+
+def conv_buffer_bytes(algorithm: str, n: int, c: int, k: int, h: int, w: int, kernel: int = 3, m: int = 2,
+                      itemsize: int = 4) -> int:
+    """Bytes of the buffer that defines an algorithm for a stride-1 'same' kernel x kernel convolution of
+    n x c x h x w into k channels: im2col the unfolded input (n h w rows of c kernel^2); fft the complex spectra
+    of input, filters and output on the padded (h+kernel-1) x ((w+kernel-1)//2 + 1) grid; winograd F(m, 3) the
+    transformed tiles a^2 (P c + k c + P k), a = m + 2, P = n ceil(h/m) ceil(w/m) tiles; 0 for others."""
+    if algorithm == "im2col":
+        return n * h * w * c * kernel * kernel * itemsize
+    if algorithm == "fft":
+        return 2 * itemsize * (h + kernel - 1) * ((w + kernel - 1) // 2 + 1) * (n * c + k * c + n * k)
+    if algorithm.startswith("winograd"):
+        tiles = n * -(-h // m) * -(-w // m)
+        return itemsize * (m + 2) ** 2 * (tiles * c + k * c + tiles * k)
+    return 0

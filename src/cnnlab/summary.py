@@ -17,11 +17,12 @@ import torch
 import torch.nn as nn
 
 from cnnlab import arithmetic
+from cnnlab.analysis.modelspec import parse_int_list, parse_shape  # (they lived here; re-exported)
+from cnnlab.errors import CnnlabError
 from cnnlab.geometry import Geometry, layer_geometry, module_macs
 from cnnlab.models import create_model
 
 __all__ = [
-    "zoo_rows",
     "LayerRow",
     "ModelSummary",
     "ReceptiveField",
@@ -58,6 +59,12 @@ class LayerRow:
     receptive_field: int | None = None  # height axis; None: the whole input (after a linear / global pool)
     jump: int | None = None  # height axis, input pixels between adjacent output units
     rf_start: float | None = None  # height axis, input coordinate of the first unit's field centre
+    # with train=True, for the whole batch (cnnlab.analysis.training): forward and backward FLOPs, bytes saved
+    forward_macs: int | None = None
+    forward_flops: int | None = None
+    grad_input_flops: int | None = None
+    grad_weight_flops: int | None = None
+    saved_bytes: int | None = None
 
     @property
     def transition(self) -> str:
@@ -73,6 +80,10 @@ class ModelSummary:
     total_params: int = 0
     trainable_params: int = 0
     total_macs: int = 0
+    training: Any = None  # cnnlab.analysis.training.TrainingCost (train=True)
+    fit: Any = None  # cnnlab.analysis.training.FitResult (run_summary with fit_memory)
+    note: str | None = None  # how the input shape was chosen, where the user gave none
+    module: Any = field(default=None, repr=False)  # the traced model (not serialised)
 
     @property
     def total_flops(self) -> int:
@@ -82,19 +93,21 @@ class ModelSummary:
     def to_dict(self) -> dict[str, Any]:
         layers = []
         for row in self.layers:
-            d = asdict(row)
+            d = {k: v for k, v in asdict(row).items() if self.training is not None or k not in _TRAIN_KEYS}
             d["transition"] = row.transition
             layers.append(d)
-        return {
-            "model": self.model,
-            "input_shape": self.input_shape,
-            "output_shape": self.output_shape,
-            "total_params": self.total_params,
-            "trainable_params": self.trainable_params,
-            "total_macs": self.total_macs,
-            "total_flops": self.total_flops,
-            "layers": layers,
-        }
+        out = {"model": self.model, "input_shape": self.input_shape, "output_shape": self.output_shape,
+               "total_params": self.total_params, "trainable_params": self.trainable_params,
+               "total_macs": self.total_macs, "total_flops": self.total_flops, "layers": layers}
+        if self.training is not None:
+            out["training"] = self.training.totals()
+            out["memory"] = self.training.memory.to_dict()
+        if self.fit is not None:
+            out["fit"] = self.fit.to_dict()
+        return out
+
+
+_TRAIN_KEYS = ("forward_macs", "forward_flops", "grad_input_flops", "grad_weight_flops", "saved_bytes")
 
 
 def _formula(geometry: Geometry, in_hw: tuple[int, int]) -> str:
@@ -298,13 +311,19 @@ def _sample_input(model: nn.Module, input_shape: Sequence[int]) -> torch.Tensor:
     return torch.zeros((1, *input_shape))
 
 
-def summarize(model: nn.Module, input_shape: Sequence[int], *, name: str | None = None) -> ModelSummary:
-    """Trace ``model`` on one input of ``input_shape`` = (C, H, W) and explain every layer.
-
-    The forward pass runs on the model's own device (``meta`` for :func:`summarize_model`).
-    """
+def _trace(model: nn.Module, input_shape: Sequence[int], name: str | None, smallest: int | None = None) -> ModelSummary:
+    """The shape trace; a model that cannot take the input raises :class:`ShapeError` explaining why
+    (:mod:`cnnlab.analysis.shapes`), with the table up to the failing layer as ``.summary``."""
     tracer = _Tracer(model, input_shape)
-    out = _first_tensor(tracer.run(_sample_input(model, input_shape)))
+    try:
+        out = _first_tensor(tracer.run(_sample_input(model, input_shape)))
+    except CnnlabError:
+        raise
+    except Exception:  # noqa: BLE001 -- explained in one line by the shape debugger, never a traceback
+        from cnnlab.analysis.shapes import shape_error
+
+        partial = ModelSummary(name or type(model).__name__, list(input_shape), [], tracer.rows)
+        raise shape_error(model, input_shape, smallest=smallest, partial=partial) from None
     return ModelSummary(
         model=name or type(model).__name__,
         input_shape=list(input_shape),
@@ -313,7 +332,28 @@ def summarize(model: nn.Module, input_shape: Sequence[int], *, name: str | None 
         total_params=sum(p.numel() for p in model.parameters()),
         trainable_params=sum(p.numel() for p in model.parameters() if p.requires_grad),
         total_macs=sum(r.macs for r in tracer.rows),
+        module=model,
     )
+
+
+def summarize(model: nn.Module, input_shape: Sequence[int], *, name: str | None = None, train: bool = False,
+              batch_size: int = 1, measure: bool = False, settings: Any = None, **step: Any) -> ModelSummary:
+    """Trace ``model`` (any ``nn.Module``) on one input of ``input_shape`` = (C, H, W) and explain every layer.
+
+    ``train=True`` adds the cost of one training step of ``batch_size`` (per layer ``forward_macs``,
+    ``forward_flops``, ``grad_input_flops``, ``grad_weight_flops``, ``saved_bytes`` for the batch;
+    ``.training`` with the memory), as ``cnnlab train`` runs it: ``settings`` is a
+    :class:`cnnlab.analysis.estimate.StepSettings`, or give its fields (``optimizer``, ``momentum``,
+    ``amp``, ``device``, ``channels_last``, ``freeze``); ``measure=True`` also runs two real steps.
+    A model that cannot take the input raises :class:`ShapeError` naming the failing layer, with the
+    arithmetic and the smallest square input that fits. The forward pass runs on the model's own device.
+    """
+    result = _trace(model, input_shape, name)
+    if train or measure:
+        from cnnlab.analysis.training import attach_training
+
+        attach_training(result, model, input_shape, batch_size, settings, measure=measure, **step)
+    return result
 
 
 def receptive_field_map(model: nn.Module, input_shape: Sequence[int]) -> dict[str, ReceptiveField | None]:
@@ -332,56 +372,27 @@ def receptive_field_map(model: nn.Module, input_shape: Sequence[int]) -> dict[st
 
 
 def summarize_model(name: str, input_shape: Sequence[int] | None = None, *, num_classes: int | None = None,
+                    train: bool = False, batch_size: int = 1, measure: bool = False, settings: Any = None,
                     **options: Any) -> ModelSummary:
-    """Summarize a registry model, built on the ``meta`` device (no memory, no arithmetic)."""
+    """Summarize a registry model, built on the ``meta`` device (no memory, no arithmetic).
+    ``options`` are the model's options (``dropout2d=0.2``) and, with ``train=True``, the step's
+    (``optimizer="adam"``, ``amp=True``, ``freeze=("features",)``; see :func:`summarize`)."""
+    from cnnlab.analysis.estimate import StepSettings
     from cnnlab.models import get_model_info
 
     info = get_model_info(name)
+    step = {k: options.pop(k) for k in list(options) if k in StepSettings.__dataclass_fields__}
     c, h, w = input_shape if input_shape is not None else info.input_shape
     if h != w:
-        from cnnlab.errors import CnnlabError
-
         raise CnnlabError(f"registry models take square inputs; got {h}x{w}")
-    with torch.device("meta"):
-        model = create_model(name, num_classes=num_classes, in_channels=c, input_size=h, **options)
-    return summarize(model, (c, h, w), name=name)
-
-
-def zoo_rows() -> list[dict[str, Any]]:
-    """One row per registered model at its default input: family, input, parameters, MACs, paper."""
-    from cnnlab.models import get_model_info, list_models
-
-    rows = []
-    for name in list_models():
-        info = get_model_info(name)
-        s = summarize_model(name)
-        rows.append({"name": name, "family": info.family, "input": "x".join(map(str, info.input_shape)),
-                     "params": s.total_params, "macs": s.total_macs, "paper": info.paper})
-    return rows
-
-
-def parse_shape(text: str) -> tuple[int, int, int]:
-    """``"1x28x28"`` -> (1, 28, 28)."""
-    from cnnlab.errors import CnnlabError
-
-    parts = text.lower().replace("×", "x").split("x")
     try:
-        dims = tuple(int(p) for p in parts)
-    except ValueError:
-        dims = ()
-    if len(dims) != 3 or min(dims) < 1:
-        raise CnnlabError(f"--input must look like CxHxW with positive integers (e.g. 1x28x28), got {text!r}")
-    return dims  # type: ignore[return-value]
+        with torch.device("meta"):
+            model = create_model(name, num_classes=num_classes, in_channels=c, input_size=h, **options)
+    except CnnlabError as exc:  # too small for the architecture? the table up to the layer where it vanishes
+        from cnnlab.analysis.shapes import registry_fallback
 
-
-def parse_int_list(text: str, name: str) -> list[int]:
-    """``"1,8"`` -> [1, 8]; ``name`` is the option named in the error (e.g. ``--batch-sizes``)."""
-    from cnnlab.errors import CnnlabError
-
-    try:
-        values = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        values = []
-    if not values or min(values) < 1:
-        raise CnnlabError(f"{name} takes comma-separated positive integers, e.g. 1,8; got {text!r}")
-    return values
+        model, smallest = registry_fallback(name, (c, h, w), exc, num_classes, options)
+        _trace(model, (c, h, w), name, smallest=smallest)
+        raise exc from None  # the default-size model took it after all: the builder's own message
+    return summarize(model, (c, h, w), name=name, train=train, batch_size=batch_size, measure=measure,
+                     settings=settings, **step)

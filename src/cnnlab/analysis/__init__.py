@@ -20,6 +20,13 @@ Modules: ``ops.py`` (operation counter), ``memory.py`` (activation bytes), ``tim
 per batch size, roof, machine), ``report.py`` (the report and its rows / CSV / JSON, accuracies),
 ``pipeline.py`` (``analyze``, ``analyze_models``, ``run_analyze`` = the ``cnnlab analyze``
 command), ``html.py`` (the self-contained HTML report).
+
+What a training step costs (``cnnlab summary --train``): ``simulate.py`` (the allocator simulated on
+fake tensors over the trainer's step), ``workspace.py`` (CPU kernel buffers the simulation cannot
+see), ``estimate.py`` (the step's settings, per-layer FLOPs and saved bytes), ``training.py``
+(``training_cost``, ``fit_batch_size``, ``peaks_by_batch``), ``measure.py`` (measured peaks:
+profiler on the CPU, ``max_memory_allocated`` on CUDA), ``shapes.py`` (the shape debugger),
+``modelspec.py`` (registry names or users' model files, ``run_summary``).
 """
 
 from cnnlab.analysis.html import write_html
@@ -28,6 +35,9 @@ from cnnlab.analysis.ops import count_ops
 from cnnlab.analysis.pipeline import analyze, analyze_models, run_analyze
 from cnnlab.analysis.report import IMAGENET_SOURCE, IMAGENET_TOP1, ModelReport, Report, run_accuracies
 from cnnlab.analysis.timing import machine_info, measure_roof, time_model
+from cnnlab.analysis.estimate import StepSettings
+from cnnlab.analysis.measure import measure_inference_peak, measure_training_peak
+from cnnlab.analysis.training import fit_batch_size, peaks_by_batch, training_cost
 
 __all__ = [
     "ModelReport",
@@ -45,4 +55,10 @@ __all__ = [
     "time_model",
     "machine_info",
     "write_html",
+    "StepSettings",
+    "training_cost",
+    "fit_batch_size",
+    "peaks_by_batch",
+    "measure_training_peak",
+    "measure_inference_peak",
 ]

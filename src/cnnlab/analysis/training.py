@@ -1,0 +1,299 @@
+"""What a training step costs, for any ``nn.Module``: per-layer forward and backward FLOPs, the
+bytes saved for backward, and the memory of the whole step (parameters, gradients, optimizer
+state, activations and the peak), estimated by simulating the allocator
+(:mod:`cnnlab.analysis.simulate`) and, on request, measured (:mod:`cnnlab.analysis.measure`);
+and the largest batch that fits a memory budget.
+
+The peak is not the sum of the parts: the activations are freed progressively during backward
+while the gradients appear, the previous step's gradients live through the forward pass (the
+trainer zeroes them after it), and Adam's update needs per-parameter temporaries. The simulation
+follows all of it; ``sum_bytes`` is the naive sum, for comparison.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any, Sequence
+
+import torch.nn as nn
+
+from cnnlab.analysis.estimate import LayerRecord, StepSettings, simulate_inference, simulate_training
+from cnnlab.analysis.simulate import STATE_BUFFERS
+from cnnlab.errors import CnnlabError
+
+__all__ = ["TrainingMemory", "TrainingCost", "FitResult", "training_cost", "attach_training", "inference_peak",
+           "fit_batch_size", "peaks_by_batch", "parse_bytes", "format_bytes"]
+
+_UNITS = {"": 1, "b": 1, "k": 2**10, "kb": 10**3, "kib": 2**10, "m": 2**20, "mb": 10**6, "mib": 2**20,
+          "g": 2**30, "gb": 10**9, "gib": 2**30, "t": 2**40, "tb": 10**12, "tib": 2**40}
+
+
+def parse_bytes(text: str | int) -> int:
+    """``"8GiB"`` -> 8589934592. KiB/MiB/GiB/TiB (and K/M/G/T) are powers of 1024, kB/MB/GB/TB of 1000."""
+    if isinstance(text, int):
+        value = text
+    else:
+        match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([a-zA-Z]*)\s*", str(text))
+        unit = match.group(2).lower() if match else None
+        if unit not in _UNITS:
+            raise CnnlabError(f"--fit-memory takes a size such as 8GiB, 512MiB or 2GB; got {text!r}")
+        value = int(float(match.group(1)) * _UNITS[unit])
+    if value <= 0:
+        raise CnnlabError(f"--fit-memory must be a positive size, got {text!r}")
+    return value
+
+
+def format_bytes(n: int | float | None) -> str:
+    """Bytes in binary units: ``1.23 GiB``, ``456.7 MiB``, ``12.0 KiB``, ``512 B``."""
+    if n is None:
+        return "-"
+    for unit, size in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if abs(n) >= 1000 * size // 1024:  # 1000 MiB reads as 0.98 GiB
+            return f"{n / size:.2f} {unit}" if unit in ("TiB", "GiB") else f"{n / size:.1f} {unit}"
+    return f"{int(n)} B"
+
+
+@dataclass
+class TrainingMemory:
+    """Bytes of one training step. ``peak_bytes`` is the whole step's peak (weights and the input
+    batch included); ``at_peak`` what was alive then, by kind."""
+
+    params_bytes: int
+    grads_bytes: int
+    optimizer_bytes: int
+    activations_bytes: int  # tensors saved for backward (parameters and the input batch not included)
+    buffers_bytes: int
+    input_bytes: int
+    peak_bytes: int
+    peak_at: str  # phase: op
+    at_peak: dict[str, int] = field(default_factory=dict)
+    measured_peak_bytes: int | None = None
+    measured_method: str | None = None
+
+    @property
+    def sum_bytes(self) -> int:
+        """The naive total: every part at once (no workspace, nothing freed or in flight)."""
+        return (self.params_bytes + self.grads_bytes + self.optimizer_bytes + self.activations_bytes
+                + self.buffers_bytes + self.input_bytes)
+
+    def parts(self) -> list[tuple[str, int | None]]:
+        """(label, bytes) rows for a table."""
+        rows = [("parameters", self.params_bytes), ("gradients", self.grads_bytes),
+                ("optimizer state", self.optimizer_bytes), ("activations saved for backward", self.activations_bytes),
+                ("buffers (batch-norm statistics)", self.buffers_bytes), ("input batch", self.input_bytes),
+                ("sum of the above", self.sum_bytes), ("peak of the step (estimated)", self.peak_bytes)]
+        if self.measured_peak_bytes is not None:
+            rows.append(("peak of the step (measured)", self.measured_peak_bytes))
+        return rows
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "sum_bytes": self.sum_bytes}
+
+
+@dataclass
+class TrainingCost:
+    """Per-layer FLOPs and saved bytes, and the memory of one training step of ``batch_size``."""
+
+    batch_size: int
+    settings: StepSettings
+    layers: list[LayerRecord]
+    memory: TrainingMemory
+    other_flops: int = 0  # convolutions and matrix products outside conv/linear modules (forward + backward)
+
+    @property
+    def forward_flops(self) -> int:
+        return sum(r.forward_flops for r in self.layers)
+
+    @property
+    def grad_input_flops(self) -> int:
+        return sum(r.grad_input_flops for r in self.layers)
+
+    @property
+    def grad_weight_flops(self) -> int:
+        return sum(r.grad_weight_flops for r in self.layers)
+
+    @property
+    def training_flops(self) -> int:
+        """Forward + backward FLOPs of the step (conv and linear layers, 2 x MACs each)."""
+        return self.forward_flops + self.grad_input_flops + self.grad_weight_flops + self.other_flops
+
+    def totals(self) -> dict[str, Any]:
+        s = self.settings
+        return {"batch_size": self.batch_size, "optimizer": s.optimizer, "momentum": s.momentum, "amp": s.amp,
+                "device": s.device, "memory_format": str(s.memory_format).removeprefix("torch."),
+                "frozen": list(s.freeze), "optimizer_buffers_per_parameter": _buffers(s),
+                "forward_flops": self.forward_flops, "grad_input_flops": self.grad_input_flops,
+                "grad_weight_flops": self.grad_weight_flops, "other_flops": self.other_flops,
+                "training_flops": self.training_flops}
+
+
+def _buffers(settings: StepSettings) -> int:
+    return 1 if settings.optimizer == "sgd" and settings.momentum else STATE_BUFFERS[settings.optimizer]
+
+
+def _memory(est) -> TrainingMemory:
+    sim = est.sim
+    return TrainingMemory(
+        params_bytes=sim.static.get("params", 0), grads_bytes=sim.static.get("grads", 0),
+        optimizer_bytes=sim.static.get("optimizer", 0), activations_bytes=sum(sim.saved.values()),
+        buffers_bytes=sim.static.get("buffers", 0), input_bytes=sim.static.get("input", 0),
+        peak_bytes=sim.peak, peak_at=sim.peak_at, at_peak=sim.components)
+
+
+def training_cost(model: nn.Module, input_shape: Sequence[int], batch_size: int = 1,
+                  settings: StepSettings | None = None, *, measure: bool = False) -> TrainingCost:
+    """The cost of one training step of ``model`` on ``batch_size`` inputs of ``input_shape``
+    (C, H, W), as ``cnnlab train`` runs it with ``settings``; ``measure`` also runs two real steps
+    on a copy of the model and records the measured peak beside the estimate."""
+    settings = settings or StepSettings()
+    est, settings = _simulate(model, input_shape, batch_size, settings)
+    layers = est.layers
+    rows_flops = sum(r.forward_flops + r.grad_input_flops + r.grad_weight_flops for r in layers)
+    cost = TrainingCost(batch_size, settings, layers, _memory(est),
+                        other_flops=max(0, sum(est.dispatched_flops.values()) - rows_flops))
+    if measure:
+        from cnnlab.analysis.measure import measure_training_peak
+
+        m = measure_training_peak(model, input_shape, batch_size, settings)
+        cost.memory.measured_peak_bytes, cost.memory.measured_method = m.peak_bytes, m.method
+    return cost
+
+
+def _simulate(model: nn.Module, input_shape: Sequence[int], batch_size: int, settings: StepSettings,
+              train: bool = True):
+    """simulate_training (or _inference); a model whose forward needs NCHW (``x.view(-1, 392)`` on a
+    channels-last map fails, in a real step too) is simulated in NCHW when the layout was the default's."""
+    def run(s: StepSettings):
+        return simulate_training(model, input_shape, batch_size, s) if train else \
+            simulate_inference(model, input_shape, batch_size, s)
+
+    try:
+        return run(settings), settings
+    except CnnlabError:
+        raise
+    except Exception as exc:  # noqa: BLE001 -- the user's forward: one line, not a traceback
+        if settings.channels_last is None and settings.device == "cpu":
+            try:
+                nchw = replace(settings, channels_last=False)
+                return run(nchw), nchw
+            except Exception:  # noqa: BLE001
+                pass
+        what = "training step" if train else "forward pass"
+        raise CnnlabError(f"the {what} fails ({settings.describe(train)}): {type(exc).__name__}: "
+                          f"{(str(exc).strip().splitlines() or [''])[0]}") from None
+
+
+def attach_training(summary: Any, model: nn.Module, input_shape: Sequence[int], batch_size: int = 1,
+                    settings: StepSettings | None = None, *, measure: bool = False, **step: Any) -> TrainingCost:
+    """:func:`training_cost` onto a :class:`cnnlab.summary.ModelSummary`: its layer rows get the
+    per-layer costs (matched by name and call order), ``summary.training`` the totals."""
+    if settings is None:
+        step = {k: tuple(v) if k == "freeze" and not isinstance(v, str) else (v,) if k == "freeze" else v
+                for k, v in step.items()}
+        settings = StepSettings(**step)
+    cost = training_cost(model, input_shape, batch_size, settings, measure=measure)
+    calls: dict[str, list[LayerRecord]] = {}
+    for rec in cost.layers:
+        calls.setdefault(rec.name, []).append(rec)
+    for row in summary.layers:  # the same leaf calls in the same order, unless a forward branches on .training
+        rec = calls.get(row.name, []).pop(0) if calls.get(row.name) else None
+        if rec is not None:
+            row.forward_macs, row.forward_flops, row.saved_bytes = rec.forward_macs, rec.forward_flops, rec.saved_bytes
+            row.grad_input_flops, row.grad_weight_flops = rec.grad_input_flops, rec.grad_weight_flops
+    summary.training = cost
+    return cost
+
+
+def inference_peak(model: nn.Module, input_shape: Sequence[int], batch_size: int,
+                   settings: StepSettings | None = None) -> int:
+    """Estimated peak bytes of one forward pass in eval mode without gradients (weights and batch included)."""
+    return simulate_inference(model, input_shape, batch_size, settings or StepSettings()).sim.peak
+
+
+def peaks_by_batch(model: nn.Module, input_shape: Sequence[int], batch_sizes: Sequence[int],
+                   settings: StepSettings | None = None, *, train: bool = True) -> dict[int, int]:
+    """Estimated peak bytes at every batch size from simulations at batch 2 and 3: each op's live
+    bytes are affine in the batch size (:func:`cnnlab.analysis.simulate.peak_at_batch`). Batch 1
+    is simulated apart (a batch of one can take another path, e.g. one copy fewer or more)."""
+    from cnnlab.analysis.simulate import peak_at_batch
+
+    settings = settings or StepSettings()
+
+    def sim(b: int):
+        return (simulate_training(model, input_shape, b, settings, layers=False) if train
+                else simulate_inference(model, input_shape, b, settings)).sim
+
+    s2, s3 = sim(2).samples, sim(3).samples
+    out = {}
+    for b in batch_sizes:
+        out[b] = sim(b).peak if b == 1 or len(s2) != len(s3) else peak_at_batch(b, 2, s2, 3, s3)
+    return out
+
+
+@dataclass
+class FitResult:
+    """The largest batch whose estimated peak fits ``budget_bytes``."""
+
+    batch_size: int
+    peak_bytes: int  # estimated peak at batch_size
+    next_peak_bytes: int | None  # estimated peak at batch_size + 1 (None at the search's upper limit)
+    budget_bytes: int
+    train: bool
+    settings: StepSettings
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["settings"] = asdict(self.settings)
+        return d
+
+
+def _affine_guess(budget: int, s2: Sequence[int], s3: Sequence[int], limit: int) -> int:
+    """The largest b with max_i(s2_i + (b - 2)(s3_i - s2_i)) <= budget (samples at batch 2 and 3)."""
+    best = limit
+    for a, b in zip(s2, s3):
+        if b > a:
+            best = min(best, 2 + (budget - a) // (b - a))
+    return max(1, best)
+
+
+def fit_batch_size(model: nn.Module, input_shape: Sequence[int], budget: str | int,
+                   settings: StepSettings | None = None, *, train: bool = True, limit: int = 1 << 24) -> FitResult:
+    """The largest batch size whose estimated peak (training step, or inference with ``train=False``)
+    fits ``budget`` (bytes, or a size such as ``"8GiB"``). Two simulations predict it (the peak is
+    affine in the batch size op by op); the answer and the next size are then simulated to confirm."""
+    budget = parse_bytes(budget)
+    settings = settings or StepSettings()
+    cache: dict[int, Any] = {}
+    first, settings = _simulate(model, input_shape, 1, settings, train)  # the layout it can run in
+    cache[1] = first.sim
+
+    def sim(b: int):
+        if b not in cache:
+            cache[b] = (simulate_training(model, input_shape, b, settings, layers=False) if train
+                        else simulate_inference(model, input_shape, b, settings)).sim
+        return cache[b]
+
+    if sim(1).peak > budget:
+        what = "a training step" if train else "inference"
+        raise CnnlabError(f"even a batch of 1 needs {format_bytes(sim(1).peak)} for {what} "
+                          f"({settings.describe(train)}); the budget is {format_bytes(budget)}")
+    if sim(2).peak > budget:
+        return FitResult(1, sim(1).peak, sim(2).peak, budget, train, settings)
+    same_ops = len(sim(2).samples) == len(sim(3).samples)
+    guess = max(2, min(limit, _affine_guess(budget, sim(2).samples, sim(3).samples, limit))) if same_ops else 2
+    lo, hi = 1, None
+    if sim(guess).peak <= budget:
+        lo = guess
+        if guess < limit:
+            hi = guess + 1 if sim(guess + 1).peak > budget else None
+    else:
+        hi = guess
+    while hi is None and lo < limit:  # the guess was low: double until a size does not fit
+        nxt = min(limit, 2 * lo)
+        lo, hi = (nxt, None) if sim(nxt).peak <= budget else (lo, nxt)
+    while hi is not None and hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if sim(mid).peak <= budget else (lo, mid)
+    nxt = sim(hi).peak if hi is not None else None
+    return FitResult(lo, sim(lo).peak, nxt, budget, train, settings)
