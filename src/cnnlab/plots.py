@@ -126,14 +126,24 @@ def _time_vs_batch(ax, report) -> None:
 
 
 def _memory_vs_batch(ax, report) -> None:
+    """Canziani's memory chart: the inference peak (weights, batch and activations) per batch size,
+    estimated (solid) and, where timed, measured (dashed, same colour)."""
+    measured_any = False
     for m in report.models:
-        ax.plot([x["batch"] for x in m.memory], [x["forward_bytes"] / 2**20 for x in m.memory], marker="o",
-                label=f"{m.name}")
+        sizes = [x["batch"] for x in m.memory]
+        key = "inference_peak_bytes" if all("inference_peak_bytes" in x for x in m.memory) else "forward_bytes"
+        line, = ax.plot(sizes, [x[key] / 2**20 for x in m.memory], marker="o", label=f"{m.name}")
+        measured = [(x["batch"], x["measured_inference_peak_bytes"] / 2**20) for x in m.memory
+                    if x.get("measured_inference_peak_bytes")]
+        if measured:
+            measured_any = True
+            ax.plot(*zip(*measured), ls="--", marker="x", color=line.get_color(), alpha=0.8)
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
     ax.set_xlabel("batch size")
-    ax.set_ylabel("activation memory, forward (MiB)")
-    ax.set_title("Activation memory vs batch size (parameters not included)")
+    ax.set_ylabel("peak memory of inference (MiB)")
+    how = "estimated (solid) and measured (dashed)" if measured_any else "estimated"
+    ax.set_title(f"Inference memory vs batch size, {how}\n(weights, batch and activations)", fontsize=10)
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=7, ncol=2)
 

@@ -13,7 +13,7 @@ import torch.nn as nn
 from cnnlab.analysis.memory import activation_memory, cuda_peaks, to_meta
 from cnnlab.analysis.ops import count_ops, device_of
 from cnnlab.analysis.report import IMAGENET_SOURCE, IMAGENET_TOP1, ModelReport, Report, run_accuracies
-from cnnlab.analysis.timing import machine_info, measure_roof, time_model
+from cnnlab.analysis.timing import machine_info, raise_roof, roof_measurements, time_model
 from cnnlab.errors import CnnlabError
 
 __all__ = ["analyze", "analyze_models", "run_analyze"]
@@ -45,14 +45,55 @@ def analyze(
 ) -> Report:
     """Analyse one model (any ``nn.Module``); see :mod:`cnnlab.analysis` for what is measured."""
     device = torch.device(device)
-    roof = roof_gflops if roof_gflops is not None or not timing else measure_roof(device)
+    roof = _roof(device, timing, roof_gflops)
     report = _analyze_one(model, list(input_shape), batch_sizes, device, name or type(model).__name__, timing,
-                          repeats, per_layer, accuracy, accuracy_source, roof, meta_model)
-    return Report([report], machine_info(device, roof), list(batch_sizes))
+                          repeats, per_layer, accuracy, accuracy_source, roof and roof["gflops"], meta_model)
+    return _report([report], device, roof, batch_sizes)
+
+
+def _roof(device: torch.device, timing: bool, given: float | None = None) -> dict | None:
+    if given is not None:
+        return {"gflops": given, "measurements": {}, "source": "given"}
+    return roof_measurements(device) if timing else None
+
+
+def _report(reports: list[ModelReport], device: torch.device, roof: dict | None, batch_sizes) -> Report:
+    if roof is not None:
+        roof = raise_roof(reports, roof)
+    return Report(reports, machine_info(device, roof and roof["gflops"], roof), list(batch_sizes))
+
+
+def _memory_estimates(meta: nn.Module, input_shape, memory: list[dict], device: torch.device) -> int:
+    """Estimated peaks of a training step and of inference at every batch size (into ``memory``);
+    returns the training FLOPs per image (forward + backward)."""
+    from cnnlab.analysis.estimate import StepSettings
+    from cnnlab.analysis.training import peaks_by_batch, training_cost
+
+    settings = StepSettings(device="cuda" if device.type == "cuda" else "cpu")
+    sizes = [m["batch"] for m in memory]
+    try:
+        flops = training_cost(meta, input_shape, 2, settings).training_flops // 2
+        train = peaks_by_batch(meta, input_shape, sizes, settings, train=True)
+        infer = peaks_by_batch(meta, input_shape, sizes, settings, train=False)
+    except CnnlabError:
+        return 0
+    for m in memory:
+        m["training_peak_bytes"], m["inference_peak_bytes"] = train[m["batch"]], infer[m["batch"]]
+    return flops
+
+
+def _measure_inference(real: nn.Module, input_shape, memory: list[dict], device: torch.device) -> None:
+    from cnnlab.analysis.estimate import StepSettings
+    from cnnlab.analysis.measure import measure_inference_peak
+
+    settings = StepSettings(device="cuda" if device.type == "cuda" else "cpu")
+    for m in memory:
+        got = measure_inference_peak(real, input_shape, m["batch"], settings)
+        m["measured_inference_peak_bytes"], m["measured_method"] = got.peak_bytes, got.method
 
 
 def _analyze_one(model, input_shape, batch_sizes, device, name, timing, repeats, per_layer, accuracy,
-                 accuracy_source, roof, meta_model=None) -> ModelReport:
+                 accuracy_source, roof, meta_model=None, estimates: bool = True) -> ModelReport:
     meta = meta_model if meta_model is not None else to_meta(model)
     counter = count_ops(meta, input_shape)
     params = list(model.parameters())
@@ -67,9 +108,12 @@ def _analyze_one(model, input_shape, batch_sizes, device, name, timing, repeats,
         accuracy=accuracy, accuracy_source=accuracy_source,
         per_layer=_per_layer(meta, input_shape, name) if per_layer else None,
     )
+    if estimates:  # training FLOPs, simulated training and inference peaks
+        rep.training_flops = _memory_estimates(meta, input_shape, rep.memory, device)
     if timing and device_of(model).type != "meta":
         real = model.to(device)
         rep.timing = time_model(real, input_shape, batch_sizes, device, repeats, counter.macs, roof)
+        _measure_inference(real, input_shape, rep.memory, device)
         if device.type == "cuda":
             for mem in rep.memory:
                 mem.update(cuda_peaks(real, input_shape, mem["batch"], device))
@@ -87,14 +131,16 @@ def analyze_models(
     per_layer: bool = False,
     run_dirs: Sequence[str | os.PathLike] = (),
     on_model: Callable[[ModelReport], None] | None = None,
+    estimates: bool = True,
 ) -> Report:
-    """Analyse registry models at their default input (or ``input_shape``)."""
+    """Analyse registry models at their default input (or ``input_shape``); ``estimates=False``
+    leaves out the simulated training and inference peaks and the training FLOPs (counts only)."""
     from cnnlab.models import create_model, get_model_info
 
     device = torch.device(device)
     infos = [get_model_info(n) for n in names]  # unknown names fail before any work
     accuracies = run_accuracies(run_dirs)
-    roof = measure_roof(device) if timing else None
+    roof = _roof(device, timing)
     reports = []
     for info in infos:
         shape = list(input_shape) if input_shape is not None else list(info.input_shape)
@@ -105,12 +151,12 @@ def analyze_models(
         if info.name not in accuracies and info.name not in IMAGENET_TOP1:
             source = None
         rep = _analyze_one(model, shape, batch_sizes, device, info.name, timing, repeats, per_layer, acc, source,
-                           roof, meta_model=meta)
+                           roof and roof["gflops"], meta_model=meta, estimates=estimates)
         reports.append(rep)
         del model
         if on_model is not None:
             on_model(rep)
-    return Report(reports, machine_info(device, roof), list(batch_sizes))
+    return _report(reports, device, roof, batch_sizes)
 
 
 def _batch_sizes(batch_sizes: str | Sequence[int]) -> list[int]:

@@ -36,11 +36,15 @@ class ModelReport:
     flops: int  # 2 x macs
     other_ops: dict[str, int] = field(default_factory=dict)  # pool / activation / norm / add elements, one image
     unsupported: list[str] = field(default_factory=list)
-    memory: list[dict] = field(default_factory=list)  # per batch size: forward_bytes, training_bytes[, cuda_peak_*]
+    # per batch size: forward_bytes (every output of the forward pass, nothing freed), training_bytes (the
+    # tensors saved for backward), training_peak_bytes / inference_peak_bytes (estimated whole peaks, weights
+    # and batch included), measured_inference_peak_bytes (where timed)[, cuda_peak_*]
+    memory: list[dict] = field(default_factory=list)
     timing: list[dict] = field(default_factory=list)  # per batch size: ms_per_batch, ms_per_image, images_per_s, ...
     accuracy: float | None = None
     accuracy_source: str | None = None
     per_layer: list[dict] | None = None
+    training_flops: int = 0  # forward + backward FLOPs of one image in a training step (conv and linear layers)
 
     @property
     def gmacs(self) -> float:
@@ -64,16 +68,20 @@ class Report:
         for m in self.models:
             row: dict[str, Any] = {
                 "name": m.name, "input": "x".join(map(str, m.input_shape)), "params": m.params,
-                "trainable_params": m.trainable_params, "buffers": m.buffers, "param_MB": m.param_bytes / 2**20,
-                "macs": m.macs, "flops": m.flops, "gmacs": m.gmacs, "accuracy": m.accuracy,
-                "accuracy_source": m.accuracy_source, "unsupported": "; ".join(m.unsupported),
+                "trainable_params": m.trainable_params, "buffers": m.buffers, "param_MiB": m.param_bytes / 2**20,
+                "macs": m.macs, "flops": m.flops, "gmacs": m.gmacs, "train_gflops_per_image": m.training_flops / 1e9,
+                "accuracy": m.accuracy, "accuracy_source": m.accuracy_source, "unsupported": "; ".join(m.unsupported),
             }
             for k, v in m.other_ops.items():
                 row[f"{k}_ops"] = v
             for mem in m.memory:
                 b = mem["batch"]
-                row[f"act_fwd_MB@{b}"] = mem["forward_bytes"] / 2**20
-                row[f"act_train_MB@{b}"] = mem["training_bytes"] / 2**20
+                row[f"activations_all_outputs_MiB@{b}"] = mem["forward_bytes"] / 2**20
+                row[f"activations_saved_for_backward_MiB@{b}"] = mem["training_bytes"] / 2**20
+                for key, col in (("training_peak_bytes", "train_peak"), ("inference_peak_bytes", "infer_peak"),
+                                 ("measured_inference_peak_bytes", "infer_peak_measured")):
+                    if mem.get(key) is not None:
+                        row[f"{col}_MiB@{b}"] = mem[key] / 2**20
             for t in m.timing:
                 b = t["batch"]
                 row[f"ms_per_image@{b}"] = t["ms_per_image"]

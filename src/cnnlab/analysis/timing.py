@@ -1,40 +1,122 @@
 """Inference time per batch size and the machine's roof, through :func:`cnnlab.runtime.time_fn`
-(warm-up, synchronise, median), and the machine facts every report carries."""
+(warm-up, synchronise, median), and the machine facts every report carries.
+
+The roof is the best float32 throughput measured in the same run: several matrix-multiply sizes
+(``torch.matmul`` and, on the CPU, oneDNN's GEMM) and two 3x3 convolutions, each timed by its
+*fastest* run (the roof is what the machine can do, not what it did on average while others used
+it). The theoretical peak (cores x clock x FLOPs per cycle from the vector width) is stated beside
+it. A model measured above the roof raises it (:func:`raise_roof`), so no fraction exceeds 100%.
+"""
 
 from __future__ import annotations
 
 import os
 import platform
+import re
+from pathlib import Path
 from typing import Any, Sequence
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from cnnlab.runtime import machine_line, time_fn
 
-__all__ = ["measure_roof", "time_model", "machine_info"]
+__all__ = ["measure_roof", "roof_measurements", "theoretical_peak", "raise_roof", "time_model", "machine_info"]
+
+GEMM_SIZES = (1024, 2048)
+CONV_SHAPES = ((256, 28, 8), (128, 56, 8))  # (channels in = out, side, batch): 3x3, padding 1
 
 
-def machine_info(device: torch.device, roof_gflops: float | None) -> dict[str, Any]:
+def machine_info(device: torch.device, roof_gflops: float | None, roof: dict[str, Any] | None = None) -> dict[str, Any]:
     """Machine, device, torch, threads and roof of a report (``Report.machine``)."""
-    return {"description": machine_line(device), "device": str(device), "torch": torch.__version__,
+    info = {"description": machine_line(device), "device": str(device), "torch": torch.__version__,
             "threads": torch.get_num_threads(), "python": platform.python_version(),
             "roof_gflops": roof_gflops, "cpu_count": os.cpu_count()}
+    if roof:
+        info["roof_measurements"] = roof.get("measurements", {})
+        info["roof_source"] = roof.get("source")
+    peak = theoretical_peak(device)
+    if peak:
+        info["theoretical_peak_gflops"], info["theoretical_peak_formula"] = peak["gflops"], peak["formula"]
+    return info
 
 
-def measure_roof(device: torch.device, n: int = 2048, repeats: int = 5) -> float:
-    """GFLOP/s of a large float32 matrix multiply (the best of torch.matmul and, on the CPU, oneDNN's GEMM)."""
+def _cpu_ghz() -> float | None:
+    try:
+        khz = Path("/sys/devices/system/cpu/cpu0/cpufreq/cpuinfo_max_freq").read_text().strip()
+        return int(khz) / 1e6
+    except (OSError, ValueError):
+        pass
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return None
+    mhz = re.findall(r"^cpu MHz\s*:\s*([0-9.]+)", text, re.M)
+    return max(float(m) for m in mhz) / 1e3 if mhz else None
+
+
+def theoretical_peak(device: torch.device) -> dict[str, Any] | None:
+    """float32 peak of the CPU: cores x clock x 2 FMA units x 2 FLOPs x lanes (16 with AVX-512, 8
+    with AVX2); None on CUDA or where the clock is unknown. An upper bound: cores that split 512-bit
+    operations into two halves (AMD Zen 4) or lower their clock under vector load reach less."""
+    if torch.device(device).type != "cpu":
+        return None
+    ghz = _cpu_ghz()
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        flags = ""
+    lanes, isa = (16, "AVX-512") if "avx512f" in flags else (8, "AVX2") if "avx2" in flags else (4, "SSE")
+    cores = torch.get_num_threads()
+    if ghz is None:
+        return None
+    gflops = cores * ghz * 2 * 2 * lanes
+    return {"gflops": gflops, "formula": f"{cores} cores x {ghz:.2f} GHz x 2 FMA units x 2 FLOPs x {lanes} float32 "
+                                         f"lanes ({isa}) = {gflops:.0f} GFLOP/s"}
+
+
+def roof_measurements(device: torch.device, repeats: int = 3) -> dict[str, Any]:
+    """GFLOP/s of each roof candidate (best of ``repeats`` runs) and the best: ``{"measurements",
+    "gflops", "source"}``."""
     from cnnlab.conv.algorithms import gemm
 
-    a = torch.randn(n, n, device=device)
-    b = torch.randn(n, n, device=device)
-    best = 0.0
-    fns = [lambda: a @ b] + ([lambda: gemm(a, b)] if device.type == "cpu" else [])
+    device = torch.device(device)
+    found: dict[str, float] = {}
     with torch.inference_mode():
-        for fn in fns:
-            seconds = time_fn(fn, device, repeats=repeats, warmup=1).median
-            best = max(best, 2 * n**3 / seconds / 1e9)
-    return best
+        for n in GEMM_SIZES:
+            a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+            fns = {"torch.matmul": lambda: a @ b}
+            if device.type == "cpu":
+                fns["oneDNN GEMM"] = lambda: gemm(a, b)
+            for label, fn in fns.items():
+                seconds = time_fn(fn, device, repeats=repeats, warmup=1).best
+                found[f"{label} {n}^3"] = 2 * n**3 / seconds / 1e9
+        for c, side, batch in CONV_SHAPES:
+            x = torch.randn(batch, c, side, side, device=device).contiguous(memory_format=torch.channels_last)
+            w = torch.randn(c, c, 3, 3, device=device).contiguous(memory_format=torch.channels_last)
+            seconds = time_fn(lambda: F.conv2d(x, w, padding=1), device, repeats=repeats, warmup=1).best
+            found[f"conv3x3 {c}ch {side}x{side} batch {batch}"] = 2 * batch * c * c * 9 * side * side / seconds / 1e9
+    best = max(found, key=found.get)
+    return {"measurements": found, "gflops": found[best], "source": best}
+
+
+def measure_roof(device: torch.device, repeats: int = 3) -> float:
+    """The best float32 GFLOP/s of :func:`roof_measurements`."""
+    return roof_measurements(device, repeats)["gflops"]
+
+
+def raise_roof(reports: Sequence[Any], roof: dict[str, Any]) -> dict[str, Any]:
+    """A model that ran faster than the roof measurements raises the roof to its own GFLOP/s; then
+    every timing's ``roof_fraction`` is recomputed (so none exceeds 1)."""
+    for rep in reports:
+        for t in rep.timing:
+            if t["gflops"] > roof["gflops"]:
+                roof = {**roof, "gflops": t["gflops"], "source": f"{rep.name} at batch {t['batch']} (above the measurements)"}
+    for rep in reports:
+        for t in rep.timing:
+            t["roof_fraction"] = t["gflops"] / roof["gflops"]
+    return roof
 
 
 def time_model(model: nn.Module, input_shape: Sequence[int], batch_sizes: Sequence[int], device: torch.device,

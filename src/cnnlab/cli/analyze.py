@@ -50,14 +50,21 @@ def analyze(models: tuple[str, ...], input: str | None, batch_sizes: str, repeat
 def _print_report(report, *, timing: bool, per_layer: bool) -> None:
     sizes = [m["batch"] for m in report.models[0].memory]
     big = max(sizes)
-    cols = ["model", "input", "params", "MACs", "GFLOPs", "param MiB", f"act MiB fwd/train @{big}", "top-1 %"]
+    mib = 2**20
+    cols = ["model", "input", "params M", "GFLOPs/img fwd", "GFLOPs/img train",
+            f"act. MiB @{big} all outputs / saved", f"train peak MiB @{big}",
+            f"infer peak MiB @{big}" + (" est / meas" if timing else ""), "top-1 %"]
     if timing:
         cols += [f"ms/img @{sizes[0]}", f"ms/img @{big}", f"img/s @{big}", "% of roof"]
     rows = []
     for m in report.models:
         mem = next(x for x in m.memory if x["batch"] == big)
-        row = [m.name, "x".join(map(str, m.input_shape)), f"{m.params:,}", f"{m.macs:,}", f"{m.flops / 1e9:.3f}",
-               f"{m.param_bytes / 2**20:.1f}", f"{mem['forward_bytes'] / 2**20:.1f} / {mem['training_bytes'] / 2**20:.1f}",
+        infer = f"{mem.get('inference_peak_bytes', 0) / mib:.1f}"
+        if mem.get("measured_inference_peak_bytes"):
+            infer += f" / {mem['measured_inference_peak_bytes'] / mib:.1f}"
+        row = [m.name, "x".join(map(str, m.input_shape)), f"{m.params / 1e6:.2f}", f"{m.flops / 1e9:.3f}",
+               f"{m.training_flops / 1e9:.3f}", f"{mem['forward_bytes'] / mib:.1f} / {mem['training_bytes'] / mib:.1f}",
+               f"{mem.get('training_peak_bytes', 0) / mib:.1f}", infer,
                "-" if m.accuracy is None else f"{m.accuracy:.2f}"]
         if timing:
             first, last = m.timing[0], m.timing[-1]
@@ -70,9 +77,19 @@ def _print_report(report, *, timing: bool, per_layer: bool) -> None:
             print_table(f"{m.name}: per layer (one image)", ("layer", "type", "output", "params", "MACs"),
                         [(r["layer"], r["type"], "x".join(map(str, r["output"])), f"{r['params']:,}", f"{r['macs']:,}")
                          for r in m.per_layer or []], left=("layer", "type", "output"))
-    console().print(report.convention + ".")
-    if report.machine.get("roof_gflops"):
-        console().print(f"Roof: {report.machine['roof_gflops']:.0f} GFLOP/s (float32 2048^3 matrix multiply, same run).")
+    _print_notes(report)
+
+
+def _print_notes(report) -> None:
+    console().print(report.convention + ". Training FLOPs: forward + input and weight gradients (~3x forward).")
+    console().print("Memory: 'all outputs' counts every tensor the forward pass produces as if none were freed, "
+                    "'saved for bwd' only those autograd keeps; peaks are whole estimated peaks (weights, batch, "
+                    "and for training gradients too; SGD), 'meas' the measured inference peak.")
+    mc = report.machine
+    if mc.get("roof_gflops"):
+        peak = f"; theoretical peak {mc['theoretical_peak_formula']}" if mc.get("theoretical_peak_formula") else ""
+        console().print(f"Roof: {mc['roof_gflops']:.0f} GFLOP/s, the best float32 measurement "
+                        f"({mc.get('roof_source')}; fastest of several GEMM and convolution runs){peak}.")
     unsupported = sorted({u for m in report.models for u in m.unsupported})
     if unsupported:
         console().print(f"Not counted (unknown ops): {', '.join(unsupported)}")

@@ -1,4 +1,5 @@
-"""``cnnlab models`` and ``cnnlab summary``: the zoo, and one model layer by layer."""
+"""``cnnlab models`` and ``cnnlab summary``: the zoo, and one model layer by layer (its shapes,
+and with ``--train`` what a training step costs)."""
 
 from __future__ import annotations
 
@@ -10,12 +11,14 @@ from cnnlab.cli._common import CONTEXT, FORMATS, console, model_options, print_j
 
 __all__ = ["models", "summary"]
 
+OPTIMIZER_CHOICES = click.Choice(["sgd", "momentum", "nesterov", "adam", "adamw"])
+
 
 @click.command(context_settings=CONTEXT)
 @click.option("--format", "format", type=FORMATS, default="table", show_default=True)
 def models(format: str) -> None:
     """List the registered models with parameters and MACs at their default input."""
-    from cnnlab.summary import zoo_rows
+    from cnnlab.analysis.modelspec import zoo_rows
 
     rows = zoo_rows()
     if format == "json":
@@ -33,14 +36,71 @@ def models(format: str) -> None:
 @click.option("--num-classes", type=int, default=None, help="Output classes [default: the model's].")
 @click.option("--format", "format", type=FORMATS, default="table", show_default=True)
 @model_options
-def summary(model: str, input: str | None, num_classes: int | None, format: str, option: dict[str, Any]) -> None:
-    """Layer-by-layer shapes (28x28x1 => 28x28x4), formulas, parameters, MACs and receptive fields."""
-    from cnnlab.summary import parse_shape, summarize_model
+@click.option("--train", is_flag=True, help="Also the cost of one training step: forward and backward FLOPs per "
+              "layer, bytes saved for backward, parameters, gradients, optimizer state and the peak memory.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=1, show_default=True, help="Batch of the step.")
+@click.option("--optimizer", type=OPTIMIZER_CHOICES, default="sgd", show_default=True,
+              help="sgd keeps no state (one buffer with --momentum), momentum/nesterov one buffer, adam/adamw two.")
+@click.option("--momentum", type=float, default=0.0, show_default=True, help="SGD momentum.")
+@click.option("--amp", is_flag=True, help="Autocast: bfloat16 on the CPU, float16 on CUDA.")
+@click.option("--freeze", multiple=True, metavar="MODULE", help="Keep this module's parameters fixed (repeatable).")
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
+              help="The device the estimate (and --measure) is for.")
+@click.option("--channels-last/--no-channels-last", default=None,
+              help="NHWC memory format [default: on for the CPU, off for CUDA, as cnnlab train].")
+@click.option("--measure", is_flag=True, help="Run two real training steps and print the measured peak beside "
+              "the estimate (implies --train).")
+@click.option("--fit-memory", metavar="SIZE", default=None,
+              help="The largest batch whose estimated peak fits SIZE (e.g. 8GiB, 512MiB), for training.")
+@click.option("--eval", "eval_", is_flag=True, help="With --fit-memory: for inference (eval mode, no gradients).")
+def summary(model: str, input: str | None, num_classes: int | None, format: str, option: dict[str, Any],
+            train: bool, batch_size: int, optimizer: str, momentum: float, amp: bool, freeze: tuple[str, ...],
+            device: str, channels_last: bool | None, measure: bool, fit_memory: str | None, eval_: bool) -> None:
+    """Layer-by-layer shapes (28x28x1 => 28x28x4), formulas, parameters, MACs and receptive fields.
 
-    result = summarize_model(model, parse_shape(input) if input else None, num_classes=num_classes, **option)
+    MODEL is a registered name (cnnlab models) or your own file, path/to/file.py:ClassName: the
+    file is executed (imported as Python) and the class built with no arguments. A model that
+    cannot take the input gets its table up to the failing layer and one line saying why.
+    """
+    from cnnlab.analysis.estimate import StepSettings
+    from cnnlab.analysis.modelspec import run_summary
+    from cnnlab.errors import ShapeError
+
+    settings = StepSettings(optimizer=optimizer, momentum=momentum, amp=amp, device=device,
+                            channels_last=channels_last, freeze=tuple(freeze))
+    try:
+        result = run_summary(model, input=input, num_classes=num_classes, options=option, train=train,
+                             measure=measure, fit_memory=fit_memory, eval=eval_, batch_size=batch_size,
+                             settings=settings)
+    except ShapeError as exc:
+        partial = getattr(exc, "summary", None)
+        if partial is not None and format == "json":
+            print_json({**partial.to_dict(), "error": str(exc)})
+        elif partial is not None and partial.layers:
+            _print_layers(partial, title=f"{partial.model}, input {_dims(partial.input_shape)} (CxHxW): "
+                          f"the layers up to the one that fails")
+        raise
     if format == "json":
         print_json(result.to_dict())
-        return
+    elif result.fit is not None:
+        _print_fit(result)
+    elif result.training is not None:
+        _print_training(result)
+    else:
+        _print_layers(result)
+        _print_totals(result)
+
+
+def _dims(shape) -> str:
+    return "x".join(map(str, shape))
+
+
+def _title(result) -> str:
+    note = f"; {result.note}" if getattr(result, "note", None) else ""
+    return f"{result.model}, input {_dims(result.input_shape)} (CxHxW{note})"
+
+
+def _print_layers(result, title: str | None = None) -> None:
     rows = []
     for row in result.layers:
         ksp = ""
@@ -50,9 +110,63 @@ def summary(model: str, input: str | None, num_classes: int | None, format: str,
         rf = "all" if row.receptive_field is None else f"{row.receptive_field} (jump {row.jump})"
         rows.append((row.name, row.type, row.transition, ksp, row.formula or "", f"{row.params:,}", f"{row.macs:,}",
                      rf))
-    print_table(f"{model}, input {'x'.join(map(str, result.input_shape))} (CxHxW)",
+    print_table(title or _title(result),
                 ("layer", "type", "HxWxC => HxWxC", "k / s / p", "output size", "params", "MACs", "RF"), rows,
                 left=("layer", "type", "HxWxC => HxWxC", "k / s / p", "output size"))
+
+
+def _print_totals(result) -> None:
     console().print(f"Parameters: {result.total_params:,} ({result.trainable_params:,} trainable)")
     console().print(f"MACs per image: {result.total_macs:,} ({result.total_macs / 1e9:.3f} G); "
                     f"FLOPs = 2 x MACs = {result.total_flops:,} (conv and linear layers only)")
+
+
+def _count(n: int) -> str:
+    """``60.8 M``: FLOPs in decimal units."""
+    for unit, size in (("T", 1e12), ("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if n >= size:
+            return f"{n / size:.2f} {unit}" if n < 10 * size else f"{n / size:.1f} {unit}"
+    return str(n)
+
+
+def _print_training(result) -> None:
+    from cnnlab.analysis.training import format_bytes
+
+    cost = result.training
+    rows = [(r.name, r.type, r.transition, f"{r.params:,}", f"{r.forward_macs or 0:,}", f"{r.forward_flops or 0:,}",
+             f"{r.grad_input_flops or 0:,}", f"{r.grad_weight_flops or 0:,}", format_bytes(r.saved_bytes or 0))
+            for r in result.layers]
+    print_table(f"{_title(result)}: one training step, batch {cost.batch_size}, {cost.settings.describe()}",
+                ("layer", "type", "HxWxC => HxWxC", "params", "fwd MACs", "fwd FLOPs", "grad-input FLOPs",
+                 "grad-weight FLOPs", "saved for bwd"), rows, left=("layer", "type", "HxWxC => HxWxC"))
+    fwd = cost.forward_flops
+    ratio = f" = {cost.training_flops / fwd:.2f}x the forward" if fwd else ""
+    other = f" + {_count(cost.other_flops)} outside conv/linear layers" if cost.other_flops else ""
+    console().print(f"FLOPs per step (batch {cost.batch_size}; FLOPs = 2 x MACs): forward {_count(fwd)} + input "
+                    f"gradients {_count(cost.grad_input_flops)} + weight gradients {_count(cost.grad_weight_flops)}"
+                    f"{other} = {_count(cost.training_flops)}{ratio}")
+    mem = cost.memory
+    print_table("memory of the step", ("part", "bytes", ""),
+                [(label, "-" if n is None else f"{n:,}", format_bytes(n)) for label, n in mem.parts()], left=("part",))
+    top = ", ".join(f"{k} {format_bytes(v)}" for k, v in list(mem.at_peak.items())[:5])
+    phase, _, op = mem.peak_at.partition(": ")
+    when = {"forward": "forward pass", "backward": "backward pass", "step": "optimizer step"}.get(phase, phase)
+    console().print(f"The peak comes in the {when} ({op}); alive then: {top}.")
+    if mem.measured_peak_bytes is not None:
+        err = 100 * (mem.peak_bytes - mem.measured_peak_bytes) / mem.measured_peak_bytes
+        console().print(f"Measured peak {format_bytes(mem.measured_peak_bytes)} ({mem.measured_method}, 2 real steps): "
+                        f"the estimate is {err:+.1f}% off.")
+    if cost.batch_size == 1:
+        console().print("Batch 1: --batch-size B for another, --fit-memory 8GiB for the largest that fits.")
+
+
+def _print_fit(result) -> None:
+    from cnnlab.analysis.training import format_bytes
+
+    fit = result.fit
+    what = "a training step" if fit.train else "inference"
+    nxt = "" if fit.next_peak_bytes is None else \
+        f"; {fit.batch_size + 1:,} would need {format_bytes(fit.next_peak_bytes)} ({fit.next_peak_bytes:,} B)"
+    console().print(f"{_title(result)}: the largest batch for {what} ({fit.settings.describe(fit.train)}) within "
+                    f"{format_bytes(fit.budget_bytes)} ({fit.budget_bytes:,} B) is {fit.batch_size:,}: estimated peak "
+                    f"{format_bytes(fit.peak_bytes)} ({fit.peak_bytes:,} B){nxt}.")

@@ -46,6 +46,8 @@ class BenchRow:
     gflops: float  # 2 x MACs / time
     ratio: float  # F.conv2d time / this time (> 1: faster than the library)
     max_error: float | None  # normwise, against float64
+    buffer_bytes: int | None = None  # the algorithm's defining buffer, from cnnlab.arithmetic.conv_buffer_bytes
+    measured_bytes: int | None = None  # measured peak of one call beyond its input, weight and output
 
 
 def _max_error(y: torch.Tensor, ref64: torch.Tensor) -> float:
@@ -84,11 +86,27 @@ def bench_conv(
                     timing = time_fn(fn, device, repeats=runs, budget_s=BUDGET_S)
                     contenders.append((algorithm, timing.median, timing.result))
             for name, s, y in contenders:
-                row = BenchRow(layer, batch, name, 1e3 * s, 2 * macs / s / 1e9, base_s / s, _max_error(y, ref64))
+                row = BenchRow(layer, batch, name, 1e3 * s, 2 * macs / s / 1e9, base_s / s, _max_error(y, ref64),
+                               *_memory(name, xd, wd, y, device))
                 rows.append(row)
                 if on_row is not None:
                     on_row(row)
     return rows
+
+
+def _memory(name: str, x: torch.Tensor, w: torch.Tensor, y: torch.Tensor, device: torch.device) -> tuple:
+    """(computed buffer bytes, measured extra bytes) of one call of algorithm ``name`` -- the lecture's
+    "take up much more memory" as a number: what the call needs beyond its input, weight and output."""
+    from cnnlab.analysis.measure import peak_bytes_of
+    from cnnlab.arithmetic import conv_buffer_bytes
+
+    n, c, h, wd = x.shape
+    computed = None if name == "F.conv2d" else conv_buffer_bytes(
+        name, n, c, w.shape[0], h, wd, kernel=w.shape[-1], m=4 if name == "winograd4" else 2)
+    fn = (lambda: F.conv2d(x, w, padding=1)) if name == "F.conv2d" else (lambda: conv2d(x, w, padding=1, algorithm=name))
+    with torch.inference_mode():
+        peak = peak_bytes_of(fn, [x, w], device)
+    return computed, max(0, peak - sum(t.numel() * t.element_size() for t in (x, w, y)))
 
 
 def cudnn_modes(layers: Sequence[tuple[int, int]] = VGG16_LAYERS, batch_sizes: Sequence[int] = (1, 8),
