@@ -25,7 +25,7 @@ TORCHVISION_GMACS = {"vgg11": 7.609, "vgg13": 11.308, "vgg16": 15.470, "vgg19": 
 
 @pytest.fixture(scope="module")
 def zoo_counts():
-    return {m.name: m for m in analyze_models(cnnlab.list_models(), timing=False).models}
+    return {m.name: m for m in analyze_models(cnnlab.list_models(), timing=False, estimates=False).models}
 
 
 @pytest.mark.parametrize("name,gmacs", TORCHVISION_GMACS.items())
@@ -73,9 +73,11 @@ def test_resnet_adds_and_norms_counted_apart(zoo_counts):
 
 
 def test_counting_the_whole_zoo_is_fast():
-    start = time.perf_counter()
+    """Counting, activations and the simulated training and inference peaks (four simulated steps
+    per model): CPU time, so a machine busy with other work does not fail it."""
+    start = time.process_time()
     analyze_models(cnnlab.list_models(), timing=False)
-    assert time.perf_counter() - start < 10.0
+    assert time.process_time() - start < 30.0
 
 
 def test_activation_memory_by_hand():
@@ -123,15 +125,32 @@ def test_any_module_with_timing_and_frames():
 
 
 class _Checker(HTMLParser):
+    """Embedded images, rows of the main table (id="models"), its headers, <details> sections."""
+
     def __init__(self):
         super().__init__()
-        self.images, self.rows, self.stack = 0, 0, []
+        self.images, self.rows, self.details, self.headers = 0, 0, 0, []
+        self.table = None
+        self.in_th = False
 
     def handle_starttag(self, tag, attrs):
         if tag == "img" and dict(attrs).get("src", "").startswith("data:image/png;base64,"):
             self.images += 1
-        if tag == "tr":
+        if tag == "table":
+            self.table = dict(attrs).get("id")
+        if tag == "tr" and self.table == "models":
             self.rows += 1
+        if tag == "details":
+            self.details += 1
+        self.in_th = tag == "th" and self.table == "models"
+
+    def handle_endtag(self, tag):
+        if tag == "th":
+            self.in_th = False
+
+    def handle_data(self, data):
+        if self.in_th:
+            self.headers.append(data)
 
 
 def test_cli_analyze_outputs(tmp_path):
@@ -144,8 +163,15 @@ def test_cli_analyze_outputs(tmp_path):
     assert objs[0]["params"] == 4266 and objs[0]["macs"] == 88592 and objs[0]["flops"] == 177184
     assert [t["batch"] for t in objs[0]["timing"]] == [1, 8]
     checker = _Checker()
-    checker.feed(html_path.read_text())
+    page = html_path.read_text()
+    checker.feed(page)
     assert checker.images == 4 and checker.rows == 3  # header + two models, four embedded charts
+    assert checker.details >= 3 and "Training GFLOPs / image" in checker.headers
+    assert not any("_" in h for h in checker.headers)  # human headers, not raw keys
+    assert "param_MB" not in page and "accuracy_source" not in page and page.count("documented top-1") <= 1
+    assert objs[0]["training_flops"] > 2 * objs[0]["flops"]
+    assert all(m["training_peak_bytes"] > m["inference_peak_bytes"] > 0 for m in objs[0]["memory"])
+    assert all(m["measured_inference_peak_bytes"] > 0 for m in objs[0]["memory"])
     assert sorted(p.name for p in (tmp_path / "charts").iterdir()) == [
         "accuracy_vs_ops.png", "memory_vs_batch.png", "ops_vs_time.png", "time_vs_batch.png"]
     proc = run_cli("analyze", "vgg16", "resnet18", "--no-timing", "--format", "csv")
@@ -227,3 +253,39 @@ def test_run_analyze_is_the_command(tmp_path):
     for kwargs, message in bad:
         with pytest.raises(CnnlabError, match=message):
             run_analyze(**kwargs)
+
+
+def test_roof_is_a_roof():
+    """The best of several measurements; a model measured above it raises it: never above 100%."""
+    from cnnlab.analysis import ModelReport
+    from cnnlab.analysis.timing import raise_roof, roof_measurements, theoretical_peak
+
+    roof = roof_measurements(torch.device("cpu"), repeats=1)
+    assert len(roof["measurements"]) >= 5 and roof["gflops"] == max(roof["measurements"].values())
+    fast = ModelReport("fast", [1, 8, 8], 1, 1, 0, 0, 4, 1, 2, timing=[{"batch": 8, "gflops": 3 * roof["gflops"]}])
+    raised = raise_roof([fast], roof)
+    assert raised["gflops"] == 3 * roof["gflops"] and "fast at batch 8" in raised["source"]
+    assert fast.timing[0]["roof_fraction"] == 1.0
+    peak = theoretical_peak(torch.device("cpu"))
+    if peak is not None:
+        assert "cores x" in peak["formula"] and peak["gflops"] > 0
+
+
+def test_html_findings_come_first():
+    from cnnlab.analysis.html import findings
+
+    from cnnlab.analysis import ModelReport, Report
+
+    def model(name, gflops, ms, peak):
+        memory = [{"batch": 4, "forward_bytes": 1, "training_bytes": 1, "training_peak_bytes": peak,
+                   "inference_peak_bytes": peak // 2, "measured_inference_peak_bytes": peak // 2}]
+        timing = [{"batch": 4, "ms_per_image": ms, "images_per_s": 1e3 / ms, "gflops": 1.0, "roof_fraction": 0.5}]
+        return ModelReport(name, [1, 8, 8], 1, 1, 0, 0, 4, int(gflops * 5e8), int(gflops * 1e9), memory=memory,
+                           timing=timing, training_flops=int(gflops * 2.9e9))
+
+    report = Report([model("a", 1, 2.0, 2**20), model("b", 2, 4.1, 2**22), model("c", 4, 7.9, 2**24)], {}, [4])
+    lines = findings(report)
+    assert lines[0].startswith("Operations predict time: Pearson r = ")
+    assert any("training step costs 2.90x to 2.90x" in f for f in lines)
+    assert any("Training at batch 4 needs from 1.0 MiB (a) to 16.0 MiB (c)" in f for f in lines)
+    assert any("within 0.0% of the measured inference peak" in f for f in lines)
