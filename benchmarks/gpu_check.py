@@ -26,7 +26,7 @@ def main() -> None:
           f"device {torch.cuda.get_device_name(0)}, python {platform.python_version()}, cnnlab {cnnlab.__version__}")
     mnist = (data_root() / "MNIST" / "raw").is_dir()
     dataset = "mnist" if mnist else "digits"
-    epochs = 10 if mnist else 30
+    epochs = 5 if mnist else 30
     base = TrainConfig(dataset=dataset, epochs=epochs, device="cuda", download=False)
     print(f"recipe: ConvNet on {dataset}, SGD lr 0.05, batch 128, {epochs} epochs, seed 1")
 
