@@ -19,7 +19,7 @@ from cnnlab.cli.arith import arith
 from cnnlab.cli.conv import bench, demo
 from cnnlab.cli.models import models, summary
 from cnnlab.cli.runs import evaluate, export, predict, runs
-from cnnlab.cli.train import experiment, train
+from cnnlab.cli.train import experiment, recipes, train
 from cnnlab.cli.visualize import animate, demo_dropout, report, show
 from cnnlab.errors import CnnlabError
 
@@ -37,6 +37,7 @@ for _command in (train, evaluate, predict, runs, export, arith, summary, models,
 app.add_command(show)
 app.add_command(animate)
 app.add_command(report)
+app.add_command(recipes)
 demo.add_command(demo_dropout)
 
 

@@ -15,10 +15,10 @@ from typing import Any, Callable
 
 import click
 
-from cnnlab.cli._common import CONTEXT, DEVICES, console, parse_options, print_table
+from cnnlab.cli._common import CONTEXT, DEVICES, FORMATS, console, parse_options, print_json, print_table
 from cnnlab.training.config import INIT_SCHEMES, TrainConfig
 
-__all__ = ["config_options", "explicit_settings", "train", "experiment"]
+__all__ = ["config_options", "explicit_settings", "train", "experiment", "recipes"]
 
 
 def _unwrap_optional(tp: Any) -> tuple[Any, bool]:
@@ -39,10 +39,8 @@ def _option(f: dataclasses.Field, tp: Any) -> Callable:
     common: dict[str, Any] = {"help": meta.get("help", ""), "metavar": meta.get("metavar")}
     base, optional = _unwrap_optional(tp)
     origin = typing.get_origin(base)
-    if base is bool and default is False:
-        return click.option(flag, f.name, is_flag=True, default=False, help=common["help"])
-    if base is bool:
-        return click.option(f"{flag}/--no-{flag[2:]}", f.name, default=default, show_default=default is not None,
+    if base is bool:  # --x/--no-x for every switch: a recipe's "on" must be undoable from the command line
+        return click.option(f"{flag}/--no-{flag[2:]}", f.name, default=default, show_default=default is True,
                             help=common["help"])
     if origin is list:
         return click.option(*flags, f.name, multiple=True, callback=lambda ctx, p, v: list(v), **common)
@@ -98,6 +96,26 @@ def train(resume_dir: Path | None, overwrite: bool, quiet: bool, tensorboard: bo
     if quiet:
         console().print(accuracy)
     console().print(f"Saved config.json, metrics.csv, model.pt and curves.png in {outcome.run_dir}")
+
+
+@click.command(context_settings=CONTEXT)
+@click.argument("name", required=False)
+@click.option("--format", "fmt", type=FORMATS, default="table", show_default=True)
+def recipes(name: str | None, fmt: str) -> None:
+    """The named training recipes (`cnnlab train --recipe NAME`); with NAME, its settings file."""
+    from cnnlab.training.recipes import list_recipes, load_recipe
+
+    chosen = [load_recipe(name)] if name else list_recipes()
+    if fmt == "json":
+        print_json([{"name": r.name, "path": str(r.path), "description": r.description, "settings": r.settings,
+                     "measured": r.measured} for r in chosen])
+    elif name:
+        click.echo(f"# {chosen[0].path}\n{chosen[0].path.read_text(encoding='utf-8').rstrip()}")
+    else:
+        print_table("Recipes: cnnlab train --recipe NAME (options given on the command line override them)",
+                    ("name", "model", "epochs", "description"),
+                    [(r.name, r.settings.get("model", "convnet"), f"{r.settings.get('epochs', 10):g}", r.description)
+                     for r in chosen], left=("name", "model", "description"))
 
 
 @click.group(context_settings=CONTEXT)

@@ -17,6 +17,7 @@ from cnnlab.models._registry import (
     register_model,
 )
 from cnnlab.models.convnet import ConvNet, WithProbas, with_probas
+from cnnlab.models.convnet_bn import ConvNetBN
 from cnnlab.models.init import INITS, init_weights
 from cnnlab.models.resblocks import ResidualBlock
 from cnnlab.models.resnet import BasicBlock, Bottleneck, ResNet, ZeroPadShortcut

@@ -69,7 +69,7 @@ class ConsoleLogger(Callback):
         threads = f" ({torch.get_num_threads()} threads)" if trainer.device.type == "cpu" else ""
         self.console.print(
             f"{c.model} on {c.dataset} ({n_train:,} train / {n_test:,} test, {shape}), {opt}, batch {c.batch_size}, "
-            f"{c.epochs} epochs, seed {c.seed}, {trainer.device}{threads}"
+            f"{c.epochs:g} epochs, seed {c.seed}, {trainer.device}{threads}"
             + (", deterministic" if c.deterministic else "")
         )
         if trainer.skipped:
@@ -79,7 +79,7 @@ class ConsoleLogger(Callback):
 
     def on_epoch_start(self, trainer: "Trainer", epoch: int) -> None:
         self.progress = Progress(
-            TextColumn(f"Epoch {epoch:03d}/{trainer.config.epochs:03d}"),
+            TextColumn(f"Epoch {epoch:03d}/{trainer.config.epoch_count:03d}"),
             BarColumn(),
             MofNCompleteColumn(),
             TextColumn("cost {task.fields[loss]}"),
@@ -90,7 +90,7 @@ class ConsoleLogger(Callback):
             disable=not self.console.is_terminal,  # no bar (and no blank line) in logs and pipes
         )
         self.progress.start()
-        self.task = self.progress.add_task("train", total=trainer.steps_per_epoch, loss="-")
+        self.task = self.progress.add_task("train", total=trainer.steps_in_epoch(epoch), loss="-")
         self._running = None
 
     def on_batch_end(self, trainer: "Trainer", epoch: int, step: int, loss: torch.Tensor) -> None:
@@ -105,7 +105,7 @@ class ConsoleLogger(Callback):
         if self.progress is not None:
             self.progress.stop()
         self.console.print(
-            f"Epoch: {record.epoch:03d}/{trainer.config.epochs:03d} | Cost: {record.train_loss:.4f} | "
+            f"Epoch: {record.epoch:03d}/{trainer.config.epoch_count:03d} | Cost: {record.train_loss:.4f} | "
             f"Train: {record.train_acc:.2f}% | "
             + (f"Val: {record.val_acc:.2f}%" if record.val_acc is not None else f"Test: {record.test_acc:.2f}%")
             + f" | {record.seconds:.2f} s | "
@@ -113,7 +113,9 @@ class ConsoleLogger(Callback):
         )
 
     def on_train_end(self, trainer: "Trainer", result: "TrainResult") -> None:
-        self.console.print(f"Total Training Time: {result.seconds / 60:.2f} min")
+        compiled = f", {result.compile_seconds:.1f} s of it compiling" if trainer.config.compile else ""
+        self.console.print(f"Total Training Time: {result.seconds / 60:.2f} min (optimizer steps alone: "
+                           f"{result.train_seconds:.1f} s{compiled})")
         if trainer.best is not None:
             self.console.print(f"Best validation accuracy: {trainer.best['val_acc']:.2f}% at epoch "
                                f"{trainer.best['epoch']} (those weights are kept and scored on test)")

@@ -8,6 +8,7 @@ writes the run directory (format: :mod:`cnnlab.runs`).
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import os
 import uuid
@@ -48,6 +49,9 @@ def capture_state(trainer: "Trainer", epoch: int) -> dict[str, Any]:
     }
     if trainer.device.type == "cuda":
         state["cuda_rng"] = torch.cuda.get_rng_state(trainer.device)
+    for name in ("ema", "lookahead"):  # --ema-decay, --lookahead-steps
+        if getattr(trainer, name, None) is not None:
+            state[name] = getattr(trainer, name).state_dict()
     return state
 
 
@@ -67,10 +71,44 @@ def restore_state(trainer: "Trainer", state: dict[str, Any]) -> int:
         trainer.shuffle.set_state(state["shuffle_rng"])
     if trainer.device.type == "cuda" and "cuda_rng" in state:
         torch.cuda.set_rng_state(state["cuda_rng"], trainer.device)
+    for name in ("ema", "lookahead"):
+        if getattr(trainer, name, None) is not None and name in state:
+            getattr(trainer, name).load_state_dict(state[name])
     trainer.history = [EpochRecord(**r) for r in state["history"]]
     trainer.batch_losses = list(state["batch_losses"])
     trainer.best = state.get("best")
     return int(state["epoch"])
+
+
+def process_seconds() -> float | None:
+    """Seconds since this process started (Linux: /proc/self/stat against /proc/uptime), or None."""
+    try:
+        start_ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+        return max(0.0, uptime - start_ticks / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def result_document(trainer: "Trainer", result: "TrainResult") -> dict[str, Any]:
+    """result.json: the final test accuracy, and time to accuracy: seconds and test accuracy per epoch."""
+    best = trainer.best
+    return {
+        "test_acc": result.test_acc, "test_correct": result.test_correct, "test_total": result.test_total,
+        "best_epoch": best["epoch"] if best else None, "best_val_acc": best["val_acc"] if best else None,
+        "seconds": result.seconds,
+        "train_seconds": result.train_seconds,
+        "compile_seconds": result.compile_seconds,
+        "data_seconds": result.data_seconds,
+        "process_seconds": process_seconds(),
+        "timing": "train_seconds: the optimizer steps only (data decoding, evaluation, checkpoints excluded; "
+                  "compile_seconds included); seconds: fit() from its first epoch to the final test score; "
+                  "data_seconds: reading and decoding the dataset; process_seconds: from the process's start "
+                  "to this file",
+        "tta": trainer.tta,
+        "epochs": [{"epoch": r.epoch, "train_seconds": seconds, "test_acc": r.test_acc, "val_acc": r.val_acc}
+                   for r, seconds in zip(trainer.history, itertools.accumulate(h.seconds for h in trainer.history))],
+    }
 
 
 class RunDirWriter(Callback):
@@ -144,7 +182,7 @@ class RunDirWriter(Callback):
         result.run_dir = self.path
         best_epoch = trainer.best["epoch"] if trainer.best else None
         checkpoint = {
-            "state_dict": _cpu_state_dict(trainer.model),
+            "state_dict": _cpu_state_dict(trainer.eval_model),  # the moving average with --ema-decay
             "config": trainer.config.to_dict(),
             "classes": list(trainer.classes),
             "input_shape": list(trainer.input_shape),
@@ -154,11 +192,7 @@ class RunDirWriter(Callback):
             "run_id": self.run_id,
             "cnnlab_version": __version__,
         }
-        atomic_write(self.path / "result.json", json.dumps({
-            "test_acc": result.test_acc, "test_correct": result.test_correct, "test_total": result.test_total,
-            "best_epoch": best_epoch, "best_val_acc": trainer.best["val_acc"] if trainer.best else None,
-            "seconds": result.seconds,
-        }, indent=2) + "\n")
+        atomic_write(self.path / "result.json", json.dumps(result_document(trainer, result), indent=2) + "\n")
         atomic_write(self.path / "model.pt", lambda fh: torch.save(checkpoint, fh))
         if self.plot:
             from cnnlab.plots import plot_curves

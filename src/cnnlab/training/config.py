@@ -47,10 +47,13 @@ def setting(default: Any = dataclasses.MISSING, help: str = "", *, choices: tupl
 class TrainConfig:
     """Every setting of a run; saved as ``config.json`` in the run directory."""
 
+    recipe: str | None = setting(None, "Start from a named recipe (see `cnnlab recipes`) or a .toml/.json settings "
+                                       "file; options given on the command line override its settings.")
     model: str = setting("convnet", "Model name (see `cnnlab models`).")
     dataset: str = setting("mnist", "mnist, fashion-mnist, cifar10, digits (bundled, offline), or imagefolder "
                                     "(--data-dir DIR with DIR/train/<class>/*).")
-    epochs: int = setting(10, "Passes over the training set.")  # the lecture's notebook
+    # the lecture's notebook: 10; a fraction (1.5) stops inside the last epoch, the schedule fitted to it
+    epochs: float = setting(10, "Passes over the training set; a fraction such as 1.5 stops inside the last epoch.")
     batch_size: int = setting(128, "Minibatch size.")
     lr: float = setting(0.05, "Learning rate.")  # per batch of 128, SGD without momentum, as in the lecture's notebook
     optimizer: str = setting("sgd", "Optimizer.", choices=OPTIMIZERS)
@@ -63,6 +66,11 @@ class TrainConfig:
     gamma: float = setting(0.1, "schedule step: decay factor.")
     label_smoothing: float = setting(0.0, "Label smoothing of the cross-entropy.")
     clip_grad: float | None = setting(None, "Clip the global gradient norm to this value.")
+    ema_decay: float | None = setting(None, "Evaluate and save an exponential moving average of the weights, "
+                                            "updated after every step with this decay (e.g. 0.999).")
+    lookahead_steps: int | None = setting(None, "Lookahead (Zhang et al. 2019): every N steps move slow weights "
+                                                "--lookahead-alpha of the way to the fast ones and restart from them.")
+    lookahead_alpha: float = setting(0.5, "Lookahead: step size of the slow weights.")
     seed: int = setting(1, "Seeds the model's init and the shuffling (torch.manual_seed before the model is built).")
     device: str = setting("auto", "auto picks CUDA when available.", choices=DEVICES)
     deterministic: bool = setting(True, "Deterministic algorithms (cuDNN too): same seed, same weights.")
@@ -77,6 +85,10 @@ class TrainConfig:
                                            "cifar10 yes, MNIST no].")
     amp: bool = setting(False, "Autocast: bfloat16 on the CPU, float16 with a GradScaler on CUDA.")
     augment: bool = setting(False, "Random crop (and flip for colour images), batch-wise on tensors.")
+    tta: bool = setting(False, "Test-time augmentation: score the mean logits of each image and its 1-pixel "
+                               "shifts (half weight), and of its mirror image for colour datasets.")
+    compile: bool = setting(False, "torch.compile the model for training (compile seconds reported apart in "
+                                   "result.json); evaluation stays eager.")
     val_fraction: float = setting(0.0, "Seeded validation split of train: per-epoch figure and model selection; "
                                        "test scored once at the end.")
     # "running": accuracy of the epoch's own minibatch predictions (free; as Keras and Lightning
@@ -99,6 +111,19 @@ class TrainConfig:
     init: str = setting("default", "Weight init of every conv and linear layer, biases zeroed (the "
                                    "cnn-with-diff-init notebooks).", choices=INIT_SCHEMES)
 
+    def __post_init__(self) -> None:
+        if isinstance(self.epochs, float) and self.epochs.is_integer():
+            self.epochs = int(self.epochs)  # --epochs 10 is 10 epochs, written 10 in config.json
+
+    @property
+    def epoch_count(self) -> int:
+        """Epochs started: ``epochs`` rounded up (1.5 -> 2, the second one stopped halfway)."""
+        return math.ceil(self.epochs)
+
+    def total_steps(self, steps_per_epoch: int) -> int:
+        """Optimizer steps of the whole run: ``epochs`` times the steps of one epoch, at least 1."""
+        return max(1, round(self.epochs * steps_per_epoch))
+
     def validate(self) -> None:
         """One line for the first setting that cannot work (before any data is read)."""
         self._validate_numbers()
@@ -114,14 +139,16 @@ class TrainConfig:
             raise CnnlabError("--stream is for --dataset imagefolder (the other datasets fit in memory)")
 
     def _validate_numbers(self) -> None:
-        for name in ("epochs", "batch_size", "eval_batch_size", "input_size", "in_channels", "limit_batches"):
+        if isinstance(self.epochs, bool) or not isinstance(self.epochs, (int, float)) or not 0 < self.epochs < 1e6:
+            raise CnnlabError(f"--epochs must be a positive integer (or a fraction such as 1.5), got {self.epochs!r}")
+        for name in ("batch_size", "eval_batch_size", "input_size", "in_channels", "limit_batches", "lookahead_steps"):
             value = getattr(self, name)
-            if value is None and name in ("input_size", "in_channels", "limit_batches"):
+            if value is None and name in ("input_size", "in_channels", "limit_batches", "lookahead_steps"):
                 continue
             if not isinstance(value, int) or value < 1:
                 raise CnnlabError(f"--{name.replace('_', '-')} must be a positive integer, got {value!r}")
         for name in ("lr", "momentum", "weight_decay", "warmup_epochs", "gamma", "label_smoothing", "clip_grad",
-                     "val_fraction"):
+                     "val_fraction", "ema_decay", "lookahead_alpha"):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
                                       or not math.isfinite(value)):
@@ -143,6 +170,10 @@ class TrainConfig:
             raise CnnlabError(f"--workers must be >= 0, got {self.workers}")
         if not 0 <= self.val_fraction < 1:
             raise CnnlabError(f"--val-fraction must be in [0, 1), got {self.val_fraction!r}")
+        if self.ema_decay is not None and not 0 < self.ema_decay < 1:
+            raise CnnlabError(f"--ema-decay must be in (0, 1), e.g. 0.999, got {self.ema_decay!r}")
+        if not 0 < self.lookahead_alpha <= 1:
+            raise CnnlabError(f"--lookahead-alpha must be in (0, 1], got {self.lookahead_alpha!r}")
 
     def _validate_names(self) -> None:
         if self.init not in INIT_SCHEMES:

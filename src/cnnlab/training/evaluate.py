@@ -15,6 +15,7 @@ from cnnlab.data import LoadOptions, TensorData, iterate_batches, load_splits, n
 from cnnlab.errors import CnnlabError
 from cnnlab.runs import LoadedRun, load_run
 from cnnlab.runtime import determinism, memory_format_for, resolve_device
+from cnnlab.training.tta import tta_kind, tta_logits
 
 __all__ = ["evaluate_accuracy", "confusion_matrix", "evaluate_run", "evaluate_run_detailed", "per_class_metrics",
            "predict", "run_split", "Evaluation", "evaluate_with_report"]
@@ -27,14 +28,16 @@ def evaluate_accuracy(
     batch_size: int = 512,
     memory_format: torch.memory_format = torch.contiguous_format,
     normalize: tuple[Sequence[float], Sequence[float]] | None = None,
+    tta: str | None = None,
 ) -> tuple[int, int, float]:
-    """(correct, total, mean loss) of ``model`` on ``data`` (already on the model's device)."""
+    """(correct, total, mean loss) of ``model`` on ``data`` (already on the model's device);
+    ``tta``: score the mean logits of the views of :mod:`cnnlab.training.tta` ("shift", "shift+flip")."""
     was_training = model.training
     model.eval()
     correct = torch.zeros((), dtype=torch.long, device=data.device)
     loss_sum = torch.zeros((), dtype=torch.float64, device=data.device)
     for x, y in iterate_batches(data, batch_size, memory_format=memory_format, normalize=normalize):
-        logits = model(x)
+        logits = tta_logits(model, x, tta)
         correct += (logits.argmax(dim=1) == y).sum()
         loss_sum += F.cross_entropy(logits, y, reduction="sum").double()
     model.train(was_training)
@@ -58,13 +61,15 @@ def run_split(run: LoadedRun, split: str, data_dir: str | None, device: torch.de
 @torch.inference_mode()
 def confusion_matrix(model: nn.Module, data, num_classes: int, batch_size: int,
                      memory_format: torch.memory_format = torch.contiguous_format,
-                     normalize: tuple[Sequence[float], Sequence[float]] | None = None) -> torch.Tensor:
-    """Counts per (true class, predicted class) of ``model`` on ``data`` (rows: true)."""
+                     normalize: tuple[Sequence[float], Sequence[float]] | None = None,
+                     tta: str | None = None) -> torch.Tensor:
+    """Counts per (true class, predicted class) of ``model`` on ``data`` (rows: true); ``tta`` as in
+    :func:`evaluate_accuracy` (a run trained with --tta is scored as it was)."""
     k = num_classes
     confusion = torch.zeros(k, k, dtype=torch.long)
     model.eval()
     for x, y in iterate_batches(data, batch_size, memory_format=memory_format, normalize=normalize):
-        pred = model(x).argmax(dim=1)
+        pred = tta_logits(model, x, tta).argmax(dim=1)
         confusion += torch.bincount((y * k + pred).cpu(), minlength=k * k).view(k, k)
     return confusion
 
@@ -86,7 +91,8 @@ def evaluate_run_detailed(run_dir: str | os.PathLike, *, data_dir: str | None = 
         fmt = memory_format_for(run.config.channels_last, dev)
         run.model.to(memory_format=fmt)
         confusion = confusion_matrix(run.model, data, len(run.classes), run.config.eval_batch_size, fmt,
-                                     normalization(run.config.dataset, run.config.normalize))
+                                     normalization(run.config.dataset, run.config.normalize),
+                                     tta_kind(run.config.dataset, run.config.tta))
     return int(confusion.diagonal().sum()), int(confusion.sum()), run, confusion
 
 

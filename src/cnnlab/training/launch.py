@@ -19,6 +19,7 @@ from cnnlab.training.checkpoint import RunDirWriter
 from cnnlab.training.config import TrainConfig
 from cnnlab.training.distributed import distributed_env, relaunch_with_torchrun
 from cnnlab.training.loop import Trainer, TrainResult
+from cnnlab.training.recipes import recipe_config
 
 __all__ = ["train", "resume", "launch"]
 
@@ -27,10 +28,15 @@ def train(config: TrainConfig | None = None, callbacks: Sequence[Callback] = (),
           write_run_dir: bool = True, **overrides: Any) -> TrainResult:
     """Train a model; returns the history, the final test accuracy and the model.
 
-    ``train(epochs=1, dataset="digits")`` is short for ``train(TrainConfig(epochs=1, dataset="digits"))``.
-    With torchrun, rank 0 alone runs the callbacks and writes the run directory.
+    ``train(epochs=1, dataset="digits")`` is short for ``train(TrainConfig(epochs=1, dataset="digits"))``;
+    ``train(recipe="mnist-fast", seed=3)`` starts from a recipe's settings (see :mod:`cnnlab.training.recipes`)
+    with the other keywords on top. With torchrun, rank 0 alone runs the callbacks and writes the run directory.
     """
-    config = dataclasses.replace(config or TrainConfig(), **overrides)
+    if config is None and overrides.get("recipe") is not None:
+        overrides = dict(overrides)
+        config = recipe_config(overrides.pop("recipe"), overrides)
+    else:
+        config = dataclasses.replace(config or TrainConfig(), **overrides)
     config.validate()
     rank = distributed_env()[0]
     writer = None
@@ -105,6 +111,8 @@ def _check_checkpoint_identity(path: Path, doc: dict[str, Any], state: dict[str,
 def _check_resume_options(run_dir: Path, config: TrainConfig, explicit: set[str]) -> None:
     """``--resume`` continues a run with its own settings: an explicit option that would change
     its model or dataset is a mistake, not a wish."""
+    if "recipe" in explicit:
+        raise CnnlabError(f"--resume {run_dir} continues the run with its own settings; leave out --recipe")
     saved = read_run_config(run_dir)  # {} if unreadable: resume() says what is wrong with the directory
     for name in ("model", "dataset"):
         given = getattr(config, name)
@@ -116,13 +124,16 @@ def _check_resume_options(run_dir: Path, config: TrainConfig, explicit: set[str]
 def launch(config: TrainConfig, explicit: set[str] = frozenset(), *, resume_dir: str | os.PathLike | None = None,
            overwrite: bool = False, quiet: bool = False, tensorboard: bool = False, nproc: int = 1,
            console: Any = None, argv: Sequence[str] | None = None) -> TrainResult | int | None:
-    """What ``cnnlab train`` does. ``explicit``: the settings given on the command line.
+    """What ``cnnlab train`` does. ``explicit``: the settings given on the command line; with
+    ``config.recipe`` they override the recipe's settings, which override the defaults.
 
     Returns the result on rank 0, None on the other ranks, or the exit code of torchrun when
     ``nproc > 1`` relaunched this command under it.
     """
     if nproc < 1:
         raise CnnlabError(f"--nproc must be a positive integer, got {nproc}")
+    if config.recipe is not None and resume_dir is None:
+        config = recipe_config(config.recipe, {name: getattr(config, name) for name in explicit if name != "recipe"})
     rank, world = distributed_env()
     if nproc > 1 and world == 1:
         out = None if resume_dir is not None else str(default_run_dir(config.model, config.dataset))

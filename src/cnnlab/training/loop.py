@@ -25,11 +25,15 @@ from cnnlab.models import (create_model, first_conv_key, freeze, get_model_info,
 from cnnlab.runtime import determinism, explain_out_of_memory, memory_format_for, resolve_device
 from cnnlab.training.callbacks import Callback
 from cnnlab.training.checkpoint import restore_state
+from cnnlab.training.compile import CompileClock, compile_module
 from cnnlab.training.config import TrainConfig
 from cnnlab.training.distributed import (all_reduce, distributed_env, join_process_group, leave_process_group,
                                          local_device, wrap_ddp)
+from cnnlab.training.ema import WeightEma
 from cnnlab.training.evaluate import evaluate_accuracy
+from cnnlab.training.lookahead import Lookahead
 from cnnlab.training.optim import build_optimizer, build_scheduler
+from cnnlab.training.tta import tta_kind
 
 __all__ = ["EpochRecord", "TrainResult", "Trainer"]
 
@@ -59,7 +63,14 @@ class TrainResult:
     test_total: int
     seconds: float
     run_dir: Path | None
-    model: nn.Module
+    model: nn.Module  # the weights evaluated: the moving average with --ema-decay
+    data_seconds: float = 0.0  # loading and decoding the data (this process)
+    compile_seconds: float = 0.0  # steps that compiled a graph (--compile); part of train_seconds
+
+    @property
+    def train_seconds(self) -> float:
+        """Seconds of the optimizer steps of every epoch (evaluation, checkpoints and data decoding excluded)."""
+        return sum(r.seconds for r in self.history)
 
     @property
     def test_acc(self) -> float:
@@ -82,14 +93,17 @@ class Trainer:
                               f"{self.world} processes")
         self.device = local_device(resolve_device(c.device))
         get_model_info(c.model)  # unknown model: fail before loading any data
+        started = time.perf_counter()
         with explain_out_of_memory(f"loading {c.dataset}"):
             self._load_data()
+        self.data_seconds = time.perf_counter() - started
         self.memory_format = memory_format_for(c.channels_last, self.device)
         self.normalize = normalization(c.dataset, c.normalize)
         self.augment = get_dataset_spec(c.dataset).augment if c.augment else None
         self.steps_per_epoch = math.ceil(len(self.train_data) / c.batch_size)
         if c.limit_batches is not None:
             self.steps_per_epoch = min(self.steps_per_epoch, c.limit_batches)
+        self.total_steps = c.total_steps(self.steps_per_epoch)  # --epochs 1.5: one and a half epochs of steps
         # what fit() changes as it goes
         self.history: list[EpochRecord] = []
         self.batch_losses: list[float] = []
@@ -102,11 +116,32 @@ class Trainer:
             self.model = self.build_model()
         self._joined_group = join_process_group(self.device)
         self.net = wrap_ddp(self.model, self.device)  # what the forward pass calls (DDP under torchrun)
+        self._build_optimization()
+        self.shuffle = torch.Generator().manual_seed(c.seed)  # batch order and augmentation
+        self.start_epoch = restore_state(self, resume_from) + 1 if resume_from is not None else 1
+
+    def _build_optimization(self) -> None:
+        """Optimizer, schedule, gradient scaler, and the optional tricks: Lookahead, a moving average
+        of the weights, test-time augmentation, a compiled forward."""
+        c = self.config
         self.optimizer = build_optimizer(self.model, c)
         self.scheduler = build_scheduler(self.optimizer, c, self.steps_per_epoch)
-        self.shuffle = torch.Generator().manual_seed(c.seed)  # batch order and augmentation
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=c.amp and self.device.type == "cuda")
-        self.start_epoch = restore_state(self, resume_from) + 1 if resume_from is not None else 1
+        self.lookahead = Lookahead(self.model, c.lookahead_steps, c.lookahead_alpha) if c.lookahead_steps else None
+        self.ema = WeightEma(self.model, c.ema_decay) if c.ema_decay else None
+        self.tta = tta_kind(c.dataset, c.tta)
+        self.compile_clock = CompileClock(c.compile)
+        if c.compile:
+            self.net = compile_module(self.net)
+
+    @property
+    def eval_model(self) -> nn.Module:
+        """The weights that are evaluated and saved: the moving average with --ema-decay, else the model."""
+        return self.ema.module if self.ema is not None else self.model
+
+    def steps_in_epoch(self, epoch: int) -> int:
+        """Optimizer steps of ``epoch`` (1-based): all of an epoch, fewer in the last of a fractional run."""
+        return max(0, min(self.steps_per_epoch, self.total_steps - (epoch - 1) * self.steps_per_epoch))
 
     def _load_data(self) -> None:
         c = self.config
@@ -153,7 +188,7 @@ class Trainer:
                     explain_out_of_memory(f"training {c.model} on {shape} images in batches of {c.batch_size}"):
                 self._call("on_train_start")
                 start = time.perf_counter() - (self.history[-1].elapsed if self.history else 0.0)
-                for epoch in range(self.start_epoch, c.epochs + 1):
+                for epoch in range(self.start_epoch, c.epoch_count + 1):
                     self._call("on_epoch_start", epoch)
                     record = self.evaluate(epoch, *self.train_one_epoch(epoch), start)
                     self.history.append(record)
@@ -180,11 +215,13 @@ class Trainer:
         batches = iterate_batches(self.train_data, c.batch_size, shuffle=True, generator=self.shuffle,
                                   memory_format=self.memory_format, normalize=self.normalize,
                                   shard=(self.rank, self.world))
+        steps = self.steps_in_epoch(epoch)
         for step, (x, y) in enumerate(batches):
-            if c.limit_batches is not None and step >= c.limit_batches:
+            if step >= steps:  # --limit-batches, or the end of a fractional last epoch
                 break
             seen += len(y)
-            logits, loss = self.train_step(x, y)
+            with self.compile_clock:
+                logits, loss = self.train_step(x, y)
             losses.append(loss)
             correct += (logits.argmax(dim=1) == y).sum()
             if step % check_every == 0 and not torch.isfinite(loss):
@@ -214,6 +251,10 @@ class Trainer:
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.scheduler.step()
+        if self.lookahead is not None:
+            self.lookahead.step()
+        if self.ema is not None:
+            self.ema.update(self.model)
         loss = loss.detach()
         if self.world > 1:  # the global batch's mean loss, as one process would see it
             loss = all_reduce(loss * len(y)) / all_reduce(torch.tensor(float(len(y)), device=self.device))
@@ -235,7 +276,7 @@ class Trainer:
             val_acc = 100.0 * val_correct / val_total
             if self.best is None or val_acc > self.best["val_acc"]:
                 self.best = {"epoch": epoch, "val_acc": val_acc,
-                             "model": {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}}
+                             "model": {k: v.detach().cpu().clone() for k, v in self.eval_model.state_dict().items()}}
         else:
             self.test_counts = self._score(self.test_data)
             test_acc = 100.0 * self.test_counts[0] / self.test_counts[1]
@@ -243,8 +284,8 @@ class Trainer:
                            test_acc=test_acc, seconds=seconds, elapsed=time.perf_counter() - start, val_acc=val_acc)
 
     def _score(self, data) -> tuple[int, int]:
-        correct, total, _ = evaluate_accuracy(self.model, data, self.config.eval_batch_size, self.memory_format,
-                                              self.normalize)
+        correct, total, _ = evaluate_accuracy(self.eval_model, data, self.config.eval_batch_size, self.memory_format,
+                                              self.normalize, tta=self.tta)
         return correct, total
 
     def _finish(self, start: float) -> TrainResult:
@@ -252,13 +293,14 @@ class Trainer:
         if self.val_data is not None:
             # model selection on validation; the test set is scored once, for the selected weights
             assert self.best is not None
-            self.model.load_state_dict(self.best["model"])
+            self.eval_model.load_state_dict(self.best["model"])
             self.test_counts = self._score(self.test_data)
         elif self.test_counts is None:  # resumed after the last epoch to finish the run's files
             self.test_counts = self._score(self.test_data)
         return TrainResult(config=c, history=self.history, batch_losses=self.batch_losses,
                            test_correct=self.test_counts[0], test_total=self.test_counts[1],
-                           seconds=time.perf_counter() - start, run_dir=self.run_dir, model=self.model)
+                           seconds=time.perf_counter() - start, run_dir=self.run_dir, model=self.eval_model,
+                           data_seconds=self.data_seconds, compile_seconds=self.compile_clock.seconds)
 
     @staticmethod
     def _stop_non_finite(epoch: int, losses: list[torch.Tensor]) -> None:

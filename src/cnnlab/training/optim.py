@@ -32,7 +32,7 @@ def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimi
 
 def lr_factor(step: int, config: TrainConfig, steps_per_epoch: int) -> float:
     """The multiple of ``config.lr`` at optimizer step ``step`` (0-based)."""
-    total = max(1, config.epochs * steps_per_epoch)
+    total = config.total_steps(steps_per_epoch)  # --epochs 1.5: the schedule ends with the run
     warmup = int(round(config.warmup_epochs * steps_per_epoch))
     if step < warmup:
         return (step + 1) / warmup
