@@ -67,14 +67,11 @@ def _memory_estimates(meta: nn.Module, input_shape, memory: list[dict], device: 
     """Estimated peaks of a training step and of inference at every batch size (into ``memory``);
     returns the training FLOPs per image (forward + backward)."""
     from cnnlab.analysis.estimate import StepSettings
-    from cnnlab.analysis.training import peaks_by_batch, training_cost
+    from cnnlab.analysis.training import memory_curves
 
     settings = StepSettings(device="cuda" if device.type == "cuda" else "cpu")
-    sizes = [m["batch"] for m in memory]
     try:
-        flops = training_cost(meta, input_shape, 2, settings).training_flops // 2
-        train = peaks_by_batch(meta, input_shape, sizes, settings, train=True)
-        infer = peaks_by_batch(meta, input_shape, sizes, settings, train=False)
+        flops, train, infer = memory_curves(meta, input_shape, [m["batch"] for m in memory], settings)
     except CnnlabError:
         return 0
     for m in memory:

@@ -23,7 +23,7 @@ from cnnlab.analysis.simulate import STATE_BUFFERS
 from cnnlab.errors import CnnlabError
 
 __all__ = ["TrainingMemory", "TrainingCost", "FitResult", "training_cost", "attach_training", "inference_peak",
-           "fit_batch_size", "peaks_by_batch", "parse_bytes", "format_bytes"]
+           "fit_batch_size", "peaks_by_batch", "memory_curves", "parse_bytes", "format_bytes"]
 
 _UNITS = {"": 1, "b": 1, "k": 2**10, "kb": 10**3, "kib": 2**10, "m": 2**20, "mb": 10**6, "mib": 2**20,
           "g": 2**30, "gb": 10**9, "gib": 2**30, "t": 2**40, "tb": 10**12, "tib": 2**40}
@@ -212,10 +212,14 @@ def inference_peak(model: nn.Module, input_shape: Sequence[int], batch_size: int
 
 
 def peaks_by_batch(model: nn.Module, input_shape: Sequence[int], batch_sizes: Sequence[int],
-                   settings: StepSettings | None = None, *, train: bool = True) -> dict[int, int]:
-    """Estimated peak bytes at every batch size from simulations at batch 2 and 3: each op's live
-    bytes are affine in the batch size (:func:`cnnlab.analysis.simulate.peak_at_batch`). Batch 1
-    is simulated apart (a batch of one can take another path, e.g. one copy fewer or more)."""
+                   settings: StepSettings | None = None, *, train: bool = True, at_2: Any = None) -> dict[int, int]:
+    """Estimated peak bytes at every batch size from two simulations, at batch 2 and 3 (``at_2``: the
+    batch-2 simulation if already run): each op's live bytes are affine in the batch size
+    (:func:`cnnlab.analysis.simulate.peak_at_batch`). Simulated one by one: batch 1 (PyTorch runs a
+    single small image through another convolution kernel), with one thread every batch below 16
+    (1x1 convolutions too), and every size where the two simulations ran different ops."""
+    import torch
+
     from cnnlab.analysis.simulate import peak_at_batch
 
     settings = settings or StepSettings()
@@ -224,11 +228,21 @@ def peaks_by_batch(model: nn.Module, input_shape: Sequence[int], batch_sizes: Se
         return (simulate_training(model, input_shape, b, settings, layers=False) if train
                 else simulate_inference(model, input_shape, b, settings)).sim
 
-    s2, s3 = sim(2).samples, sim(3).samples
-    out = {}
-    for b in batch_sizes:
-        out[b] = sim(b).peak if b == 1 or len(s2) != len(s3) else peak_at_batch(b, 2, s2, 3, s3)
-    return out
+    s2, s3 = (at_2 or sim(2)).samples, sim(3).samples
+    apart = 16 if torch.get_num_threads() == 1 else 2
+    return {b: sim(b).peak if b < apart or len(s2) != len(s3) else peak_at_batch(b, 2, s2, 3, s3)
+            for b in batch_sizes}
+
+
+def memory_curves(model: nn.Module, input_shape: Sequence[int], batch_sizes: Sequence[int],
+                  settings: StepSettings | None = None) -> tuple[int, dict[int, int], dict[int, int]]:
+    """(training FLOPs per image, training peaks, inference peaks by batch size): four simulations."""
+    settings = settings or StepSettings()
+    est = simulate_training(model, input_shape, 2, settings)
+    flops = sum(r.forward_flops + r.grad_input_flops + r.grad_weight_flops for r in est.layers)
+    flops = max(flops, sum(est.dispatched_flops.values())) // 2
+    train = peaks_by_batch(model, input_shape, batch_sizes, settings, train=True, at_2=est.sim)
+    return flops, train, peaks_by_batch(model, input_shape, batch_sizes, settings, train=False)
 
 
 @dataclass
