@@ -14,7 +14,7 @@ import importlib.util
 import inspect
 import sys
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from cnnlab.errors import CnnlabError
 
