@@ -114,6 +114,11 @@ class TrainingCost:
         return sum(r.grad_weight_flops for r in self.layers)
 
     @property
+    def other_saved_bytes(self) -> int:
+        """Saved for backward by code between the layers (``F.relu`` in a forward, the loss)."""
+        return max(0, self.memory.activations_bytes - sum(r.saved_bytes for r in self.layers))
+
+    @property
     def training_flops(self) -> int:
         """Forward + backward FLOPs of the step (conv and linear layers, 2 x MACs each)."""
         return self.forward_flops + self.grad_input_flops + self.grad_weight_flops + self.other_flops
@@ -125,7 +130,7 @@ class TrainingCost:
                 "frozen": list(s.freeze), "optimizer_buffers_per_parameter": _buffers(s),
                 "forward_flops": self.forward_flops, "grad_input_flops": self.grad_input_flops,
                 "grad_weight_flops": self.grad_weight_flops, "other_flops": self.other_flops,
-                "training_flops": self.training_flops}
+                "training_flops": self.training_flops, "other_saved_bytes": self.other_saved_bytes}
 
 
 def _buffers(settings: StepSettings) -> int:

@@ -145,6 +145,9 @@ def _print_training(result) -> None:
     console().print(f"FLOPs per step (batch {cost.batch_size}; FLOPs = 2 x MACs): forward {_count(fwd)} + input "
                     f"gradients {_count(cost.grad_input_flops)} + weight gradients {_count(cost.grad_weight_flops)}"
                     f"{other} = {_count(cost.training_flops)}{ratio}")
+    if cost.other_saved_bytes:
+        console().print(f"Saved for backward by code between the layers (functional ops, the loss): "
+                        f"{format_bytes(cost.other_saved_bytes)}.")
     mem = cost.memory
     print_table("memory of the step", ("part", "bytes", ""),
                 [(label, "-" if n is None else f"{n:,}", format_bytes(n)) for label, n in mem.parts()], left=("part",))
