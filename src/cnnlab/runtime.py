@@ -161,7 +161,9 @@ def is_out_of_memory(exc: BaseException) -> bool:
 
 
 @contextlib.contextmanager
-def explain_out_of_memory(doing: str, hint: str = "try a smaller --batch-size or --input-size") -> Iterator[None]:
+def explain_out_of_memory(doing: str, hint: str = "try a smaller --batch-size or --input-size (`cnnlab summary "
+                                                  "MODEL --train --fit-memory SIZE` finds the largest batch that fits)"
+                          ) -> Iterator[None]:
     """Turn an allocation failure inside the block into one line saying what ran out and what to do."""
     try:
         yield

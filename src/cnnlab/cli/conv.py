@@ -40,7 +40,7 @@ def bench() -> None:
 @click.option("--format", "format", type=FORMATS, default="table", show_default=True)
 def bench_conv(quick: bool, batch_sizes: str, algorithms: str, runs: int | None, device: str, errors: bool,
                format: str) -> None:
-    """VGG-16's 3x3 layers: each algorithm's ms, GFLOP/s, ratio to F.conv2d and max error."""
+    """VGG-16's 3x3 layers: each algorithm's ms, GFLOP/s, ratio to F.conv2d, max error and memory."""
     from cnnlab.conv.bench import run_bench
     from cnnlab.runtime import machine_line, resolve_device
 
@@ -62,10 +62,13 @@ def bench_conv(quick: bool, batch_sizes: str, algorithms: str, runs: int | None,
 
 
 def _print_bench(result: dict) -> None:
+    mib = lambda v: "-" if v is None else f"{v / 2**20:.1f}"  # noqa: E731
     print_table(f"cnnlab bench conv: 3x3 convolutions, padding 1 (float32) -- {result['machine']}",
-                ("layer", "batch", "algorithm", "ms", "GFLOP/s", "x F.conv2d", "max error"),
+                ("layer", "batch", "algorithm", "ms", "GFLOP/s", "x F.conv2d", "max error", "buffer MiB (computed)",
+                 "extra MiB (measured)"),
                 [(r["layer"], r["batch"], r["algorithm"], f"{r['ms']:.2f}", f"{r['gflops']:.1f}", f"{r['ratio']:.2f}",
-                  f"{r['max_error']:.1e}") for r in result["rows"]], left=("layer", "algorithm"))
+                  f"{r['max_error']:.1e}", mib(r.get("buffer_bytes")), mib(r.get("measured_bytes")))
+                 for r in result["rows"]], left=("layer", "algorithm"))
     if result.get("cudnn_modes"):
         keys = [k for k in result["cudnn_modes"][0] if k not in ("layer", "batch")]
         print_table("F.conv2d on CUDA: cuDNN benchmark x deterministic (ms, median)", ("layer", "batch", *keys),
