@@ -25,6 +25,7 @@ _EXPORTS = {
     "summarize_model": "cnnlab.summary",
     "analyze": "cnnlab.analysis",
     "TrainConfig": "cnnlab.training",
+    "optimize": "cnnlab.inference",
 }
 
 __all__ = ["__version__", *_EXPORTS]
