@@ -17,6 +17,7 @@ from cnnlab.cli._common import CONTEXT
 from cnnlab.cli.analyze import analyze
 from cnnlab.cli.arith import arith
 from cnnlab.cli.conv import bench, demo
+from cnnlab.cli.infer import bench_infer
 from cnnlab.cli.models import models, summary
 from cnnlab.cli.runs import evaluate, export, predict, runs
 from cnnlab.cli.train import experiment, recipes, train
@@ -39,6 +40,7 @@ app.add_command(animate)
 app.add_command(report)
 app.add_command(recipes)
 demo.add_command(demo_dropout)
+bench.add_command(bench_infer)
 
 
 def _error(message: str, code: int = 2, *, one_line: bool = False) -> int:
