@@ -1,4 +1,4 @@
-"""`cnnlab export RUN_DIR --format onnx`: an ONNX file checked against onnxruntime."""
+"""`cnnlab export RUN_DIR --format onnx [--quantize int8]`: an ONNX file checked against onnxruntime."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ import torch
 
 from cnnlab.data import normalization
 from cnnlab.errors import CnnlabError, RunDirError
-from cnnlab.runs import load_run
+from cnnlab.runs import LoadedRun, load_run
+from cnnlab.storage import atomic_write
 
 
 class _Normalize(torch.nn.Module):
@@ -24,31 +25,44 @@ class _Normalize(torch.nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return (x - self.mean) / self.std
 
-__all__ = ["export_onnx"]
+__all__ = ["export_onnx", "export_onnx_int8"]
 
 TOLERANCE = 1e-4  # max |onnxruntime - PyTorch| on the logits
+INT8_AGREEMENT = 0.99  # min top-1 agreement of the int8 model with PyTorch fp32 on test images
+
+
+def _need_onnxruntime() -> None:
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        raise CnnlabError("ONNX export needs onnx, onnxscript and onnxruntime: pip install 'cnnlab[onnx]'") from None
+
+
+def _model_taking_unit_images(run: LoadedRun) -> torch.nn.Module:
+    """The run's model, normalising its input itself where the run's data was normalised."""
+    model = run.model.to(memory_format=torch.contiguous_format).eval()
+    stats = normalization(run.config.dataset, run.config.normalize)
+    if stats is not None:  # the ONNX file takes [0, 1] images, like the run's data before Normalize
+        model = torch.nn.Sequential(_Normalize(*stats), model).eval()
+    return model
 
 
 def export_onnx(run_dir: str | os.PathLike, out: str | os.PathLike | None = None, *, overwrite: bool = False,
                 check_batch: int = 3, seed: int = 0) -> tuple[Path, float]:
     """Export a run's model (dynamic batch size, input ``images`` NCHW float in [0, 1], output
     ``logits``) and check it with onnxruntime. Returns (path, max abs difference)."""
-    try:
-        import onnxruntime as ort
-    except ImportError:
-        raise CnnlabError("ONNX export needs onnx, onnxscript and onnxruntime: pip install 'cnnlab[onnx]'") from None
+    _need_onnxruntime()
+    import onnxruntime as ort
+
     run = load_run(run_dir, "cpu")
     path = Path(out) if out is not None else run.path / "model.onnx"
     if path.exists() and not overwrite:
         raise RunDirError(f"{path} already exists; pass --overwrite or choose another --out")
-    model = run.model.to(memory_format=torch.contiguous_format).eval()
-    stats = normalization(run.config.dataset, run.config.normalize)
-    if stats is not None:  # the ONNX file takes [0, 1] images, like the run's data before Normalize
-        model = torch.nn.Sequential(_Normalize(*stats), model).eval()
+    model = _model_taking_unit_images(run)
     c, h, w = run.input_shape
     example = torch.rand(2, c, h, w, generator=torch.Generator().manual_seed(seed))
     batch = torch.export.Dim("batch", min=1, max=65536)
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = path.with_name(f".{path.name}.export.tmp")  # checked here, then written by atomic_write
     try:
         with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
             warnings.simplefilter("ignore")
@@ -63,9 +77,39 @@ def export_onnx(run_dir: str | os.PathLike, out: str | os.PathLike | None = None
         diff = float(abs(got - expected).max())
         if diff > TOLERANCE:
             raise CnnlabError(f"the exported model differs from PyTorch by {diff:.2e} (> {TOLERANCE:g}); not written")
-        os.replace(tmp, path)
+        atomic_write(path, tmp.read_bytes())
     finally:
         for leftover in (tmp, tmp.with_name(tmp.name + ".data")):
             if leftover.exists():
                 leftover.unlink()
     return path, diff
+
+
+def export_onnx_int8(run_dir: str | os.PathLike, out: str | os.PathLike | None = None, *, overwrite: bool = False,
+                     data_dir: str | None = None, calibration_images: int = 256, seed: int = 0,
+                     check_images: int = 1000) -> tuple[Path, float, int]:
+    """Export a run's model as int8 ONNX (static QDQ, calibrated on ``calibration_images`` training
+    images drawn with ``seed``; same input and output as :func:`export_onnx`), checked with
+    onnxruntime on the first ``check_images`` test images: written (atomically, weights inside)
+    only if its top-1 agrees with PyTorch fp32 on >= 99% of them. Returns (path, agreement, checked)."""
+    _need_onnxruntime()
+    from cnnlab.inference.onnx import OnnxRuntimeModule, export_onnx_bytes, quantize_int8
+    from cnnlab.inference.runs import load_split, predict_labels, run_calibration
+
+    run = load_run(run_dir, "cpu")
+    path = Path(out) if out is not None else run.path / "model.int8.onnx"
+    if path.exists() and not overwrite:
+        raise RunDirError(f"{path} already exists; pass --overwrite or choose another --out")
+    model = _model_taking_unit_images(run)
+    calibration = run_calibration(run, data_dir, images=calibration_images, seed=seed, normalized=False)
+    onnx_int8 = quantize_int8(export_onnx_bytes(model, calibration[0]), calibration)
+    test = load_split(run, "test", data_dir)
+    test = test.subset(torch.arange(min(check_images, len(test))))
+    got, _ = predict_labels(OnnxRuntimeModule(onnx_int8), test, 256)
+    expected, _ = predict_labels(model, test, 256)
+    agreement = float((got == expected).float().mean())
+    if agreement < INT8_AGREEMENT:
+        raise CnnlabError(f"the int8 model agrees with PyTorch on only {100 * agreement:.2f}% of {len(test)} test "
+                          f"images (< {100 * INT8_AGREEMENT:.0f}%); not written")
+    atomic_write(path, onnx_int8)
+    return path, agreement, len(test)

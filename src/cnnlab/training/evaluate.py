@@ -75,23 +75,36 @@ def confusion_matrix(model: nn.Module, data, num_classes: int, batch_size: int,
 
 
 def evaluate_run(run_dir: str | os.PathLike, *, data_dir: str | None = None, device: str = "auto",
-                 split: str = "test") -> tuple[int, int, LoadedRun]:
+                 split: str = "test", optimize: str | None = None) -> tuple[int, int, LoadedRun]:
     """Reload a run and score one split (test by default): (correct, total, run)."""
-    correct, total, run, _ = evaluate_run_detailed(run_dir, data_dir=data_dir, device=device, split=split)
+    correct, total, run, _ = evaluate_run_detailed(run_dir, data_dir=data_dir, device=device, split=split,
+                                                   optimize=optimize)
     return correct, total, run
 
 
 def evaluate_run_detailed(run_dir: str | os.PathLike, *, data_dir: str | None = None, device: str = "auto",
-                          split: str = "test") -> tuple[int, int, LoadedRun, torch.Tensor]:
-    """As :func:`evaluate_run`, plus the confusion matrix (rows: true class, columns: predicted)."""
+                          split: str = "test", optimize: str | None = None) -> tuple[int, int, LoadedRun, torch.Tensor]:
+    """As :func:`evaluate_run`, plus the confusion matrix (rows: true class, columns: predicted).
+    ``optimize``: score the model through ``cnnlab.optimize`` in that mode (int8 calibrates on
+    the run's training images)."""
     dev = resolve_device(device)
+    if optimize is not None:
+        from cnnlab.inference import check_mode
+
+        check_mode(optimize, dev)  # before any data is read
     run = load_run(run_dir, dev)
     data = run_split(run, split, data_dir, dev)
     with determinism(run.config.deterministic, dev):
         fmt = memory_format_for(run.config.channels_last, dev)
         run.model.to(memory_format=fmt)
-        confusion = confusion_matrix(run.model, data, len(run.classes), run.config.eval_batch_size, fmt,
-                                     normalization(run.config.dataset, run.config.normalize),
+        norm = normalization(run.config.dataset, run.config.normalize)
+        model = run.model
+        if optimize is not None:
+            from cnnlab.inference.runs import optimize_run
+
+            example, _ = next(iterate_batches(data, run.config.eval_batch_size, memory_format=fmt, normalize=norm))
+            model = optimize_run(run, optimize, example, data_dir=data_dir)
+        confusion = confusion_matrix(model, data, len(run.classes), run.config.eval_batch_size, fmt, norm,
                                      tta_kind(run.config.dataset, run.config.tta))
     return int(confusion.diagonal().sum()), int(confusion.sum()), run, confusion
 
@@ -111,14 +124,19 @@ def per_class_metrics(confusion: torch.Tensor, classes: Sequence[str]) -> list[d
 
 @torch.inference_mode()
 def predict(run_dir: str | os.PathLike, images: Sequence[str | os.PathLike], *, top_k: int = 3,
-            device: str = "auto") -> list[tuple[str, list[tuple[str, float]]]]:
+            device: str = "auto", optimize: str | None = None) -> list[tuple[str, list[tuple[str, float]]]]:
     """Top-k classes with probabilities for image files of any size and mode, converted the way
-    the run's data was (channels, square side, ``ToTensor`` scaling)."""
+    the run's data was (channels, square side, ``ToTensor`` scaling); ``optimize``: through
+    ``cnnlab.optimize`` in that mode."""
     from cnnlab.data.decode import decode_image
 
     if top_k < 1:
         raise CnnlabError(f"--top-k must be a positive integer, got {top_k}")
     dev = resolve_device(device)
+    if optimize is not None:
+        from cnnlab.inference import check_mode
+
+        check_mode(optimize, dev)
     run = load_run(run_dir, dev)
     c, h, _ = run.input_shape
     data = TensorData(torch.stack([decode_image(p, c, h) for p in images]), torch.zeros(len(images), dtype=torch.long),
@@ -128,7 +146,12 @@ def predict(run_dir: str | os.PathLike, images: Sequence[str | os.PathLike], *, 
     # the same scaling and normalisation as training, through the same batching code
     norm = normalization(run.config.dataset, run.config.normalize)
     x, _ = next(iterate_batches(data, len(data), memory_format=fmt, normalize=norm))
-    probs = torch.softmax(run.model(x), dim=1)
+    model = run.model
+    if optimize is not None:
+        from cnnlab.inference.runs import optimize_run
+
+        model = optimize_run(run, optimize, x)
+    probs = torch.softmax(model(x).float(), dim=1)
     k = min(top_k, probs.shape[1])
     values, indices = probs.topk(k, dim=1)
     return [(str(p), [(run.classes[int(i)], float(v)) for v, i in zip(vs, ix)])
@@ -153,12 +176,14 @@ class Evaluation:
 
 
 def evaluate_with_report(run_dir: str | os.PathLike, *, data_dir: str | None = None, device: str = "auto",
-                         split: str = "test", confusion_png: str | os.PathLike | None = None) -> Evaluation:
+                         split: str = "test", confusion_png: str | os.PathLike | None = None,
+                         optimize: str | None = None) -> Evaluation:
     """Score one split of a run, per class too, and draw its confusion matrix
     (default ``RUN_DIR/confusion_<split>.png``)."""
     from cnnlab.plots import plot_confusion
 
-    correct, total, run, matrix = evaluate_run_detailed(run_dir, data_dir=data_dir, device=device, split=split)
+    correct, total, run, matrix = evaluate_run_detailed(run_dir, data_dir=data_dir, device=device, split=split,
+                                                        optimize=optimize)
     png = Path(confusion_png) if confusion_png is not None else run.path / f"confusion_{split}.png"
     plot_confusion(matrix.numpy(), run.classes, png, title=f"{run.config.model} on {run.config.dataset} ({split})")
     return Evaluation(run, split, correct, total, per_class_metrics(matrix, run.classes), matrix, png)
