@@ -1,8 +1,10 @@
 """``cnnlab bench infer``: every optimize mode against eager fp32 and ONNX Runtime, per model
 and batch size, timed interleaved in one process through :func:`cnnlab.runtime.time_fn`.
 
-Each round calls every contender once (the order reversed every other round), so load from
-other processes hits all of them alike; a row reports the median ms per batch and the median of
+Each round calls every contender once, in a new seeded random order after a 5 ms pause each (so
+no contender always follows the same one: PyTorch's OpenMP threads spin for a while after a call
+and would slow whichever ONNX Runtime session came next), and load from other processes hits all
+of them alike; a row reports the median ms per batch and the median of
 the per-round ratios to eager fp32 (``x_eager``) and to the ONNX Runtime peer of the same
 precision (``x_ort``). For a run directory it also scores every contender on the run's test split:
 test accuracy and top-1 agreement with eager fp32.
@@ -94,15 +96,20 @@ def _build(target: _Target, name: str, x: torch.Tensor, threads: int) -> tuple[C
     return fn, time.perf_counter() - start
 
 
+PAUSE_S = 0.005  # before each timed call: the previous contender's threads stop spinning
+
+
 def _time_round_robin(fns: dict[str, Callable], x: torch.Tensor, device: torch.device, repeats: int,
-                      warmup: int) -> dict[str, list[float]]:
+                      warmup: int, seed: int) -> dict[str, list[float]]:
     times: dict[str, list[float]] = {name: [] for name in fns}
+    names, gen = list(fns), torch.Generator().manual_seed(seed)
     with torch.inference_mode():
         for fn in fns.values():
             time_fn(lambda: fn(x), device, repeats=1, warmup=warmup)
-        for r in range(repeats):
-            for name in (list(fns) if r % 2 == 0 else list(reversed(fns))):
-                times[name] += time_fn(lambda: fns[name](x), device, repeats=1, warmup=0).times
+        for _ in range(repeats):
+            for i in torch.randperm(len(names), generator=gen).tolist():
+                time.sleep(PAUSE_S)
+                times[names[i]] += time_fn(lambda: fns[names[i]](x), device, repeats=1, warmup=0).times
     return times
 
 
@@ -161,7 +168,7 @@ def _bench_target(target: _Target, names: list[str], batch_sizes: list[int], dev
                 setup[name] = time_fn(lambda: target.contenders[name](x), device, repeats=1, warmup=0).times[0]
             else:
                 target.contenders[name], setup[name] = _build(target, name, x, threads)
-        timed.append((batch, _time_round_robin(target.contenders, x, device, repeats, warmup), setup))
+        timed.append((batch, _time_round_robin(target.contenders, x, device, repeats, warmup, seed + batch), setup))
     scores = _accuracy(target, target.contenders) if target.test is not None else {}
     rows = []
     for batch, times, setup in timed:
