@@ -208,8 +208,12 @@ def bench_infer(targets: Sequence[str], *, modes: Sequence[str] | str | None = N
     dev = resolve_device(device)
     sizes = parse_batch_sizes(batch_sizes)
     names = _contender_names(modes, peers, dev)
-    if repeats < 1:
-        raise CnnlabError(f"--repeats must be a positive integer, got {repeats}")
+    for option, value in (("--repeats", repeats), ("--threads", threads or 1), ("--calibration-images", calibration_images),
+                          ("--input-size", input_size or 1)):
+        if value < 1:
+            raise CnnlabError(f"{option} must be a positive integer, got {value}")
+    if warmup < 0:
+        raise CnnlabError(f"--warmup must be 0 or more, got {warmup}")
     saved_threads = torch.get_num_threads()
     torch.set_num_threads(threads or saved_threads)
     try:
