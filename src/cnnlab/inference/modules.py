@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import logging
 
 import torch
 import torch.nn as nn
@@ -89,6 +90,9 @@ class CompiledModule(InferenceModule):
         # every batch size and every compiled copy of the same forward counts against this limit;
         # beyond it dynamo silently falls back to eager
         torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
+        # inductor's C++ toolchain probe logs "No CUDA runtime is found" on CPU-only machines (as in
+        # training/compile.py): stderr carries nothing but errors
+        logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
         eager = copy.deepcopy(model).eval().to(memory_format=torch.channels_last)
         self.model = torch.compile(eager, dynamic=False)
         self.device_type = device.type
