@@ -119,10 +119,10 @@ def _ratio(times: dict[str, list[float]], peer: str | None, name: str) -> float 
     return statistics.median(p / t for p, t in zip(times[peer], times[name]))
 
 
-def _peer_of(name: str) -> str | None:
+def _peer_of(name: str, precision: str) -> str | None:
     if name in PEERS:
         return None
-    return "ort-int8" if PRECISION[name] == "int8" else "ort-fp32"
+    return "ort-int8" if precision == "int8" else "ort-fp32"
 
 
 def _accuracy(target: _Target, fns: dict[str, Callable]) -> dict[str, tuple[float, float]]:
@@ -144,12 +144,14 @@ def _rows(target: _Target, batch: int, times: dict[str, list[float]], setup: dic
     for name, ts in times.items():
         median = statistics.median(ts)
         fn = target.contenders[name]
+        precision = PEERS.get(name) or getattr(fn, "precision", PRECISION[name])  # auto: its chosen mode's
         rows.append({
-            "model": target.label, "mode": name, "precision": PEERS.get(name) or PRECISION[name],
-            "engine": "onnxruntime" if name in PEERS or name in ("onnxruntime", "int8") else "pytorch",
+            "model": target.label, "mode": name, "precision": precision,
+            "engine": "onnxruntime" if name in PEERS or getattr(fn, "chosen", name) in ("onnxruntime", "int8")
+                      else "pytorch",
             "peer": name in PEERS, "chosen": getattr(fn, "chosen", None), "batch_size": batch,
             "ms_per_batch": 1e3 * median, "images_per_s": batch / median,
-            "x_eager": _ratio(times, "eager", name), "x_ort": _ratio(times, _peer_of(name), name),
+            "x_eager": _ratio(times, "eager", name), "x_ort": _ratio(times, _peer_of(name, precision), name),
             "setup_s": setup[name], "test_acc": scores.get(name, (None, None))[0],
             "agreement": scores.get(name, (None, None))[1],
         })
