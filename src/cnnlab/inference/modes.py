@@ -146,9 +146,13 @@ def optimize(model: nn.Module, mode: str, example_input: torch.Tensor, calibrati
 
 
 def _check_inputs(example: torch.Tensor, calibration: Any) -> list[torch.Tensor]:
+    """The calibration images in batches of the example's size (what the compiled candidates were
+    compiled for: checking them costs no further compile); the example itself without calibration."""
     if calibration is None:
         return [example]
-    return [b.to(example.device) for b in calibration_batches(calibration)]
+    images = torch.cat(calibration_batches(calibration)).to(example.device)
+    chunks = list(images.split(example.shape[0]))
+    return chunks[:-1] if len(chunks) > 1 and len(chunks[-1]) < example.shape[0] else chunks
 
 
 def _within_budget(mode: str, outs: list, refs: list) -> tuple[bool, float, float]:
