@@ -21,7 +21,7 @@ MODULES = sorted(
     for p in SRC.rglob("*.py") if p.name != "__main__.py"
 )
 LOWER = ("cnnlab.arithmetic", "cnnlab.geometry", "cnnlab.errors", "cnnlab.models", "cnnlab.data")
-UPPER = ("cnnlab.training", "cnnlab.cli", "cnnlab.analysis", "cnnlab.visualize", "cnnlab.train")
+UPPER = ("cnnlab.training", "cnnlab.cli", "cnnlab.analysis", "cnnlab.visualize", "cnnlab.inference", "cnnlab.train")
 MAX_FILE_LINES = 400
 MAX_FUNCTION_LINES = 60
 
