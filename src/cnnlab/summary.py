@@ -200,11 +200,12 @@ def _rf_union(rfs: list[RF2 | None]) -> RF2 | None:
             arithmetic.receptive_field_union(r[1] for r in rfs))
 
 
-def _first_tensor(obj: Any) -> torch.Tensor | None:
+def first_tensor(obj: Any) -> torch.Tensor | None:
+    """The tensor a module took or returned: ``obj`` itself, or the first of a (nested) tuple/list."""
     if isinstance(obj, torch.Tensor):
         return obj
     if isinstance(obj, (tuple, list)) and obj:
-        return _first_tensor(obj[0])
+        return first_tensor(obj[0])
     return None
 
 
@@ -239,19 +240,19 @@ class _Tracer:
             self.frames[-1].append((tensor.shape, rf))
 
     def _rf_in(self, inputs: Any) -> RF2 | None:
-        t = _first_tensor(inputs)
+        t = first_tensor(inputs)
         return self.rf_of.get(id(t), self.last) if t is not None else self.last
 
     def _name(self, module: nn.Module) -> str:
         return self.names.get(module, type(module).__name__) or type(module).__name__
 
     def container_pre(self, module: nn.Module, inputs: tuple) -> None:
-        t = _first_tensor(inputs)
+        t = first_tensor(inputs)
         self.frames.append([(t.shape, self._rf_in(inputs))] if t is not None else [])
 
     def container_post(self, module: nn.Module, inputs: tuple, output: Any) -> None:
         seen = self.frames.pop()
-        out = _first_tensor(output)
+        out = first_tensor(output)
         if out is None:
             return
         same = [rf for shape, rf in seen if shape[-2:] == out.shape[-2:]] if out.dim() == 4 else []
@@ -260,7 +261,7 @@ class _Tracer:
         self._remember(out, result)
 
     def leaf_post(self, module: nn.Module, inputs: tuple, output: Any) -> None:
-        inp, out = _first_tensor(inputs), _first_tensor(output)
+        inp, out = first_tensor(inputs), first_tensor(output)
         if inp is None or out is None:
             return
         rf = _rf_step(module, self._rf_in(inputs), inp, out)
@@ -316,7 +317,7 @@ def _trace(model: nn.Module, input_shape: Sequence[int], name: str | None, small
     (:mod:`cnnlab.analysis.shapes`), with the table up to the failing layer as ``.summary``."""
     tracer = _Tracer(model, input_shape)
     try:
-        out = _first_tensor(tracer.run(_sample_input(model, input_shape)))
+        out = first_tensor(tracer.run(_sample_input(model, input_shape)))
     except CnnlabError:
         raise
     except Exception:  # noqa: BLE001 -- explained in one line by the shape debugger, never a traceback

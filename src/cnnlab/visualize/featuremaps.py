@@ -11,19 +11,12 @@ import torch
 import torch.nn as nn
 
 from cnnlab.errors import CnnlabError
+from cnnlab.summary import first_tensor
 from cnnlab.visualize.layers import check_image, default_layers, get_layer, hw_c, layer_name
 
 __all__ = ["feature_maps", "layer_titles", "plot_feature_maps", "FeatureMapsResult", "show_featuremaps"]
 
 MAX_CHANNELS = 64  # channels drawn per layer
-
-
-def _first_tensor(obj: Any) -> torch.Tensor | None:
-    if isinstance(obj, torch.Tensor):
-        return obj
-    if isinstance(obj, (tuple, list)) and obj:
-        return _first_tensor(obj[0])
-    return None
 
 
 def _layer_list(model: nn.Module, x: torch.Tensor, layers: str | Sequence[str] | None) -> list[str]:
@@ -58,7 +51,7 @@ def feature_maps(model: nn.Module, image: torch.Tensor, layers: str | Sequence[s
 
     def hook_for(name: str):
         def hook(module: nn.Module, inputs: tuple, output: Any) -> None:
-            out = _first_tensor(output)
+            out = first_tensor(output)
             if out is not None:
                 captured[name] = out.detach()[0].clone()
         return hook

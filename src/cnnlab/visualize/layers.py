@@ -14,6 +14,7 @@ import torch
 import torch.nn as nn
 
 from cnnlab.errors import CnnlabError, UnknownNameError
+from cnnlab.summary import first_tensor
 
 __all__ = ["LayerOutput", "LayerChoice", "get_layer", "layer_name", "layer_names", "trace_forward", "trace_outputs",
            "choose_gradcam_layer", "choice_from_trace",
@@ -117,14 +118,6 @@ def check_image(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return x
 
 
-def _first_tensor(obj: Any) -> torch.Tensor | None:
-    if isinstance(obj, torch.Tensor):
-        return obj
-    if isinstance(obj, (tuple, list)) and obj:
-        return _first_tensor(obj[0])
-    return None
-
-
 def trace_forward(model: nn.Module, x: torch.Tensor, *, eval_mode: bool = True) -> tuple[list[LayerOutput], Any]:
     """One forward pass without gradients that lists every module's output shape in the order the
     outputs are produced (a module called twice keeps its last call), and returns the model's output.
@@ -134,7 +127,7 @@ def trace_forward(model: nn.Module, x: torch.Tensor, *, eval_mode: bool = True) 
     counter = iter(range(1 << 30))
 
     def hook(module: nn.Module, inputs: tuple, output: Any) -> None:
-        out, inp = _first_tensor(output), _first_tensor(inputs)
+        out, inp = first_tensor(output), first_tensor(inputs)
         if out is not None:
             found[names[module]] = LayerOutput(names[module], module, tuple(out.shape[1:]),
                                                None if inp is None else tuple(inp.shape[1:]), next(counter))
