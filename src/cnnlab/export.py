@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
-import io
 import os
-import warnings
 from pathlib import Path
 
 import torch
@@ -52,7 +49,7 @@ def export_onnx(run_dir: str | os.PathLike, out: str | os.PathLike | None = None
     """Export a run's model (dynamic batch size, input ``images`` NCHW float in [0, 1], output
     ``logits``) and check it with onnxruntime. Returns (path, max abs difference)."""
     _need_onnxruntime()
-    import onnxruntime as ort
+    from cnnlab.inference.onnx import OnnxRuntimeModule, export_onnx_bytes
 
     run = load_run(run_dir, "cpu")
     path = Path(out) if out is not None else run.path / "model.onnx"
@@ -60,28 +57,13 @@ def export_onnx(run_dir: str | os.PathLike, out: str | os.PathLike | None = None
         raise RunDirError(f"{path} already exists; pass --overwrite or choose another --out")
     model = _model_taking_unit_images(run)
     c, h, w = run.input_shape
-    example = torch.rand(2, c, h, w, generator=torch.Generator().manual_seed(seed))
-    batch = torch.export.Dim("batch", min=1, max=65536)
-    tmp = path.with_name(f".{path.name}.export.tmp")  # checked here, then written by atomic_write
-    try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-            warnings.simplefilter("ignore")
-            # external_data=False: the weights live inside the .onnx file, which can be copied alone
-            torch.onnx.export(model, (example,), str(tmp), input_names=["images"], output_names=["logits"],
-                              dynamic_shapes=({0: batch},), dynamo=True, external_data=False)
-        session = ort.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])
-        x = torch.rand(check_batch, c, h, w, generator=torch.Generator().manual_seed(seed + 1))
-        with torch.no_grad():
-            expected = model(x).numpy()
-        got = session.run(None, {"images": x.numpy()})[0]
-        diff = float(abs(got - expected).max())
-        if diff > TOLERANCE:
-            raise CnnlabError(f"the exported model differs from PyTorch by {diff:.2e} (> {TOLERANCE:g}); not written")
-        atomic_write(path, tmp.read_bytes())
-    finally:
-        for leftover in (tmp, tmp.with_name(tmp.name + ".data")):
-            if leftover.exists():
-                leftover.unlink()
+    onnx_model = export_onnx_bytes(model, torch.rand(2, c, h, w, generator=torch.Generator().manual_seed(seed)))
+    x = torch.rand(check_batch, c, h, w, generator=torch.Generator().manual_seed(seed + 1))
+    with torch.no_grad():
+        diff = float((OnnxRuntimeModule(onnx_model)(x) - model(x)).abs().max())
+    if diff > TOLERANCE:
+        raise CnnlabError(f"the exported model differs from PyTorch by {diff:.2e} (> {TOLERANCE:g}); not written")
+    atomic_write(path, onnx_model)  # one file, weights inside: it can be copied alone
     return path, diff
 
 
