@@ -19,7 +19,7 @@ from cnnlab.errors import UnknownNameError
 from cnnlab.runs import check_run_dir
 from cnnlab.training.callbacks import Callback
 from cnnlab.training.config import INIT_SCHEMES, TrainConfig
-from cnnlab.training.launch import train
+from cnnlab.training.launcher import train
 from cnnlab.training.loop import TrainResult
 
 __all__ = ["InitRow", "LECTURE_INIT_TABLE", "run_init_experiment"]

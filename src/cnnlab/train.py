@@ -11,7 +11,7 @@ from cnnlab.training.config import TrainConfig
 from cnnlab.training.distributed import distributed_env
 from cnnlab.training.evaluate import (evaluate_accuracy, evaluate_run, evaluate_run_detailed, per_class_metrics,
                                       predict)
-from cnnlab.training.launch import resume, train
+from cnnlab.training.launcher import resume, train
 from cnnlab.training.loop import EpochRecord, Trainer, TrainResult
 
 

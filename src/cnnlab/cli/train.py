@@ -80,7 +80,7 @@ def explicit_settings(ctx: click.Context, settings: dict[str, Any]) -> set[str]:
                    "nccl on CUDA).")
 def train(resume_dir: Path | None, overwrite: bool, quiet: bool, tensorboard: bool, nproc: int, **settings: Any) -> None:
     """Train a model. With no arguments: the lecture's ConvNet recipe on MNIST."""
-    from cnnlab.training.launch import launch
+    from cnnlab.training.launcher import launch
 
     explicit = explicit_settings(click.get_current_context(), settings)
     outcome = launch(TrainConfig(**settings), explicit, resume_dir=resume_dir, overwrite=overwrite, quiet=quiet,

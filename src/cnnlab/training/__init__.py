@@ -1,6 +1,6 @@
 """Training: the settings (``config``), the loop (``loop``), optimizers and schedules (``optim``),
 checkpoints (``checkpoint``), several processes (``distributed``), scoring (``evaluate``),
-hooks (``callbacks``) and starting or continuing runs (``launch``).
+hooks (``callbacks``) and starting or continuing runs (``launcher``).
 
 Names are imported on first use, so ``cnnlab.training.config`` loads without torch.
 """
@@ -19,7 +19,7 @@ _EXPORTS = {
     "distributed_env": "distributed",
     "evaluate_accuracy": "evaluate", "evaluate_run": "evaluate", "evaluate_run_detailed": "evaluate",
     "per_class_metrics": "evaluate", "predict": "evaluate",
-    "train": "launch", "resume": "launch", "launch": "launch",
+    "train": "launcher", "resume": "launcher", "launch": "launcher",
 }
 
 __all__ = list(_EXPORTS)
