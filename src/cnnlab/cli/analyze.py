@@ -11,7 +11,8 @@ from cnnlab.cli._common import CONTEXT, DEVICES, console, print_table
 __all__ = ["analyze"]
 
 
-@click.command(context_settings=CONTEXT)
+@click.command(context_settings=CONTEXT,
+               short_help="The zoo as in Canziani et al. (2016): accuracy, operations, time, memory.")
 @click.argument("models", nargs=-1)
 @click.option("--input", "input", default=None, help="Input shape CxHxW for every model [default: each model's own].")
 @click.option("--batch-sizes", default="1,2,4,8,16,32,64", show_default=True, help="Comma-separated batch sizes.")

@@ -99,6 +99,9 @@ class TrainConfig:
                                          "notebook computes it.", choices=TRAIN_EVALS)
     channels_last: bool | None = setting(None, "NHWC memory format [default: on for CPU, where oneDNN is faster "
                                                "with it; off on CUDA].")
+    pool_before_relu: bool = setting(True, "Train with each max-pool moved before the ReLU feeding it: they commute, "
+                                           "so the weights are the same bit for bit and the ReLU does a quarter of "
+                                           "the work (torch.fx; a model fx cannot trace runs as written).")
     input_size: int | None = setting(None, "Resize the images once to this side [default: the dataset's].")
     in_channels: int | None = setting(None, "Repeat gray images to this many channels (3 for RGB weights).")
     weights: str | None = setting(None, "Start from this state_dict (torchvision .pth or a cnnlab model.pt); "

@@ -33,6 +33,7 @@ from cnnlab.training.ema import WeightEma
 from cnnlab.training.evaluate import evaluate_accuracy
 from cnnlab.training.lookahead import Lookahead
 from cnnlab.training.optim import build_optimizer, build_scheduler
+from cnnlab.training.rewrite import pool_before_relu
 from cnnlab.training.tta import tta_kind
 
 __all__ = ["EpochRecord", "TrainResult", "Trainer"]
@@ -115,7 +116,8 @@ class Trainer:
             torch.manual_seed(c.seed)  # before the model is built, as in the lecture's notebook
             self.model = self.build_model()
         self._joined_group = join_process_group(self.device)
-        self.net = wrap_ddp(self.model, self.device)  # what the forward pass calls (DDP under torchrun)
+        # what the training forward calls: the model (pools before ReLUs, see training/rewrite.py), DDP under torchrun
+        self.net = wrap_ddp(pool_before_relu(self.model)[0] if c.pool_before_relu else self.model, self.device)
         self._build_optimization()
         self.shuffle = torch.Generator().manual_seed(c.seed)  # batch order and augmentation
         self.start_epoch = restore_state(self, resume_from) + 1 if resume_from is not None else 1
@@ -240,10 +242,10 @@ class Trainer:
         if self.augment is not None:
             x = augment_batch(x, self.augment, self.shuffle)
         amp_dtype = torch.float16 if self.device.type == "cuda" else torch.bfloat16
+        self.optimizer.zero_grad(set_to_none=True)  # before the forward: last step's gradients are not held through it
         with torch.autocast(self.device.type, dtype=amp_dtype, enabled=c.amp):
             logits = self.net(x)
             loss = F.cross_entropy(logits.float(), y, label_smoothing=c.label_smoothing)
-        self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         if c.clip_grad is not None:
             self.scaler.unscale_(self.optimizer)
