@@ -17,8 +17,10 @@ install: $(STAMP)
 train: $(STAMP)
 	$(BIN)/cnnlab train $(ARGS)
 
+# two pytest-xdist workers, one torch thread each (tests/conftest.py); PYTEST_WORKERS=0 runs in one process
+PYTEST_WORKERS ?= 2
 test: $(STAMP)
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_train.py $(ARGS)

@@ -26,6 +26,12 @@ MNIST_ROOT = _mnist_root()
 # Subprocesses and tests that chdir still find the data: make the path absolute once.
 os.environ["CNNLAB_DATA"] = str(MNIST_ROOT)
 
+if os.environ.get("PYTEST_XDIST_WORKER"):  # `make test` runs two workers (pytest-xdist): one thread each,
+    os.environ.setdefault("OMP_NUM_THREADS", "1")  # subprocesses included, so the cores are not oversubscribed
+    import torch
+
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+
 
 def mnist_available() -> bool:
     raw = MNIST_ROOT / "MNIST" / "raw"

@@ -126,7 +126,7 @@ def assert_resumes_to_straight(out: Path, straight: Path) -> None:
 def _kill_moments(n: int = 10, seed: int = 0) -> list[tuple[str, int]]:
     """``n`` seeded (phase, write number) pairs covering every kind of file written."""
     rng = random.Random(seed)
-    moments = {(rng.choice(["before", "during", "after"]), WRITES.index(name) + 1) for name in set(WRITES)}
+    moments = {(rng.choice(["before", "during", "after"]), WRITES.index(name) + 1) for name in sorted(set(WRITES))}
     while len(moments) < n:
         moments.add((rng.choice(["before", "during", "after"]), rng.randint(1, len(WRITES))))
     return sorted(moments, key=lambda m: (m[1], m[0]))
