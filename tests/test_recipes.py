@@ -101,7 +101,7 @@ def test_recipes_command_lists_and_shows_without_torch():
     assert proc.returncode == 0, proc.stderr
     for name in recipe_names():
         assert name in proc.stdout
-    assert "epochs = 1.5" in proc.stdout  # the settings file itself
+    assert "epochs = 1.25" in proc.stdout  # the settings file itself
     listed = json.loads(run_cli("recipes", "--format", "json").stdout)
     assert [r["name"] for r in listed] == recipe_names() and listed[0]["settings"]
 

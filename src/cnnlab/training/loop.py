@@ -286,7 +286,13 @@ class Trainer:
                            test_acc=test_acc, seconds=seconds, elapsed=time.perf_counter() - start, val_acc=val_acc)
 
     def _score(self, data) -> tuple[int, int]:
-        correct, total, _ = evaluate_accuracy(self.eval_model, data, self.config.eval_batch_size, self.memory_format,
+        model = self.eval_model
+        if self.config.pool_before_relu:  # the same outputs, ~2x faster here; traced in eval mode, weights shared
+            was_training = model.training
+            model.eval()
+            model = pool_before_relu(model)[0]
+            self.eval_model.train(was_training)
+        correct, total, _ = evaluate_accuracy(model, data, self.config.eval_batch_size, self.memory_format,
                                               self.normalize, tta=self.tta)
         return correct, total
 

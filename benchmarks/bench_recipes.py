@@ -1,0 +1,183 @@
+"""Time to accuracy: cnnlab's MNIST recipes beside the naive peer, in one process.
+
+The peer is ``../shared/bench/naive_mnist.py`` itself (a plain in-memory PyTorch loop: 3-conv BatchNorm
+net, SGD-Nesterov + OneCycle, label smoothing, batch 256, 2 epochs), executed with ``runpy`` in this
+process for every seed, so both sides share the interpreter, the thread pool and the machine's mood.
+After an untimed warm-up (a few steps of each), every seed runs the peer and every recipe, the
+order alternating from seed to seed. A recipe runs
+through ``cnnlab.training.Trainer`` exactly as ``cnnlab train --recipe NAME --seed S`` would, without
+a run directory.
+
+Training seconds: the optimizer steps only -- for both sides data decoding and the test pass are
+outside the clock (the peer's own ``time.perf_counter`` brackets its loop; cnnlab's
+``TrainResult.train_seconds``). GFLOP/s = training FLOPs (forward + backward of every conv and linear
+layer, ``cnnlab.analysis.training.training_cost``) / training seconds, beside the float32 roof of
+``cnnlab.analysis.timing.roof_measurements`` (bf16 recipes can exceed a float32 roof).
+
+    CNNLAB_DATA=../shared/data .venv/bin/python benchmarks/bench_recipes.py \\
+        [--recipes mnist-fast,mnist-best] [--seeds 0,1,2,3,4] [--best-seeds 0,1,2] [--png time_to_accuracy.png]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import re
+import runpy
+import statistics
+import sys
+from pathlib import Path
+
+import torch
+
+from cnnlab.analysis.estimate import StepSettings
+from cnnlab.analysis.timing import roof_measurements
+from cnnlab.analysis.training import training_cost
+from cnnlab.runtime import machine_line
+from cnnlab.training import Trainer
+from cnnlab.training.evaluate import evaluate_accuracy
+from cnnlab.training.recipes import recipe_config
+
+REPO = Path(__file__).resolve().parents[1]
+PEER = REPO.parent / "shared" / "bench" / "naive_mnist.py"
+PEER_ARGS = ("2", "16", "256")  # epochs, width, batch: the issue's peer
+PEER_LINE = re.compile(r": ([\d.]+)% in ([\d.]+) s training")
+
+
+def run_peer(path: Path, seed: int, epochs: str = PEER_ARGS[0]) -> dict:
+    """The peer's script, run in this process; its printed line parsed."""
+    argv, out = sys.argv, io.StringIO()
+    sys.argv = [str(path), epochs, *PEER_ARGS[1:], str(seed)]
+    try:
+        with contextlib.redirect_stdout(out):
+            scope = runpy.run_path(str(path), run_name="__main__")
+    finally:
+        sys.argv = argv
+    match = PEER_LINE.search(out.getvalue())
+    if match is None:
+        raise RuntimeError(f"unexpected peer output: {out.getvalue()!r}")
+    images = scope["steps"] * scope["bs"]
+    return {"acc": float(match.group(1)), "seconds": float(match.group(2)), "images": images,
+            "flops_per_image": _flops_per_image(scope["net"](scope["w"]), False)}
+
+
+def _flops_per_image(model: torch.nn.Module, amp: bool) -> int:
+    return training_cost(model, (1, 28, 28), 1, StepSettings(optimizer="nesterov", amp=amp)).training_flops
+
+
+def run_recipe(name: str, seed: int, overrides: dict) -> dict:
+    """One recipe, one seed: accuracy (as the recipe scores it, and without TTA), seconds, curve."""
+    trainer = Trainer(recipe_config(name, {**overrides, "seed": seed}))
+    result = trainer.fit()
+    c = trainer.config
+    plain, total, _ = evaluate_accuracy(trainer.eval_model, trainer.test_data, c.eval_batch_size,
+                                        trainer.memory_format, trainer.normalize)
+    n_train = len(trainer.train_data)
+    images = sum(min(n_train, trainer.steps_in_epoch(e) * c.batch_size) for e in range(1, c.epoch_count + 1))
+    curve, elapsed = [], 0.0
+    for record in result.history:
+        elapsed += record.seconds
+        curve.append((elapsed, record.test_acc))
+    return {"acc": result.test_acc, "plain": 100.0 * plain / total, "seconds": result.train_seconds,
+            "images": images, "curve": curve, "flops_per_image": _flops_per_image(trainer.model, c.amp),
+            "tta": trainer.tta}
+
+
+def gflops(row: dict) -> float:
+    return row["flops_per_image"] * row["images"] / row["seconds"] / 1e9
+
+
+def print_table(results: dict[str, dict[int, dict]], roof: dict) -> None:
+    peer_median = statistics.median(r["seconds"] for r in results["naive peer"].values())
+    print("\n| contender | seed | test accuracy % | without TTA % | training s | peer's median / this | GFLOP/s |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for name, rows in results.items():
+        for seed, r in rows.items():
+            plain = f"{r['plain']:.2f}" if "plain" in r else "-"
+            print(f"| {name} | {seed} | {r['acc']:.2f} | {plain} | {r['seconds']:.2f} | "
+                  f"{peer_median / r['seconds']:.2f}x | {gflops(r):.1f} |")
+    print(f"\nroof: {roof['gflops']:.0f} GFLOP/s float32 ({roof['source']})")
+    print("\n| contender | seeds | mean accuracy % | min % | median training s | peer's median / median | "
+          "median GFLOP/s | % of roof |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    for name, rows in results.items():
+        accs = [r["acc"] for r in rows.values()]
+        med = statistics.median(r["seconds"] for r in rows.values())
+        rate = statistics.median(gflops(r) for r in rows.values())
+        print(f"| {name} | {len(rows)} | {statistics.mean(accs):.3f} | {min(accs):.2f} | {med:.2f} | "
+              f"{peer_median / med:.2f}x | {rate:.1f} | {100 * rate / roof['gflops']:.0f} |")
+
+
+def plot(results: dict[str, dict[int, dict]], png: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for (name, rows), colour in zip(results.items(), ("tab:gray", "tab:blue", "tab:orange", "tab:green")):
+        for i, r in enumerate(rows.values()):
+            label = name if i == 0 else None
+            if "curve" in r:
+                xs, ys = zip(*r["curve"])
+                ax.plot(xs, ys, "-o", color=colour, alpha=0.6, markersize=3, label=label)
+            else:
+                ax.plot([r["seconds"]], [r["acc"]], "s", color=colour, label=label)
+    ax.axhline(99.0, color="k", lw=0.5, ls="--")
+    ax.set_xscale("log")
+    ax.set_ylim(98.0, 99.8)
+    ax.set_xlabel("training seconds (optimizer steps; log scale)")
+    ax.set_ylabel("MNIST test accuracy after each epoch (%)")
+    ax.set_title("Time to accuracy on this machine (one line per seed)")
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(png, dpi=120)
+    print(f"wrote {png}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--recipes", default="mnist-fast,mnist-best")
+    parser.add_argument("--seeds", default="0,1,2,3,4", help="seeds of the peer and of every recipe")
+    parser.add_argument("--best-seeds", default="0,1,2", help="seeds of mnist-best (the long one)")
+    parser.add_argument("--threads", type=int, default=2, help="the peer sets 2 itself")
+    parser.add_argument("--peer", type=Path, default=PEER)
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a setting of every recipe (e.g. --set epochs=0.2 for a smoke run)")
+    parser.add_argument("--png", type=Path, default=None, help="draw accuracy vs training seconds here")
+    args = parser.parse_args()
+    import json
+
+    overrides = {k: json.loads(v) for k, v in (item.split("=", 1) for item in args.set)}
+    seeds = [int(s) for s in args.seeds.split(",")]
+    best_seeds = {int(s) for s in args.best_seeds.split(",")}
+    torch.set_num_threads(args.threads)
+    print(machine_line("cpu"))
+    print(f"peer: {args.peer} {' '.join(PEER_ARGS)} SEED; recipes: {args.recipes}; seeds {seeds} "
+          f"(mnist-best: {sorted(best_seeds)})")
+    names = args.recipes.split(",")
+    # warm-up, untimed: a few steps of every contender (oneDNN primitives, allocator, bf16 kernels)
+    run_peer(args.peer, 0, epochs="0.05")
+    for name in names:
+        run_recipe(name, 0, {**overrides, "epochs": 0.05})
+    torch.set_num_threads(args.threads)
+    results: dict[str, dict[int, dict]] = {"naive peer": {}, **{n: {} for n in names}}
+    for i, seed in enumerate(seeds):
+        order = ["naive peer", *names] if i % 2 == 0 else [*names, "naive peer"]
+        for name in order:
+            if name == "mnist-best" and seed not in best_seeds:
+                continue
+            row = run_peer(args.peer, seed) if name == "naive peer" else run_recipe(name, seed, overrides)
+            torch.set_num_threads(args.threads)  # the peer's script sets its own
+            results[name][seed] = row
+            print(f"  seed {seed}: {name:12s} {row['acc']:.2f}% in {row['seconds']:.2f} s training", flush=True)
+    roof = roof_measurements(torch.device("cpu"))
+    print_table(results, roof)
+    if args.png:
+        plot(results, args.png)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
