@@ -16,6 +16,7 @@ Each contender: one short warm-up, then ``--repeats`` full runs; medians reporte
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import platform
 import statistics
@@ -117,6 +118,7 @@ def main() -> int:
     results: dict[str, list[tuple[float, float]]] = {name: [] for name in contenders}
     for r in range(args.repeats):
         for name, fn in contenders.items():
+            gc.collect()  # the previous contender's garbage is not collected on the next one's clock
             seconds, acc = fn(root, args.epochs)
             results[name].append((seconds, acc))
             print(f"  run {r + 1}: {name:31s} {seconds:7.1f} s  test {acc:.2f}%", flush=True)
