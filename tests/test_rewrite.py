@@ -97,3 +97,11 @@ def test_training_ends_with_the_same_weights():
         states.append(trainer.model.state_dict())
     assert states[0].keys() == states[1].keys()
     assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_scoring_through_the_rewrite_leaves_the_model_in_its_mode(training):
+    trainer = Trainer(TrainConfig(dataset="digits", batch_size=32, model="convnet_bn"))
+    trainer.model.train(training)
+    trainer._score(trainer.test_data)
+    assert all(m.training is training for m in trainer.model.modules())

@@ -289,9 +289,10 @@ class Trainer:
         model = self.eval_model
         if self.config.pool_before_relu:  # the same outputs, ~2x faster here; traced in eval mode, weights shared
             was_training = model.training
-            model.eval()
-            model = pool_before_relu(model)[0]
-            self.eval_model.train(was_training)
+            graph = pool_before_relu(model.eval())[0]
+            model.train(was_training)
+            # the graph gets the model's mode too: evaluate_accuracy restores the shared modules to the graph's
+            model = graph.train(was_training)
         correct, total, _ = evaluate_accuracy(model, data, self.config.eval_batch_size, self.memory_format,
                                               self.normalize, tta=self.tta)
         return correct, total
