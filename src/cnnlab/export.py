@@ -44,6 +44,17 @@ def _model_taking_unit_images(run: LoadedRun) -> torch.nn.Module:
     return model
 
 
+def _export_target(run_dir: str | os.PathLike, out: str | os.PathLike | None, default_name: str,
+                   overwrite: bool) -> tuple[LoadedRun, Path, torch.nn.Module]:
+    """The run, the file to write (``out`` or ``RUN/default_name``; an existing one only with
+    ``overwrite``) and the model to export, taking [0, 1] images."""
+    run = load_run(run_dir, "cpu")
+    path = Path(out) if out is not None else run.path / default_name
+    if path.exists() and not overwrite:
+        raise RunDirError(f"{path} already exists; pass --overwrite or choose another --out")
+    return run, path, _model_taking_unit_images(run)
+
+
 def export_onnx(run_dir: str | os.PathLike, out: str | os.PathLike | None = None, *, overwrite: bool = False,
                 check_batch: int = 3, seed: int = 0) -> tuple[Path, float]:
     """Export a run's model (dynamic batch size, input ``images`` NCHW float in [0, 1], output
@@ -51,11 +62,7 @@ def export_onnx(run_dir: str | os.PathLike, out: str | os.PathLike | None = None
     _need_onnxruntime()
     from cnnlab.inference.onnx import OnnxRuntimeModule, export_onnx_bytes
 
-    run = load_run(run_dir, "cpu")
-    path = Path(out) if out is not None else run.path / "model.onnx"
-    if path.exists() and not overwrite:
-        raise RunDirError(f"{path} already exists; pass --overwrite or choose another --out")
-    model = _model_taking_unit_images(run)
+    run, path, model = _export_target(run_dir, out, "model.onnx", overwrite)
     c, h, w = run.input_shape
     onnx_model = export_onnx_bytes(model, torch.rand(2, c, h, w, generator=torch.Generator().manual_seed(seed)))
     x = torch.rand(check_batch, c, h, w, generator=torch.Generator().manual_seed(seed + 1))
@@ -78,11 +85,7 @@ def export_onnx_int8(run_dir: str | os.PathLike, out: str | os.PathLike | None =
     from cnnlab.inference.onnx import OnnxRuntimeModule, export_onnx_bytes, quantize_int8
     from cnnlab.inference.runs import load_split, predict_labels, run_calibration
 
-    run = load_run(run_dir, "cpu")
-    path = Path(out) if out is not None else run.path / "model.int8.onnx"
-    if path.exists() and not overwrite:
-        raise RunDirError(f"{path} already exists; pass --overwrite or choose another --out")
-    model = _model_taking_unit_images(run)
+    run, path, model = _export_target(run_dir, out, "model.int8.onnx", overwrite)
     calibration = run_calibration(run, data_dir, images=calibration_images, seed=seed, normalized=False)
     onnx_int8 = quantize_int8(export_onnx_bytes(model, calibration[0]), calibration)
     test = load_split(run, "test", data_dir)
