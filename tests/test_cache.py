@@ -123,6 +123,21 @@ def test_a_changed_folder_never_reads_a_stale_entry(tmp_path, xdg, how):
     assert len(list(xdg.glob("*.pt"))) == 1  # the entry of the old contents is replaced, not kept forever
 
 
+def test_concurrent_loads_decode_once(tmp_path, xdg):
+    """Processes of one `--nproc` run load the same folder at once: one decodes and writes, the others read."""
+    import threading
+
+    root = make_folder(tmp_path / "imgs", n_per_class=5)
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(load_image_folder(root, side=12))) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert cache.STATS == {"hits": 2, "misses": 1, "writes": 1}
+    assert all(torch.equal(r[0].images, results[0][0].images) for r in results)
+
+
 def test_a_moved_folder_is_a_new_entry(tmp_path, xdg):
     root = make_folder(tmp_path / "imgs", n_per_class=5)
     load_image_folder(root, side=12)
@@ -198,6 +213,7 @@ def test_a_cache_that_cannot_be_written_is_one_note(tmp_path, xdg, monkeypatch, 
     assert err == [f"cnnlab: note: cannot write the image cache in {xdg} ({os.strerror(code)}); "
                    f"decoding without a cache"]
     assert not [p for p in xdg.iterdir() if p.suffix in (".pt", ".json") or p.name.endswith(".tmp")]
+    assert cli(["cache", "clear", "--all"]) == 0 and not list(xdg.iterdir())  # the locks left go too
 
 
 def test_a_cache_dir_under_a_file_trains_with_one_note(tmp_path):
@@ -229,7 +245,7 @@ def test_cache_list_and_clear(tmp_path, xdg, capsys):
     assert doc["bytes"] == sum(p.stat().st_size for p in xdg.iterdir()) and doc["cache_dir"] == str(xdg)
     assert cli(["cache", "list"]) == 0
     out = capsys.readouterr().out
-    assert str((b / "train").resolve()) in out and "Total: 4 entries" in out
+    assert str((b / "train").resolve()) in out and "Total: 4 cache entries" in out
     assert cli(["cache", "clear", str(b)]) == 0
     assert "Removed 2 cache entries" in capsys.readouterr().out
     assert cli(["cache", "clear", str(b)]) == 0

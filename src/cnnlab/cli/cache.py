@@ -25,6 +25,10 @@ def human(size: int) -> str:
     return f"{value:.1f} GB"  # pragma: no cover
 
 
+def _entries(count: int) -> str:
+    return f"{count} cache entr{'y' if count == 1 else 'ies'}"
+
+
 def _when(stamp: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M", time.localtime(stamp))
 
@@ -82,7 +86,7 @@ def list_cache(format: str) -> None:
         print_table(f"image cache: {directory}", ("folder", "entries", "images", "size", "last used"),
                     [(r["folder"] + ("" if r["exists"] else " (gone)"), r["entries"], r["images"], human(r["bytes"]),
                       _when(r["_last"])) for r in rows], left=("folder",))
-        console().print(f"Total: {len(entries)} entries, {human(total)} in {len(rows)} folder(s).")
+        console().print(f"Total: {_entries(len(entries))}, {human(total)} in {len(rows)} folder(s).")
     for path in legacy:
         how = "--all" if path.name != ".cnnlab-cache" else os.fsdecode(path.parent)
         console().print(f"Old image cache left by an earlier cnnlab (no longer used): {path}; "
@@ -135,5 +139,5 @@ def clear_cache(folders: tuple[Path, ...], all_: bool, older_than: float | None)
         where = f" of {', '.join(os.fsdecode(f) for f in folders)}" if folders else ""
         console().print(f"Nothing to clear: no cached images{where}{what} in {directory}.")
         return
-    console().print(f"Removed {count} cache entr{'y' if count == 1 else 'ies'}"
+    console().print(f"Removed {_entries(count)}"
                     + (f" and {len(old)} old .cnnlab-cache folder(s)" if old else "") + f", {human(freed)} freed.")

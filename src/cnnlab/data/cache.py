@@ -149,10 +149,13 @@ def clear_entries(entries: Iterable[CacheEntry]) -> tuple[int, int]:
 
 
 def clear_leftovers(directory: Path | None = None) -> int:
-    """Remove the temporary files of writes that were killed: bytes freed."""
+    """Remove the temporary files of killed writes and the locks of entries never written: bytes freed."""
     directory = cache_dir() if directory is None else directory
+    if not directory.is_dir():
+        return 0
     freed = 0
-    for tmp in directory.glob(".*.tmp") if directory.is_dir() else ():
+    locks = [p for p in directory.glob("*.lock") if not p.with_suffix(".pt").exists()]
+    for tmp in [*directory.glob(".*.tmp"), *locks]:
         try:
             size = tmp.stat().st_size
             tmp.unlink()
