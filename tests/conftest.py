@@ -33,6 +33,12 @@ if os.environ.get("PYTEST_XDIST_WORKER"):  # `make test` runs two workers (pytes
     torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _image_cache(tmp_path_factory) -> None:
+    """Image folders decoded by the tests are cached in a temporary folder, not the user's ~/.cache."""
+    os.environ["CNNLAB_CACHE"] = str(tmp_path_factory.mktemp("image-cache"))
+
+
 def mnist_available() -> bool:
     raw = MNIST_ROOT / "MNIST" / "raw"
     return all((raw / f).is_file() or (raw / f"{f}.gz").is_file() for f in MNIST_FILES)

@@ -101,15 +101,16 @@ def test_folder_errors_are_one_line(tmp_path):
     assert_user_error(run_cli(*args, "--overwrite"), "notes.txt is not a readable image")
 
 
-def test_decoded_tensors_are_cached_and_invalidated(tmp_path):
+def test_decoded_tensors_are_cached_and_invalidated(tmp_path, monkeypatch):
+    monkeypatch.setenv("CNNLAB_CACHE", str(tmp_path / "cache"))
     root = make_folder(tmp_path / "imgs", n_per_class=6)
     first = load_image_folder(root, side=12)
-    caches = list((root / "train" / ".cnnlab-cache").glob("*.pt"))
-    assert len(caches) == 1
+    assert len(list((tmp_path / "cache").glob("*.pt"))) == 1
+    assert not list(root.rglob(".*"))  # nothing written into the data folder
     second = load_image_folder(root, side=12)
     assert torch.equal(first[0].images, second[0].images)
     load_image_folder(root, side=10)  # other settings: another cache file
-    assert len(list((root / "train" / ".cnnlab-cache").glob("*.pt"))) == 2
+    assert len(list((tmp_path / "cache").glob("*.pt"))) == 2
     Image.new("L", (20, 20), 255).save(root / "train" / "left" / "new.png")  # a new file invalidates
     third = load_image_folder(root, side=12)
     assert len(third[0]) + len(third[1]) == len(first[0]) + len(first[1]) + 1

@@ -16,6 +16,7 @@ import click
 from cnnlab.cli._common import CONTEXT
 from cnnlab.cli.analyze import analyze
 from cnnlab.cli.arith import arith
+from cnnlab.cli.cache import cache
 from cnnlab.cli.conv import bench, demo
 from cnnlab.cli.infer import bench_infer
 from cnnlab.cli.models import models, summary
@@ -39,6 +40,7 @@ app.add_command(show)
 app.add_command(animate)
 app.add_command(report)
 app.add_command(recipes)
+app.add_command(cache)
 demo.add_command(demo_dropout)
 bench.add_command(bench_infer)
 

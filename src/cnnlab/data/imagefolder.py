@@ -2,8 +2,9 @@
 
 Images of any size and mode (L, RGB, RGBA, P, ...) are decoded once, converted to the run's
 channels (transparency composited on white), resized to a square side, and kept in memory as
-uint8 tensors, like the built-in datasets, and cached on disk (``DIR/train/.cnnlab-cache/``, or
-``~/.cache/cnnlab/tensors`` when the folder is read-only) so later runs skip the decoding.
+uint8 tensors, like the built-in datasets, and cached in the user's cache directory
+(:mod:`cnnlab.data.cache`: ``~/.cache/cnnlab/images``) so later runs skip the decoding. Nothing is
+ever written into ``DIR``; hidden files and folders in it (``.git``, ``.DS_Store``) are not data.
 Without a ``test/`` folder, a seeded 20% of each class is held out as the test split.
 """
 
@@ -11,10 +12,11 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator
 
 import torch
 
+from cnnlab.data.cache import cached, legacy_caches, note
 from cnnlab.data.decode import GRAY_MODES, BadImageError, decode_image, image_mode
 from cnnlab.data.splits import stratified_holdout
 from cnnlab.data.tensors import Batch, TensorData
@@ -79,44 +81,36 @@ def _decode_all(items, channels, side, skip_bad) -> tuple[torch.Tensor, torch.Te
     return torch.stack(images), torch.tensor(labels, dtype=torch.long), bad
 
 
-def _cache_path(root: Path, items: list[tuple[Path, int]], side: int, channels: int, skip_bad: bool) -> Path | None:
-    """A file name that changes whenever a file, its size or mtime, or the decode settings change."""
-    import hashlib
+def _valid(items, skip_bad: bool) -> Callable[[dict], bool]:
+    """A cached payload fits these files: uint8 N x C x H x W images, one label each, all files accounted for."""
+    def check(saved: dict) -> bool:
+        images, labels, bad = saved.get("images"), saved.get("labels"), saved.get("bad")
+        return (isinstance(images, torch.Tensor) and isinstance(labels, torch.Tensor) and isinstance(bad, list)
+                and images.dtype == torch.uint8 and images.dim() == 4 and labels.dim() == 1
+                and len(images) == len(labels) and len(labels) + len(bad) == len(items) and (skip_bad or not bad))
 
-    h = hashlib.sha1(f"decode-v2:{side}:{channels}:{skip_bad}:".encode())  # v2: 16-bit scaling, EXIF
-    h.update(os.fsencode(root.resolve()))
-    for path, label in items:
-        st = path.stat()
-        h.update(os.fsencode(path.relative_to(root)) + f":{label}:{st.st_size}:{st.st_mtime_ns}".encode())
-    name = f"{h.hexdigest()[:24]}.pt"
-    for folder in (root / ".cnnlab-cache", Path.home() / ".cache" / "cnnlab" / "tensors"):  # beside, or ~ if read-only
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-            if os.access(folder, os.W_OK):
-                return folder / name
-        except OSError:
-            continue
-    return None
+    return check
 
 
 def _decode_cached(root: Path, items, channels: int, side: int, skip_bad: bool):
-    """:func:`_decode_all`, cached on disk as uint8 tensors (decoded once; later runs load in ms)."""
-    cache = _cache_path(root, items, side, channels, skip_bad)
-    if cache is not None and cache.is_file():
-        try:
-            saved = torch.load(cache, weights_only=True)
-            return saved["images"], saved["labels"], [Path(p) for p in saved["bad"]]
-        except Exception:
-            pass  # unreadable cache: decode again and replace it
-    images, labels, bad = _decode_all(items, channels, side, skip_bad)
-    if cache is not None:
-        tmp = cache.with_name(f"{cache.name}.{os.getpid()}.tmp")
-        try:
-            torch.save({"images": images, "labels": labels, "bad": [str(p) for p in bad]}, tmp)
-            os.replace(tmp, cache)
-        except (OSError, RuntimeError):  # caching is an optimisation only (a full disk, a read-only folder)
-            tmp.unlink(missing_ok=True)
-    return images, labels, bad
+    """:func:`_decode_all`, cached as uint8 tensors in the user's cache directory (see
+    :mod:`cnnlab.data.cache`; decoded once, later runs load in ms). Nothing is written into ``root``."""
+    def decode() -> dict:
+        images, labels, bad = _decode_all(items, channels, side, skip_bad)
+        return {"images": images, "labels": labels, "bad": [os.fsdecode(p) for p in bad]}
+
+    settings = {"side": side, "channels": channels, "skip_bad": skip_bad}
+    saved = cached(root, items, settings, decode, _valid(items, skip_bad))
+    return saved["images"], saved["labels"], [Path(p) for p in saved["bad"]]
+
+
+def _legacy_note(root: Path) -> None:
+    """Point at the ``.cnnlab-cache`` folders earlier versions wrote into the data folder."""
+    old = legacy_caches([root])
+    if old:
+        where = ", ".join(os.fsdecode(p) for p in old)
+        note(f"{where}: image cache left in the data folder by an earlier cnnlab (no longer used); "
+             f"`cnnlab cache clear {os.fsdecode(root)}` removes it")
 
 
 class _FileDataset(torch.utils.data.Dataset):
@@ -238,6 +232,7 @@ def image_folder_splits(
                           f"(DIR/train/<class>/<images>, one folder per class)")
     test_split, val_split = _folder_split(root, "test", classes), _folder_split(root, "val", classes)
     channels = channels or _guess_channels(items)
+    _legacy_note(root)
 
     def load(folder: str, folder_items) -> tuple[object, list[Path]]:
         if stream:
