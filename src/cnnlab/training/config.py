@@ -128,7 +128,8 @@ class TrainConfig:
                                          range=Range(1, integer=True))
     lookahead_alpha: float = setting(0.5, "Lookahead: step size of the slow weights.", range=Range(0, 1, "lo"))
     seed: int = setting(1, "Seeds the model's init and the shuffling (torch.manual_seed before the model is built).",
-                        range=Range(*SEED_RANGE, integer=True, hint=" (the range torch.manual_seed takes; nothing else is seeded from it)"))
+                        range=Range(*SEED_RANGE, integer=True, hint=" (the range torch.manual_seed takes; nothing "
+                                                                    "else is seeded from it)"))
     device: str = setting("auto", "auto picks CUDA when available.", choices=DEVICES)
     deterministic: bool = setting(True, "Deterministic algorithms (cuDNN too): same seed, same weights.")
     data_dir: str | None = setting(None, "Folder holding MNIST/raw [default: $CNNLAB_DATA, else ~/.cache/cnnlab/data].",
