@@ -242,10 +242,10 @@ LAUNCH_OPTIONS = {"quiet": True, "tensorboard": True, "overwrite": False, "nproc
 
 
 def option_flag(name: str) -> str:
-    """The command-line spelling of a setting: ``batch_size`` -> ``--batch-size``, ``model_options`` -> ``--option``."""
+    """The command-line spelling of a setting: ``batch_size`` -> ``--batch-size``, ``model_options`` -> ``--option/-o``."""
     for f in dataclasses.fields(TrainConfig):
         if f.name == name and f.metadata.get("flags"):
-            return f.metadata["flags"][0]
+            return "/".join(f.metadata["flags"])
     return "--" + name.replace("_", "-")
 
 
