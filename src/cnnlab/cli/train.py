@@ -16,7 +16,7 @@ from typing import Any, Callable
 import click
 
 from cnnlab.cli._common import CONTEXT, DEVICES, FORMATS, console, parse_options, print_json, print_table
-from cnnlab.training.config import INIT_SCHEMES, TrainConfig, option_flag, resume_safe
+from cnnlab.training.config import INIT_SCHEMES, TrainConfig, check_resume_options, option_flag, resume_safe
 
 __all__ = ["config_options", "explicit_settings", "train", "experiment", "recipes"]
 
@@ -88,11 +88,15 @@ def _resume_help() -> str:
 def train(resume_dir: Path | None, overwrite: bool, quiet: bool, tensorboard: bool, nproc: int, force_nproc: bool,
           **settings: Any) -> None:
     """Train a model. With no arguments: the lecture's ConvNet recipe on MNIST."""
-    from cnnlab.training.launcher import launch
-
     ctx = click.get_current_context()
     explicit = explicit_settings(ctx, {name: None for name in ctx.params if name != "resume_dir"})
-    outcome = launch(TrainConfig(**settings), explicit, resume_dir=resume_dir, overwrite=overwrite, quiet=quiet,
+    config = TrainConfig(**settings)
+    if resume_dir is not None:  # one line before torch loads; launch() checks both again
+        check_resume_options(resume_dir, config, explicit)
+    config.check_ranges()
+    from cnnlab.training.launcher import launch
+
+    outcome = launch(config, explicit, resume_dir=resume_dir, overwrite=overwrite, quiet=quiet,
                      tensorboard=tensorboard, nproc=nproc, force_nproc=force_nproc, console=console())
     if isinstance(outcome, int):  # the exit code of the torchrun relaunch
         raise click.exceptions.Exit(outcome)

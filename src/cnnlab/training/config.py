@@ -13,13 +13,15 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Sequence
 
 from cnnlab.errors import CnnlabError, UnknownNameError
+from cnnlab.runs import read_run_config
 
-__all__ = ["TrainConfig", "setting", "Range", "LAUNCH_OPTIONS", "resume_safe", "option_flag", "OPTIMIZERS",
-           "SCHEDULES", "TRAIN_EVALS", "INIT_SCHEMES", "DEVICES"]
+__all__ = ["TrainConfig", "setting", "Range", "LAUNCH_OPTIONS", "resume_safe", "option_flag", "check_resume_options",
+           "ResumeOptionError", "OPTIMIZERS", "SCHEDULES", "TRAIN_EVALS", "INIT_SCHEMES", "DEVICES"]
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("constant", "step", "cosine", "onecycle")
@@ -192,7 +194,7 @@ class TrainConfig:
 
     def validate(self) -> None:
         """One line for the first setting that cannot work (before any data is read)."""
-        self._validate_numbers()
+        self.check_ranges()
         self._validate_names()
         from cnnlab.data import get_dataset_spec  # the dataset registry (torch); only here
 
@@ -204,7 +206,7 @@ class TrainConfig:
         if self.stream and not spec.needs_data_dir:
             raise CnnlabError("--stream is for --dataset imagefolder (the other datasets fit in memory)")
 
-    def _validate_numbers(self) -> None:
+    def check_ranges(self) -> None:
         """Each numeric field against its ``range``: one message naming the option, its value and the range."""
         for f in dataclasses.fields(self):
             value, bounds = getattr(self, f.name), f.metadata.get("range")
@@ -242,7 +244,7 @@ LAUNCH_OPTIONS = {"quiet": True, "tensorboard": True, "overwrite": False, "nproc
 
 
 def option_flag(name: str) -> str:
-    """The command-line spelling of a setting: ``batch_size`` -> ``--batch-size``, ``model_options`` -> ``--option/-o``."""
+    """A setting's flags: ``batch_size`` -> ``--batch-size``, ``model_options`` -> ``--option/-o``."""
     for f in dataclasses.fields(TrainConfig):
         if f.name == name and f.metadata.get("flags"):
             return "/".join(f.metadata["flags"])
@@ -255,3 +257,47 @@ def resume_safe() -> tuple[str, ...]:
     none changes a number of the run, so a resumed run stays bitwise equal to one never stopped."""
     fields = [f.name for f in dataclasses.fields(TrainConfig) if f.metadata.get("resume")]
     return (*fields, *(name for name, safe in LAUNCH_OPTIONS.items() if safe))
+
+
+class ResumeOptionError(CnnlabError, ValueError):
+    """A setting given with ``--resume`` that the run would not take (see :func:`resume_safe`)."""
+
+
+def _trained_with(name: str, saved: Any, given: Any) -> str:
+    """``--lr 0.05, not 0.5``; ``--amp, not --no-amp`` for a switch."""
+    flag = option_flag(name).split("/")[0]
+    if isinstance(saved, bool) and isinstance(given, bool):
+        return f"{flag if saved else '--no-' + flag[2:]}, not {flag if given else '--no-' + flag[2:]}"
+    return f"{flag} {_shown(saved)}, not {_shown(given)}"
+
+
+def _shown(value: Any) -> str:
+    """A setting's value as the command line spells it."""
+    if isinstance(value, dict):
+        return ",".join(f"{k}={v}" for k, v in value.items()) or "none"
+    if isinstance(value, (list, tuple)):
+        return ",".join(map(str, value)) or "none"
+    return "none" if value is None else str(value)
+
+
+def check_resume_options(run_dir: str | os.PathLike, config: TrainConfig | None, given: set[str]) -> None:
+    """``--resume`` continues a run with its own settings: every setting or option given with it
+    but :func:`resume_safe` is refused, all of them in one line, before anything is read or written."""
+    fields = [f.name for f in dataclasses.fields(TrainConfig)]
+    order = [*fields, *LAUNCH_OPTIONS]
+    refused = sorted(set(given) - set(resume_safe()), key=lambda n: (order.index(n) if n in order else len(order), n))
+    if not refused:
+        return
+    saved = read_run_config(run_dir)  # {} if unreadable: then no "trained with" part
+    differ = [_trained_with(n, saved[n], getattr(config, n)) for n in refused
+              if config is not None and n in saved and n in fields and saved[n] != getattr(config, n)]
+    flags = [option_flag(n) for n in refused]
+    safe = [option_flag(n) for n in resume_safe()]
+    raise ResumeOptionError(
+        f"--resume {run_dir} continues the run with its own settings: leave out {_and(flags)}"
+        + (f" (it was trained with {'; with '.join(differ)})" if differ else "")
+        + f"; only {_and(safe)} may be given with --resume (start a new run to change anything else)")
+
+
+def _and(items: Sequence[str]) -> str:
+    return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} and {items[-1]}"

@@ -16,16 +16,14 @@ from cnnlab.runs import (CHECKPOINT_KEYS, check_run_dir, default_run_dir, end_ar
 from cnnlab.storage import RunLock
 from cnnlab.training.callbacks import Callback
 from cnnlab.training.checkpoint import RunDirWriter
-from cnnlab.training.config import LAUNCH_OPTIONS, TrainConfig, option_flag, resume_safe
+from cnnlab.training.config import TrainConfig, check_resume_options, resume_safe
 from cnnlab.training.distributed import check_nproc, distributed_env, relaunch_with_torchrun
 from cnnlab.training.loop import Trainer, TrainResult
 from cnnlab.training.recipes import recipe_config
 
-__all__ = ["train", "resume", "launch", "ResumeOptionError"]
+__all__ = ["train", "resume", "launch"]
 
-
-class ResumeOptionError(CnnlabError, ValueError):
-    """A setting given with ``--resume`` that the run would not take (see :func:`resume_safe`)."""
+_FIELDS = {f.name for f in dataclasses.fields(TrainConfig)}
 
 
 def train(config: TrainConfig | None = None, callbacks: Sequence[Callback] = (), *, overwrite: bool = False,
@@ -69,7 +67,7 @@ def resume(run_dir: str | os.PathLike, callbacks: Sequence[Callback] = (), *, ep
     dataset and shapes as config.json) before anything is written.
     """
     path = Path(run_dir)
-    _check_resume_options(path, TrainConfig(**changes) if set(changes) <= _field_names() else None, set(changes))
+    check_resume_options(path, TrainConfig(**changes) if set(changes) <= _FIELDS else None, set(changes))
     ckpt = path / "checkpoint.pt"
     if not path.is_dir():
         raise RunDirError(f"--resume {path}: no such run directory")
@@ -119,49 +117,6 @@ def _check_checkpoint_identity(path: Path, doc: dict[str, Any], state: dict[str,
                           f"({'; '.join(differences[:3])}); put the run's own checkpoint.pt back, or start a new run")
 
 
-def _field_names() -> set[str]:
-    return {f.name for f in dataclasses.fields(TrainConfig)}
-
-
-def _trained_with(name: str, saved: Any, given: Any) -> str:
-    """``--lr 0.05, not 0.5``; ``--amp, not --no-amp`` for a switch."""
-    flag = option_flag(name).split("/")[0]
-    if isinstance(saved, bool) and isinstance(given, bool):
-        return f"{flag if saved else '--no-' + flag[2:]}, not {flag if given else '--no-' + flag[2:]}"
-    return f"{flag} {_shown(saved)}, not {_shown(given)}"
-
-
-def _shown(value: Any) -> str:
-    """A setting's value as the command line spells it."""
-    if isinstance(value, dict):
-        return ",".join(f"{k}={v}" for k, v in value.items()) or "none"
-    if isinstance(value, (list, tuple)):
-        return ",".join(map(str, value)) or "none"
-    return "none" if value is None else str(value)
-
-
-def _check_resume_options(run_dir: Path, config: TrainConfig | None, given: set[str]) -> None:
-    """``--resume`` continues a run with its own settings: every setting or option given with it
-    but :func:`resume_safe` is refused, all of them in one line, before anything is read or written."""
-    order = [*(f.name for f in dataclasses.fields(TrainConfig)), *LAUNCH_OPTIONS]
-    refused = sorted(set(given) - set(resume_safe()), key=lambda n: (order.index(n) if n in order else len(order), n))
-    if not refused:
-        return
-    saved = read_run_config(run_dir)  # {} if unreadable: then no "trained with" part
-    differ = [_trained_with(n, saved[n], getattr(config, n)) for n in refused
-              if config is not None and n in saved and n in _field_names() and saved[n] != getattr(config, n)]
-    flags = [option_flag(n) for n in refused]
-    safe = [option_flag(n) for n in resume_safe()]
-    raise ResumeOptionError(
-        f"--resume {run_dir} continues the run with its own settings: leave out {_and(flags)}"
-        + (f" (it was trained with {'; with '.join(differ)})" if differ else "")
-        + f"; only {_and(safe)} may be given with --resume (start a new run to change anything else)")
-
-
-def _and(items: Sequence[str]) -> str:
-    return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} and {items[-1]}"
-
-
 def launch(config: TrainConfig, explicit: set[str] = frozenset(), *, resume_dir: str | os.PathLike | None = None,
            overwrite: bool = False, quiet: bool = False, tensorboard: bool = False, nproc: int = 1,
            force_nproc: bool = False, console: Any = None, argv: Sequence[str] | None = None
@@ -177,10 +132,10 @@ def launch(config: TrainConfig, explicit: set[str] = frozenset(), *, resume_dir:
     given = set(explicit) | {name for name, on in (("overwrite", overwrite), ("nproc", nproc != 1),
                                                    ("force_nproc", force_nproc)) if on}
     if resume_dir is not None:
-        _check_resume_options(Path(resume_dir), config, given)
+        check_resume_options(Path(resume_dir), config, given)
     if config.recipe is not None and resume_dir is None:
         config = recipe_config(config.recipe, {name: getattr(config, name) for name in explicit
-                                               if name != "recipe" and name in _field_names()})
+                                               if name != "recipe" and name in _FIELDS})
     config.validate()  # with --resume: the settings it may change (--epochs ...); the rest are the run's
     check_nproc(nproc, config.device, config.batch_size, force=force_nproc)
     rank, world = distributed_env()
@@ -198,7 +153,7 @@ def launch(config: TrainConfig, explicit: set[str] = frozenset(), *, resume_dir:
 
         callbacks.append(TensorBoardLogger())
     if resume_dir is not None:
-        changes = {name: getattr(config, name) for name in given & set(resume_safe()) & _field_names()}
+        changes = {name: getattr(config, name) for name in given & set(resume_safe()) & _FIELDS}
         result = resume(resume_dir, callbacks, **changes)
     else:
         result = train(config, callbacks, overwrite=overwrite)
