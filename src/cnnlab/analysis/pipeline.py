@@ -212,7 +212,7 @@ def run_analyze(
     for name in names:
         get_model_info(name)  # unknown names: one line before any work
     sizes = [1, 8] if quick else _batch_sizes(batch_sizes)
-    repeats = repeats or (3 if quick else 10)
+    repeats = (3 if quick else 10) if repeats is None else repeats  # 0 is a mistake, not the default
     if repeats < 1:
         raise CnnlabError(f"--repeats must be a positive integer, got {repeats}")
     shape = parse_shape(input) if input else None

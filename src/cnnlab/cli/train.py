@@ -16,7 +16,7 @@ from typing import Any, Callable
 import click
 
 from cnnlab.cli._common import CONTEXT, DEVICES, FORMATS, console, parse_options, print_json, print_table
-from cnnlab.training.config import INIT_SCHEMES, TrainConfig
+from cnnlab.training.config import INIT_SCHEMES, TrainConfig, check_resume_options, option_flag, resume_safe
 
 __all__ = ["config_options", "explicit_settings", "train", "experiment", "recipes"]
 
@@ -68,23 +68,36 @@ def explicit_settings(ctx: click.Context, settings: dict[str, Any]) -> set[str]:
     return {name for name in settings if ctx.get_parameter_source(name) is click.core.ParameterSource.COMMANDLINE}
 
 
+def _resume_help() -> str:
+    safe = [option_flag(name) for name in resume_safe()]
+    return (f"Continue this run directory from its checkpoint.pt with the run's own settings; only "
+            f"{', '.join(safe[:-1])} and {safe[-1]} may be given with it (--epochs to go on longer), any other "
+            f"option is refused.")
+
+
 @click.command(context_settings=CONTEXT)
 @config_options(TrainConfig)
-@click.option("--resume", "resume_dir", type=click.Path(path_type=Path), default=None,
-              help="Continue this run directory from its checkpoint.pt (its own settings; --epochs may extend).")
+@click.option("--resume", "resume_dir", type=click.Path(path_type=Path), default=None, help=_resume_help())
 @click.option("--overwrite", is_flag=True, help="Allow writing into a non-empty --out.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar or epoch lines.")
 @click.option("--tensorboard", is_flag=True, help="Also write TensorBoard event files to RUN_DIR/tensorboard.")
 @click.option("--nproc", type=int, default=1, show_default=True,
               help="Data-parallel processes on this machine: relaunches itself under torchrun (DDP; gloo on CPU, "
-                   "nccl on CUDA).")
-def train(resume_dir: Path | None, overwrite: bool, quiet: bool, tensorboard: bool, nproc: int, **settings: Any) -> None:
+                   "nccl on CUDA); at most one per CPU core (or per GPU on CUDA).")
+@click.option("--force-nproc", is_flag=True, help="Allow --nproc above the CPU cores this process may use.")
+def train(resume_dir: Path | None, overwrite: bool, quiet: bool, tensorboard: bool, nproc: int, force_nproc: bool,
+          **settings: Any) -> None:
     """Train a model. With no arguments: the lecture's ConvNet recipe on MNIST."""
+    ctx = click.get_current_context()
+    explicit = explicit_settings(ctx, {name: None for name in ctx.params if name != "resume_dir"})
+    config = TrainConfig(**settings)
+    if resume_dir is not None:  # one line before torch loads; launch() checks both again
+        check_resume_options(resume_dir, config, explicit)
+    config.check_ranges()
     from cnnlab.training.launcher import launch
 
-    explicit = explicit_settings(click.get_current_context(), settings)
-    outcome = launch(TrainConfig(**settings), explicit, resume_dir=resume_dir, overwrite=overwrite, quiet=quiet,
-                     tensorboard=tensorboard, nproc=nproc, console=console())
+    outcome = launch(config, explicit, resume_dir=resume_dir, overwrite=overwrite, quiet=quiet,
+                     tensorboard=tensorboard, nproc=nproc, force_nproc=force_nproc, console=console())
     if isinstance(outcome, int):  # the exit code of the torchrun relaunch
         raise click.exceptions.Exit(outcome)
     if outcome is None:  # a rank other than 0

@@ -206,7 +206,7 @@ def run_bench(
     text = batch_sizes if isinstance(batch_sizes, str) else ",".join(str(b) for b in batch_sizes)
     sizes = parse_int_list(text, "--batch-sizes")
     layers = QUICK_LAYERS if quick else VGG16_LAYERS
-    runs = runs or (3 if quick else 5)
+    runs = (3 if quick else 5) if runs is None else runs  # 0 is a mistake, not the default
     if runs < 1:
         raise CnnlabError(f"--runs must be a positive integer, got {runs}")
     rows = bench_conv(layers, sizes, names, runs=runs, device=dev, skip=_direct_or_quick_fft(quick), on_row=on_row)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from cnnlab.errors import CnnlabError
@@ -22,11 +24,31 @@ def stratified_holdout(labels: torch.Tensor, n_classes: int, fraction: float, se
 
 
 def split_validation(data, fraction: float, seed: int):
-    """A seeded random (train, val) split of ``data``; the same seed gives the same split."""
-    n_val = round(fraction * len(data))
-    if not 1 <= n_val < len(data):
-        raise CnnlabError(f"--val-fraction {fraction} leaves {n_val} of {len(data)} images for validation; "
-                          f"choose a fraction that keeps at least one image on each side")
-    order = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))
+    """A seeded random (train, val) split of ``data``; the same seed gives the same split.
+
+    Each side must keep at least as many images as there are classes (a model trained on fewer
+    cannot have seen every class; a validation figure from fewer is not a measurement)."""
+    n, classes = len(data), max(1, len(data.classes))
+    n_val = round(fraction * n)
+    if not classes <= n_val <= n - classes:
+        side, left = ("training", n - n_val) if n_val > n - classes else ("validation", n_val)
+        if n < 2 * classes:
+            raise CnnlabError(f"--val-fraction {fraction:g}: the training split has only {n} images for "
+                              f"{classes} classes, too few to hold some out; leave --val-fraction out")
+        lo, hi = _fraction_near(classes, n, up=True), _fraction_near(n - classes, n, up=False)
+        raise CnnlabError(f"--val-fraction {fraction:g} leaves {left} of {n} images for {side}, fewer than the "
+                          f"{classes} classes; --val-fraction must be in [{lo}, {hi}] for this dataset")
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
     val_idx, train_idx = order[:n_val].sort().values, order[n_val:].sort().values
     return data.subset(train_idx), data.subset(val_idx)
+
+
+def _fraction_near(count: int, n: int, up: bool) -> str:
+    """The shortest decimal f, rounded from ``count / n`` up (``up``) or down, whose ``round(f * n)``
+    is still ``count``: the edge of the valid --val-fraction range, as a user would type it."""
+    for digits in range(1, 12):
+        scaled = count / n * 10**digits
+        text = f"{(math.ceil(scaled) if up else math.floor(scaled)) / 10**digits:.{digits}f}"
+        if round(float(text) * n) == count:
+            return text
+    return repr(count / n)

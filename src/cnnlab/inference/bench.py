@@ -12,6 +12,7 @@ test accuracy and top-1 agreement with eager fp32.
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
 from dataclasses import dataclass, field
@@ -196,6 +197,21 @@ def _contender_names(modes: Sequence[str] | str | None, peers: bool, device: tor
     return ["eager", *dict.fromkeys(n for n in names if n != "eager")]
 
 
+def _check_ranges(**values: int | None) -> None:
+    """One line naming the first option outside its range (None: the option's default)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    ranges = {"repeats": (1, None, ""), "warmup": (0, None, ""), "calibration_images": (1, None, ""),
+              "input_size": (1, None, ""), "threads": (1, cores, " (the CPU cores this process may use)"),
+              "seed": (-2**63, 2**63 - 1, " (seed + batch size goes to torch.manual_seed)")}
+    for name, value in values.items():
+        lo, hi, why = ranges[name]
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < lo
+                                  or (hi is not None and value > hi)):
+            wanted = f"an integer in [{lo}, {hi}]{why}" if hi is not None else (
+                "a positive integer" if lo == 1 else f"an integer >= {lo}")
+            raise CnnlabError(f"--{name.replace('_', '-')} must be {wanted}, got {value!r}")
+
+
 def bench_infer(targets: Sequence[str], *, modes: Sequence[str] | str | None = None,
                 batch_sizes: Sequence[int] | str = (1, 16), peers: bool = True, repeats: int = 7, warmup: int = 2,
                 threads: int | None = None, input_size: int | None = None, device: str = "cpu",
@@ -210,12 +226,8 @@ def bench_infer(targets: Sequence[str], *, modes: Sequence[str] | str | None = N
     dev = resolve_device(device)
     sizes = parse_batch_sizes(batch_sizes)
     names = _contender_names(modes, peers, dev)
-    for option, value in (("--repeats", repeats), ("--threads", threads or 1), ("--calibration-images", calibration_images),
-                          ("--input-size", input_size or 1)):
-        if value < 1:
-            raise CnnlabError(f"{option} must be a positive integer, got {value}")
-    if warmup < 0:
-        raise CnnlabError(f"--warmup must be 0 or more, got {warmup}")
+    _check_ranges(repeats=repeats, warmup=warmup, threads=threads, calibration_images=calibration_images,
+                  input_size=input_size, seed=seed)
     saved_threads = torch.get_num_threads()
     torch.set_num_threads(threads or saved_threads)
     try:

@@ -13,31 +13,82 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Sequence
 
 from cnnlab.errors import CnnlabError, UnknownNameError
+from cnnlab.runs import read_run_config
 
-__all__ = ["TrainConfig", "setting", "OPTIMIZERS", "SCHEDULES", "TRAIN_EVALS", "INIT_SCHEMES", "DEVICES"]
+__all__ = ["TrainConfig", "setting", "Range", "LAUNCH_OPTIONS", "resume_safe", "option_flag", "check_resume_options",
+           "ResumeOptionError", "OPTIMIZERS", "SCHEDULES", "TRAIN_EVALS", "INIT_SCHEMES", "DEVICES"]
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("constant", "step", "cosine", "onecycle")
 TRAIN_EVALS = ("running", "full")
 DEVICES = ("auto", "cpu", "cuda")
 FLOAT32_MAX = 3.4028234663852886e38  # a larger learning rate cannot even be written in the weights' precision
+SEED_RANGE = (-0x8000_0000_0000_0000, 0xFFFF_FFFF_FFFF_FFFF)  # what torch.manual_seed takes; nothing else is seeded
 # the weight-init schemes of cnnlab.models.init (the cnn-with-diff-init notebooks); a test keeps both equal
 INIT_SCHEMES = ("default", "normal", "uniform", "xavier_normal", "xavier_uniform", "kaiming_normal", "kaiming_uniform")
 
 
+@dataclass(frozen=True)
+class Range:
+    """The values a numeric setting may take. ``lo``/``hi``: bounds (None: none), ``open``: which
+    bounds are excluded ("lo", "hi", "both", ""); ``text``: how to say it when the default wording
+    does not fit; ``hint``: appended advice."""
+
+    lo: float | None = None
+    hi: float | None = None
+    open: str = ""
+    integer: bool = False
+    text: str | None = None
+    hint: str = ""
+
+    def describe(self) -> str:
+        """``in [0, 1)``, ``>= 0``, ``a positive integer``, ``an integer in [a, b]`` ..."""
+        if self.text is not None:
+            return self.text
+        left, right = "(" if self.open in ("lo", "both") else "[", ")" if self.open in ("hi", "both") else "]"
+        show = str if self.integer else (lambda v: f"{v:g}")
+        if self.lo is not None and self.hi is not None:
+            bounds = f"in {left}{show(self.lo)}, {show(self.hi)}{right}"
+        elif self.integer and self.lo == 1:
+            return "a positive integer"
+        elif self.lo is not None:
+            bounds = f"{'>' if left == '(' else '>='} {show(self.lo)}"
+        else:
+            bounds = f"{'<' if right == ')' else '<='} {show(self.hi)}"
+        return f"an integer {bounds}" if self.integer else bounds
+
+    def check(self, option: str, value: Any) -> None:
+        """One line naming ``option``, its value and the valid range, if ``value`` is outside it."""
+        got = f", got {value!r}"
+        if self.integer:
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise CnnlabError(f"{option} must be {self.describe()}{got}")
+        elif isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            kind = self.describe() if self.text is not None else f"a finite number {self.describe()}"
+            raise CnnlabError(f"{option} must be {kind}{got}")
+        below = self.lo is not None and (value <= self.lo if self.open in ("lo", "both") else value < self.lo)
+        above = self.hi is not None and (value >= self.hi if self.open in ("hi", "both") else value > self.hi)
+        if below or above:
+            raise CnnlabError(f"{option} must be {self.describe()}{self.hint}{got}")
+
+
 def setting(default: Any = dataclasses.MISSING, help: str = "", *, choices: tuple[str, ...] | None = None,
             flags: tuple[str, ...] | None = None, metavar: str | None = None, factory: Any = None,
-            cli: bool = True) -> Any:
+            cli: bool = True, range: Range | None = None, resume: bool = False) -> Any:
     """A :class:`TrainConfig` field with what the command line needs to offer it.
 
     ``flags``: the option's spellings if not ``--field-name``; ``cli=False`` keeps a field off
-    the command line.
+    the command line; ``range``: the values :meth:`TrainConfig.validate` accepts (None passes for
+    an optional field); ``resume=True``: the field may be given with ``--resume`` (it changes where
+    the data is or how long the run goes on, never its numbers: a resumed run stays bitwise equal).
     """
-    metadata = {"help": help, "choices": choices, "flags": flags, "metavar": metavar, "cli": cli}
+    metadata = {"help": help, "choices": choices, "flags": flags, "metavar": metavar, "cli": cli, "range": range,
+                "resume": resume}
     if factory is not None:
         return field(default_factory=factory, metadata=metadata)
     return field(default=default, metadata=metadata)
@@ -53,33 +104,44 @@ class TrainConfig:
     dataset: str = setting("mnist", "mnist, fashion-mnist, cifar10, digits (bundled, offline), or imagefolder "
                                     "(--data-dir DIR with DIR/train/<class>/*).")
     # the lecture's notebook: 10; a fraction (1.5) stops inside the last epoch, the schedule fitted to it
-    epochs: float = setting(10, "Passes over the training set; a fraction such as 1.5 stops inside the last epoch.")
-    batch_size: int = setting(128, "Minibatch size.")
-    lr: float = setting(0.05, "Learning rate.")  # per batch of 128, SGD without momentum, as in the lecture's notebook
+    epochs: float = setting(10, "Passes over the training set; a fraction such as 1.5 stops inside the last epoch.",
+                            range=Range(0, 1e6, "both", text="a positive integer (or a fraction such as 1.5) below "
+                                                             "1000000"), resume=True)
+    batch_size: int = setting(128, "Minibatch size.", range=Range(1, integer=True))
+    # per batch of 128, SGD without momentum, as in the lecture's notebook
+    lr: float = setting(0.05, "Learning rate.", range=Range(0, FLOAT32_MAX, "both", text=(
+        f"a positive number below {FLOAT32_MAX:.3g} (the largest float32)")))
     optimizer: str = setting("sgd", "Optimizer.", choices=OPTIMIZERS)
-    momentum: float = setting(0.0, "SGD momentum (the lecture uses none).")
+    momentum: float = setting(0.0, "SGD momentum (the lecture uses none).", range=Range(0, 1, "hi"))
     nesterov: bool = setting(False, "Nesterov momentum (SGD).")
-    weight_decay: float = setting(0.0, "L2 weight decay (decoupled for adamw).")
+    weight_decay: float = setting(0.0, "L2 weight decay (decoupled for adamw).", range=Range(0))
     schedule: str = setting("constant", "Learning-rate schedule, stepped every batch.", choices=SCHEDULES)
-    warmup_epochs: float = setting(0.0, "Linear warm-up from 0 (fractions of an epoch allowed).")
-    step_size: int = setting(30, "schedule step: epochs between decays.")
-    gamma: float = setting(0.1, "schedule step: decay factor.")
-    label_smoothing: float = setting(0.0, "Label smoothing of the cross-entropy.")
-    clip_grad: float | None = setting(None, "Clip the global gradient norm to this value.")
+    warmup_epochs: float = setting(0.0, "Linear warm-up from 0 (fractions of an epoch allowed).", range=Range(0))
+    step_size: int = setting(30, "schedule step: epochs between decays.", range=Range(1, integer=True))
+    gamma: float = setting(0.1, "schedule step: decay factor.", range=Range(0, 1, "lo"))
+    label_smoothing: float = setting(0.0, "Label smoothing of the cross-entropy.", range=Range(0, 1, "hi"))
+    clip_grad: float | None = setting(None, "Clip the global gradient norm to this value.",
+                                      range=Range(0, open="lo"))
     ema_decay: float | None = setting(None, "Evaluate and save an exponential moving average of the weights, "
-                                            "updated after every step with this decay (e.g. 0.999).")
+                                            "updated after every step with this decay (e.g. 0.999).",
+                                     range=Range(0, 1, "both", hint=", e.g. 0.999"))
     lookahead_steps: int | None = setting(None, "Lookahead (Zhang et al. 2019): every N steps move slow weights "
-                                                "--lookahead-alpha of the way to the fast ones and restart from them.")
-    lookahead_alpha: float = setting(0.5, "Lookahead: step size of the slow weights.")
-    seed: int = setting(1, "Seeds the model's init and the shuffling (torch.manual_seed before the model is built).")
+                                                "--lookahead-alpha of the way to the fast ones and restart from them.",
+                                         range=Range(1, integer=True))
+    lookahead_alpha: float = setting(0.5, "Lookahead: step size of the slow weights.", range=Range(0, 1, "lo"))
+    seed: int = setting(1, "Seeds the model's init and the shuffling (torch.manual_seed before the model is built).",
+                        range=Range(*SEED_RANGE, integer=True, hint=" (the range torch.manual_seed takes; nothing "
+                                                                    "else is seeded from it)"))
     device: str = setting("auto", "auto picks CUDA when available.", choices=DEVICES)
     deterministic: bool = setting(True, "Deterministic algorithms (cuDNN too): same seed, same weights.")
-    data_dir: str | None = setting(None, "Folder holding MNIST/raw [default: $CNNLAB_DATA, else ~/.cache/cnnlab/data].")
-    download: bool = setting(True, "Download missing data when a network exists.")
+    data_dir: str | None = setting(None, "Folder holding MNIST/raw [default: $CNNLAB_DATA, else ~/.cache/cnnlab/data].",
+                                   resume=True)
+    download: bool = setting(True, "Download missing data when a network exists.", resume=True)
     out: str | None = setting(None, "Run directory [default: runs/<timestamp>-<model>-<dataset>].")
-    eval_batch_size: int = setting(512, "Batch size of forward-only passes (fastest on 2 CPU cores for the ConvNet).")
+    eval_batch_size: int = setting(512, "Batch size of forward-only passes (fastest on 2 CPU cores for the ConvNet).",
+                                   range=Range(1, integer=True))
     stream: bool = setting(False, "imagefolder: decode per batch in DataLoader workers (folders larger than RAM).")
-    workers: int = setting(2, "DataLoader workers with --stream.")
+    workers: int = setting(2, "DataLoader workers with --stream.", range=Range(0, integer=True), resume=True)
     skip_bad_images: bool = setting(False, "imagefolder: skip and count unreadable files.")
     normalize: bool | None = setting(None, "Per-channel mean/std after scaling [default: the dataset's recipe: "
                                            "cifar10 yes, MNIST no].")
@@ -90,7 +152,7 @@ class TrainConfig:
     compile: bool = setting(False, "torch.compile the model for training (compile seconds reported apart in "
                                    "result.json); evaluation stays eager.")
     val_fraction: float = setting(0.0, "Seeded validation split of train: per-epoch figure and model selection; "
-                                       "test scored once at the end.")
+                                       "test scored once at the end.", range=Range(0, 1, "hi"))
     # "running": accuracy of the epoch's own minibatch predictions (free; as Keras and Lightning
     # report it). "full": rescan the whole train set in eval mode after the epoch, as the
     # lecture notebook's compute_accuracy() does (one extra forward pass over the train set).
@@ -102,15 +164,18 @@ class TrainConfig:
     pool_before_relu: bool = setting(True, "Train with each max-pool moved before the ReLU feeding it: they commute, "
                                            "so the weights are the same bit for bit and the ReLU does a quarter of "
                                            "the work (torch.fx; a model fx cannot trace runs as written).")
-    input_size: int | None = setting(None, "Resize the images once to this side [default: the dataset's].")
-    in_channels: int | None = setting(None, "Repeat gray images to this many channels (3 for RGB weights).")
+    input_size: int | None = setting(None, "Resize the images once to this side [default: the dataset's].",
+                                     range=Range(1, integer=True))
+    in_channels: int | None = setting(None, "Repeat gray images to this many channels (3 for RGB weights).",
+                                      range=Range(1, integer=True))
     weights: str | None = setting(None, "Start from this state_dict (torchvision .pth or a cnnlab model.pt); "
                                         "a head of another size is replaced.")
     freeze: list[str] = setting(help="Keep this module's parameters fixed, e.g. --freeze features (repeatable).",
                                 factory=list, metavar="MODULE")
     model_options: dict[str, Any] = setting(help="Model option, e.g. -o dropout2d=0.2 (repeatable).", factory=dict,
                                             flags=("--option", "-o"), metavar="KEY=VALUE")
-    limit_batches: int | None = setting(None, "Stop each epoch after N batches (quick smoke runs, like Lightning's).")
+    limit_batches: int | None = setting(None, "Stop each epoch after N batches (quick smoke runs, like Lightning's).",
+                                        range=Range(1, integer=True))
     init: str = setting("default", "Weight init of every conv and linear layer, biases zeroed (the "
                                    "cnn-with-diff-init notebooks).", choices=INIT_SCHEMES)
 
@@ -129,7 +194,7 @@ class TrainConfig:
 
     def validate(self) -> None:
         """One line for the first setting that cannot work (before any data is read)."""
-        self._validate_numbers()
+        self.check_ranges()
         self._validate_names()
         from cnnlab.data import get_dataset_spec  # the dataset registry (torch); only here
 
@@ -141,50 +206,22 @@ class TrainConfig:
         if self.stream and not spec.needs_data_dir:
             raise CnnlabError("--stream is for --dataset imagefolder (the other datasets fit in memory)")
 
-    def _validate_numbers(self) -> None:
-        if isinstance(self.epochs, bool) or not isinstance(self.epochs, (int, float)) or not 0 < self.epochs < 1e6:
-            raise CnnlabError(f"--epochs must be a positive integer (or a fraction such as 1.5), got {self.epochs!r}")
-        for name in ("batch_size", "eval_batch_size", "input_size", "in_channels", "limit_batches", "lookahead_steps"):
-            value = getattr(self, name)
-            if value is None and name in ("input_size", "in_channels", "limit_batches", "lookahead_steps"):
-                continue
-            if not isinstance(value, int) or value < 1:
-                raise CnnlabError(f"--{name.replace('_', '-')} must be a positive integer, got {value!r}")
-        for name in ("lr", "momentum", "weight_decay", "warmup_epochs", "gamma", "label_smoothing", "clip_grad",
-                     "val_fraction", "ema_decay", "lookahead_alpha"):
-            value = getattr(self, name)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
-                                      or not math.isfinite(value)):
-                raise CnnlabError(f"--{name.replace('_', '-')} must be a finite number, got {value!r}")
-        if not 0 < self.lr < FLOAT32_MAX:
-            raise CnnlabError(f"--lr must be a positive number below {FLOAT32_MAX:.3g} (the largest float32), "
-                              f"got {self.lr!r}")
-        if not 0 <= self.momentum < 1:
-            raise CnnlabError(f"--momentum must be in [0, 1), got {self.momentum!r}")
-        if self.weight_decay < 0:
-            raise CnnlabError(f"--weight-decay must be >= 0, got {self.weight_decay!r}")
-        if not 0 <= self.label_smoothing < 1:
-            raise CnnlabError(f"--label-smoothing must be in [0, 1), got {self.label_smoothing!r}")
-        if self.clip_grad is not None and not self.clip_grad > 0:
-            raise CnnlabError(f"--clip-grad must be positive, got {self.clip_grad!r}")
-        if self.warmup_epochs < 0 or self.step_size < 1 or not 0 < self.gamma <= 1:
-            raise CnnlabError("--warmup-epochs must be >= 0, --step-size >= 1 and --gamma in (0, 1]")
-        if self.workers < 0:
-            raise CnnlabError(f"--workers must be >= 0, got {self.workers}")
-        if not 0 <= self.val_fraction < 1:
-            raise CnnlabError(f"--val-fraction must be in [0, 1), got {self.val_fraction!r}")
-        if self.ema_decay is not None and not 0 < self.ema_decay < 1:
-            raise CnnlabError(f"--ema-decay must be in (0, 1), e.g. 0.999, got {self.ema_decay!r}")
-        if not 0 < self.lookahead_alpha <= 1:
-            raise CnnlabError(f"--lookahead-alpha must be in (0, 1], got {self.lookahead_alpha!r}")
+    def check_ranges(self) -> None:
+        """Each numeric field against its ``range``: one message naming the option, its value and the range."""
+        for f in dataclasses.fields(self):
+            value, bounds = getattr(self, f.name), f.metadata.get("range")
+            if bounds is not None and not (value is None and f.default is None):
+                bounds.check(option_flag(f.name), value)
 
     def _validate_names(self) -> None:
         if self.init not in INIT_SCHEMES:
             raise UnknownNameError("init", self.init, INIT_SCHEMES)
         if self.schedule not in SCHEDULES:
             raise UnknownNameError("schedule", self.schedule, SCHEDULES)
-        if self.nesterov and (self.optimizer != "sgd" or self.momentum <= 0):
-            raise CnnlabError("--nesterov needs --optimizer sgd and a --momentum above 0")
+        if self.nesterov and self.optimizer != "sgd":
+            raise CnnlabError(f"--nesterov needs --optimizer sgd, got --optimizer {self.optimizer}")
+        if self.nesterov and self.momentum <= 0:
+            raise CnnlabError(f"--nesterov needs a --momentum above 0, got --momentum {self.momentum:g}")
         if self.train_eval not in TRAIN_EVALS:
             raise CnnlabError(f"--train-eval must be one of {', '.join(TRAIN_EVALS)}, got {self.train_eval!r}")
         if self.optimizer not in OPTIMIZERS:
@@ -199,3 +236,68 @@ class TrainConfig:
     def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in values.items() if k in names})
+
+
+# The options of ``cnnlab train`` that are not settings of the run (see cnnlab.cli.train), each with whether it
+# may be given with --resume: output only, never the run's numbers.
+LAUNCH_OPTIONS = {"quiet": True, "tensorboard": True, "overwrite": False, "nproc": False, "force_nproc": False}
+
+
+def option_flag(name: str) -> str:
+    """A setting's flags: ``batch_size`` -> ``--batch-size``, ``model_options`` -> ``--option/-o``."""
+    for f in dataclasses.fields(TrainConfig):
+        if f.name == name and f.metadata.get("flags"):
+            return "/".join(f.metadata["flags"])
+    return "--" + name.replace("_", "-")
+
+
+def resume_safe() -> tuple[str, ...]:
+    """The settings and options that may be given with ``--resume`` (marked ``resume=True`` on their
+    field, or in :data:`LAUNCH_OPTIONS`): where the data is, how long the run goes on, what it prints;
+    none changes a number of the run, so a resumed run stays bitwise equal to one never stopped."""
+    fields = [f.name for f in dataclasses.fields(TrainConfig) if f.metadata.get("resume")]
+    return (*fields, *(name for name, safe in LAUNCH_OPTIONS.items() if safe))
+
+
+class ResumeOptionError(CnnlabError, ValueError):
+    """A setting given with ``--resume`` that the run would not take (see :func:`resume_safe`)."""
+
+
+def _trained_with(name: str, saved: Any, given: Any) -> str:
+    """``--lr 0.05, not 0.5``; ``--amp, not --no-amp`` for a switch."""
+    flag = option_flag(name).split("/")[0]
+    if isinstance(saved, bool) and isinstance(given, bool):
+        return f"{flag if saved else '--no-' + flag[2:]}, not {flag if given else '--no-' + flag[2:]}"
+    return f"{flag} {_shown(saved)}, not {_shown(given)}"
+
+
+def _shown(value: Any) -> str:
+    """A setting's value as the command line spells it."""
+    if isinstance(value, dict):
+        return ",".join(f"{k}={v}" for k, v in value.items()) or "none"
+    if isinstance(value, (list, tuple)):
+        return ",".join(map(str, value)) or "none"
+    return "none" if value is None else str(value)
+
+
+def check_resume_options(run_dir: str | os.PathLike, config: TrainConfig | None, given: set[str]) -> None:
+    """``--resume`` continues a run with its own settings: every setting or option given with it
+    but :func:`resume_safe` is refused, all of them in one line, before anything is read or written."""
+    fields = [f.name for f in dataclasses.fields(TrainConfig)]
+    order = [*fields, *LAUNCH_OPTIONS]
+    refused = sorted(set(given) - set(resume_safe()), key=lambda n: (order.index(n) if n in order else len(order), n))
+    if not refused:
+        return
+    saved = read_run_config(run_dir)  # {} if unreadable: then no "trained with" part
+    differ = [_trained_with(n, saved[n], getattr(config, n)) for n in refused
+              if config is not None and n in saved and n in fields and saved[n] != getattr(config, n)]
+    flags = [option_flag(n) for n in refused]
+    safe = [option_flag(n) for n in resume_safe()]
+    raise ResumeOptionError(
+        f"--resume {run_dir} continues the run with its own settings: leave out {_and(flags)}"
+        + (f" (it was trained with {'; with '.join(differ)})" if differ else "")
+        + f"; only {_and(safe)} may be given with --resume (start a new run to change anything else)")
+
+
+def _and(items: Sequence[str]) -> str:
+    return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} and {items[-1]}"

@@ -15,7 +15,11 @@ from typing import Sequence
 import torch
 import torch.nn as nn
 
-__all__ = ["distributed_env", "local_device", "all_reduce", "join_process_group", "leave_process_group", "wrap_ddp", "relaunch_with_torchrun"]
+from cnnlab.errors import CnnlabError
+from cnnlab.runtime import resolve_device
+
+__all__ = ["distributed_env", "local_device", "all_reduce", "join_process_group", "leave_process_group", "wrap_ddp",
+           "relaunch_with_torchrun", "cpu_cores", "check_nproc"]
 
 
 def distributed_env() -> tuple[int, int]:
@@ -70,6 +74,35 @@ def wrap_ddp(model: nn.Module, device: torch.device) -> nn.Module:
     return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
 
+def cpu_cores() -> int:
+    """The CPU cores this process may run on (its affinity mask where the system has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def check_nproc(nproc: int, device: str, batch_size: int, *, force: bool = False) -> None:
+    """``--nproc`` must fit the machine before torchrun starts anything: at most one process per
+    GPU on CUDA (each takes the GPU of its rank), at most one per CPU core on the CPU unless
+    ``force`` (``--force-nproc``), and a global ``--batch-size`` that divides by it."""
+    if isinstance(nproc, bool) or not isinstance(nproc, int) or nproc < 1:
+        raise CnnlabError(f"--nproc must be a positive integer, got {nproc!r}")
+    if nproc == 1:
+        return
+    if resolve_device(device).type == "cuda":
+        gpus = torch.cuda.device_count()
+        if nproc > gpus:
+            raise CnnlabError(f"--nproc must be in [1, {gpus}] on CUDA (one process per GPU, and this machine has "
+                              f"{gpus}), got {nproc}")
+    elif nproc > cpu_cores() and not force:
+        raise CnnlabError(f"--nproc must be in [1, {cpu_cores()}] (the CPU cores this process may use), got {nproc}; "
+                          f"add --force-nproc to start {nproc} processes anyway")
+    if batch_size % nproc:
+        raise CnnlabError(f"--batch-size {batch_size} is the global batch and must divide by the {nproc} processes "
+                          f"of --nproc {nproc}")
+
+
 def relaunch_with_torchrun(nproc: int, argv: Sequence[str], default_out: str | None) -> int:
     """Run ``cnnlab ARGV`` (without ``--nproc``) under torchrun with ``nproc`` processes; all
     ranks get the same ``--out`` (``default_out`` when the command names none). Returns its exit code."""
@@ -81,7 +114,7 @@ def relaunch_with_torchrun(nproc: int, argv: Sequence[str], default_out: str | N
         if a == "--nproc":
             skip = True
             continue
-        if a.startswith("--nproc="):
+        if a.startswith("--nproc=") or a == "--force-nproc":
             continue
         cleaned.append(a)
     names_out = "--out" in cleaned or any(a.startswith("--out=") for a in cleaned) or "--resume" in cleaned

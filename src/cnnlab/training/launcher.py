@@ -16,12 +16,14 @@ from cnnlab.runs import (CHECKPOINT_KEYS, check_run_dir, default_run_dir, end_ar
 from cnnlab.storage import RunLock
 from cnnlab.training.callbacks import Callback
 from cnnlab.training.checkpoint import RunDirWriter
-from cnnlab.training.config import TrainConfig
-from cnnlab.training.distributed import distributed_env, relaunch_with_torchrun
+from cnnlab.training.config import TrainConfig, check_resume_options, resume_safe
+from cnnlab.training.distributed import check_nproc, distributed_env, relaunch_with_torchrun
 from cnnlab.training.loop import Trainer, TrainResult
 from cnnlab.training.recipes import recipe_config
 
 __all__ = ["train", "resume", "launch"]
+
+_FIELDS = {f.name for f in dataclasses.fields(TrainConfig)}
 
 
 def train(config: TrainConfig | None = None, callbacks: Sequence[Callback] = (), *, overwrite: bool = False,
@@ -51,8 +53,12 @@ def train(config: TrainConfig | None = None, callbacks: Sequence[Callback] = (),
 
 
 def resume(run_dir: str | os.PathLike, callbacks: Sequence[Callback] = (), *, epochs: int | None = None,
-           data_dir: str | None = None) -> TrainResult:
+           data_dir: str | None = None, **changes: Any) -> TrainResult:
     """Continue an interrupted run from its last ``checkpoint.pt``, up to its (or a new) ``epochs``.
+
+    The run keeps its own settings; ``changes`` may set only those that cannot change its numbers
+    (:func:`cnnlab.training.config.resume_safe`: ``download``, ``workers``), anything else is a
+    :class:`ResumeOptionError` before anything is read or written.
 
     On the CPU with ``deterministic`` the final weights equal those of a run never stopped. A run
     killed before its first checkpoint starts again from its config.json; a run whose last epoch
@@ -61,6 +67,7 @@ def resume(run_dir: str | os.PathLike, callbacks: Sequence[Callback] = (), *, ep
     dataset and shapes as config.json) before anything is written.
     """
     path = Path(run_dir)
+    check_resume_options(path, TrainConfig(**changes) if set(changes) <= _FIELDS else None, set(changes))
     ckpt = path / "checkpoint.pt"
     if not path.is_dir():
         raise RunDirError(f"--resume {path}: no such run directory")
@@ -79,6 +86,8 @@ def resume(run_dir: str | os.PathLike, callbacks: Sequence[Callback] = (), *, ep
         config.out = str(path)
         config.epochs = epochs if epochs is not None else config.epochs
         config.data_dir = data_dir if data_dir is not None else config.data_dir
+        for name, value in changes.items():
+            setattr(config, name, value)
         if state is not None and int(state["epoch"]) >= config.epochs and not end_artefacts_missing(path):
             raise RunDirError(f"{path} already has {state['epoch']} of {config.epochs} epochs; pass a larger --epochs "
                               f"to go on")
@@ -108,36 +117,32 @@ def _check_checkpoint_identity(path: Path, doc: dict[str, Any], state: dict[str,
                           f"({'; '.join(differences[:3])}); put the run's own checkpoint.pt back, or start a new run")
 
 
-def _check_resume_options(run_dir: Path, config: TrainConfig, explicit: set[str]) -> None:
-    """``--resume`` continues a run with its own settings: an explicit option that would change
-    its model or dataset is a mistake, not a wish."""
-    if "recipe" in explicit:
-        raise CnnlabError(f"--resume {run_dir} continues the run with its own settings; leave out --recipe")
-    saved = read_run_config(run_dir)  # {} if unreadable: resume() says what is wrong with the directory
-    for name in ("model", "dataset"):
-        given = getattr(config, name)
-        if name in explicit and saved.get(name, given) != given:
-            raise CnnlabError(f"--resume {run_dir} was trained with --{name} {saved[name]}, not {given}; "
-                              f"resume without --{name}, or start a new run")
-
-
 def launch(config: TrainConfig, explicit: set[str] = frozenset(), *, resume_dir: str | os.PathLike | None = None,
            overwrite: bool = False, quiet: bool = False, tensorboard: bool = False, nproc: int = 1,
-           console: Any = None, argv: Sequence[str] | None = None) -> TrainResult | int | None:
-    """What ``cnnlab train`` does. ``explicit``: the settings given on the command line; with
-    ``config.recipe`` they override the recipe's settings, which override the defaults.
+           force_nproc: bool = False, console: Any = None, argv: Sequence[str] | None = None
+           ) -> TrainResult | int | None:
+    """What ``cnnlab train`` does. ``explicit``: the settings (and options: ``overwrite``, ``nproc``
+    ...) given on the command line; with ``config.recipe`` they override the recipe's settings, which
+    override the defaults. With ``resume_dir``, any of them but :func:`resume_safe` is refused.
 
     Returns the result on rank 0, None on the other ranks, or the exit code of torchrun when
-    ``nproc > 1`` relaunched this command under it.
+    ``nproc > 1`` relaunched this command under it. Every check happens here, once, before torchrun
+    starts its processes or anything is written.
     """
-    if nproc < 1:
-        raise CnnlabError(f"--nproc must be a positive integer, got {nproc}")
+    given = set(explicit) | {name for name, on in (("overwrite", overwrite), ("nproc", nproc != 1),
+                                                   ("force_nproc", force_nproc)) if on}
+    if resume_dir is not None:
+        check_resume_options(Path(resume_dir), config, given)
     if config.recipe is not None and resume_dir is None:
-        config = recipe_config(config.recipe, {name: getattr(config, name) for name in explicit if name != "recipe"})
+        config = recipe_config(config.recipe, {name: getattr(config, name) for name in explicit
+                                               if name != "recipe" and name in _FIELDS})
+    config.validate()  # with --resume: the settings it may change (--epochs ...); the rest are the run's
+    check_nproc(nproc, config.device, config.batch_size, force=force_nproc)
     rank, world = distributed_env()
     if nproc > 1 and world == 1:
-        out = None if resume_dir is not None else str(default_run_dir(config.model, config.dataset))
-        return relaunch_with_torchrun(nproc, sys.argv[1:] if argv is None else argv, out)
+        out = config.out or str(default_run_dir(config.model, config.dataset))
+        check_run_dir(out, overwrite)  # one line here, not one per process
+        return relaunch_with_torchrun(nproc, sys.argv[1:] if argv is None else argv, None if config.out else out)
     callbacks: list[Callback] = []
     if not quiet and rank == 0:
         from cnnlab.training.callbacks import ConsoleLogger
@@ -148,9 +153,8 @@ def launch(config: TrainConfig, explicit: set[str] = frozenset(), *, resume_dir:
 
         callbacks.append(TensorBoardLogger())
     if resume_dir is not None:
-        _check_resume_options(Path(resume_dir), config, explicit)
-        result = resume(resume_dir, callbacks, epochs=config.epochs if "epochs" in explicit else None,
-                        data_dir=config.data_dir if "data_dir" in explicit else None)
+        changes = {name: getattr(config, name) for name in given & set(resume_safe()) & _FIELDS}
+        result = resume(resume_dir, callbacks, **changes)
     else:
         result = train(config, callbacks, overwrite=overwrite)
     return result if rank == 0 else None
