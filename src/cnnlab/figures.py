@@ -28,9 +28,9 @@ import numpy as np  # noqa: E402
 
 from cnnlab.storage import atomic_write, disk_error  # noqa: E402
 
-__all__ = ["subplots", "close", "figure_to_png", "png_data_url", "save_figure", "image_array", "uint8_image", "show_image",
-           "overlay", "grid_shape", "colorize", "array_to_png", "plot_curves", "plot_init_experiment",
-           "plot_confusion"]
+__all__ = ["subplots", "close", "figure_to_png", "png_data_url", "save_figure", "image_array", "uint8_image",
+           "show_image", "overlay", "grid_shape", "colorize", "array_to_png", "plot_curves", "plot_init_experiment",
+           "confusion_figure", "plot_confusion"]
 
 
 def subplots(*args, **kwargs):

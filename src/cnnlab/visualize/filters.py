@@ -14,7 +14,8 @@ from cnnlab.errors import CnnlabError
 from cnnlab.figures import grid_shape, save_figure, subplots
 from cnnlab.visualize.layers import first_conv, get_layer
 
-__all__ = ["conv_layers", "conv_weight", "rgb_filters", "filters_figure", "plot_filters", "FiltersResult", "show_filters"]
+__all__ = ["conv_layers", "conv_weight", "rgb_filters", "filters_figure", "plot_filters", "FiltersResult",
+           "show_filters"]
 
 MAX_OUT, MAX_IN = 64, 16  # kernels drawn: output channels (first layer), inputs per row (deeper layers)
 

@@ -36,8 +36,8 @@ def _layer_rows(summary) -> list[dict]:
         pad = r.padding if isinstance(r.padding, str) or r.padding is None else r.padding[0]
         rows.append({"name": r.name, "type": r.type, "transition": r.transition, "formula": r.formula or "",
                      "ksp": "" if r.kernel is None else f"{r.kernel[0]} / {r.stride[0]} / {pad}",
-                     "params": r.params, "macs": r.macs, "rf": "all" if r.receptive_field is None else r.receptive_field,
-                     "jump": "" if r.jump is None else r.jump})
+                     "params": r.params, "macs": r.macs, "jump": "" if r.jump is None else r.jump,
+                     "rf": "all" if r.receptive_field is None else r.receptive_field})
     return rows
 
 
