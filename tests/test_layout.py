@@ -5,6 +5,7 @@ training options generated from ``TrainConfig``."""
 from __future__ import annotations
 
 import ast
+import re
 import dataclasses
 import importlib
 import subprocess
@@ -139,3 +140,74 @@ def test_names_imported_before_the_move_still_work():
     assert load_weights is models.load_weights and freeze is models.freeze
     assert cnnlab.create_model is models.create_model and cnnlab.with_probas is models.with_probas
     assert cnnlab.arithmetic.conv_output_size(28, 3, 1, 1) == 28 and callable(cnnlab.analyze)
+
+
+FIGURES, PAGES = "cnnlab.figures", "cnnlab.pages"
+
+
+def _pyplot_or_backend(tree: ast.AST) -> list[str]:
+    """Where a file imports ``matplotlib.pyplot``, picks a backend (``matplotlib.use``) or saves a figure."""
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found += [f"import {a.name}" for a in node.names if a.name.startswith("matplotlib.pyplot")]
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            if node.module.startswith("matplotlib.pyplot") or (
+                    node.module == "matplotlib" and {a.name for a in node.names} & {"pyplot", "use"}):
+                found.append(f"from {node.module} import ...")
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+            owner = node.func.value
+            if node.func.attr == "use" and isinstance(owner, ast.Name) and owner.id in ("matplotlib", "mpl"):
+                found.append(f"line {node.lineno}: {owner.id}.use()")
+            if node.func.attr == "savefig":
+                found.append(f"line {node.lineno}: .savefig()")
+    return found
+
+
+def _hand_made_html(path: Path) -> list[str]:
+    """Where a file escapes HTML itself or writes a page frame (``<html``) instead of using a template."""
+    text = path.read_text()
+    found = [f"line {n}: <html" for n, line in enumerate(text.splitlines(), 1) if "<html" in line.lower()]
+    for node in ast.walk(ast.parse(text)):
+        if isinstance(node, ast.Import):
+            found += [f"import {a.name}" for a in node.names if a.name in ("html", "markupsafe")]
+        elif isinstance(node, ast.ImportFrom) and node.module in ("html", "markupsafe", "jinja2"):
+            found.append(f"from {node.module} import ...")
+        elif isinstance(node, ast.Attribute) and node.attr == "escape" and isinstance(node.value, ast.Name) \
+                and node.value.id in ("html", "markupsafe", "cgi", "saxutils"):
+            found.append(f"line {node.lineno}: {node.value.id}.escape")
+    return found
+
+
+def test_only_the_figures_module_touches_pyplot_and_the_backend():
+    """matplotlib's backend is chosen once (Agg, in cnnlab.figures) before pyplot is imported anywhere."""
+    offenders = {m: found for m in MODULES if m != FIGURES
+                 and (found := _pyplot_or_backend(ast.parse(_path_of(m).read_text())))}
+    assert not offenders, offenders
+    own = _pyplot_or_backend(ast.parse(_path_of(FIGURES).read_text()))
+    assert "import matplotlib.pyplot" in own and any(".use()" in f for f in own), own
+    text = _path_of(FIGURES).read_text()
+    assert text.index('matplotlib.use("Agg")') < text.index("import matplotlib.pyplot")
+
+
+def test_pages_are_templates_with_autoescape_only():
+    """No module outside cnnlab.pages escapes HTML by hand, imports jinja2/markupsafe or builds ``<html``;
+    the page frame and the one stylesheet are package data under cnnlab/templates/."""
+    offenders = {m: found for m in MODULES if m != PAGES and (found := _hand_made_html(_path_of(m)))}
+    assert not offenders, offenders
+    templates = SRC / "templates"
+    assert (templates / "cnnlab.css").is_file() and "<html" in (templates / "page.html").read_text()
+    assert sorted(p.name for p in templates.glob("*.css")) == ["cnnlab.css"]  # one stylesheet
+    for page in templates.glob("*.html"):
+        text = page.read_text()
+        assert page.name == "page.html" or text.startswith('{% extends "page.html" %}'), page.name
+        assert not re.search(r"""(src|href)=["']?(https?:)?//""", text), page.name  # nothing from the network
+    pyproject = (REPO / "pyproject.toml").read_text()
+    assert '"templates/*.html", "templates/*.css", "templates/*.js"' in pyproject and '"jinja2>=3.1"' in pyproject
+
+
+def test_figures_and_pages_use_no_temporary_files():
+    """Pictures go to memory (io.BytesIO) or are written atomically: no temporary directories."""
+    for module in (FIGURES, PAGES, "cnnlab.analysis.html", "cnnlab.analysis.charts", "cnnlab.visualize.report",
+                   "cnnlab.visualize.report_html", "cnnlab.visualize.animate_render"):
+        assert "tempfile" not in _imports(_path_of(module)), module

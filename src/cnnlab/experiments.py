@@ -78,7 +78,7 @@ def run_init_experiment(
             lecture = LECTURE_INIT_TABLE.get(r.init, ("", "", ""))
             writer.writerow([r.init, f"{r.epoch1_train_acc:.2f}", f"{r.final_train_acc:.2f}", f"{r.test_acc:.2f}",
                              f"{r.seconds:.1f}", *lecture])
-    from cnnlab.plots import plot_init_experiment
+    from cnnlab.figures import plot_init_experiment
 
     plot_init_experiment(rows, out / "inits.png")
     return rows

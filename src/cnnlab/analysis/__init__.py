@@ -19,7 +19,7 @@ memory. :func:`analyze` measures all of these for any ``nn.Module``:
 Modules: ``ops.py`` (operation counter), ``memory.py`` (activation bytes), ``timing.py`` (time
 per batch size, roof, machine), ``report.py`` (the report and its rows / CSV / JSON, accuracies),
 ``pipeline.py`` (``analyze``, ``analyze_models``, ``run_analyze`` = the ``cnnlab analyze``
-command), ``html.py`` (the self-contained HTML report).
+command), ``charts.py`` (the four Canziani charts), ``html.py`` (the self-contained HTML report).
 
 What a training step costs (``cnnlab summary --train``): ``simulate.py`` (the allocator simulated on
 fake tensors over the trainer's step), ``workspace.py`` (CPU kernel buffers the simulation cannot

@@ -221,7 +221,7 @@ def run_analyze(
     report = analyze_models(names, sizes, dev, input_shape=shape, timing=not no_timing, repeats=repeats,
                             per_layer=per_layer, run_dirs=runs, on_model=on_model)
     if charts is not None:
-        from cnnlab.plots import analysis_charts
+        from cnnlab.analysis.charts import analysis_charts
 
         analysis_charts(report, charts)
     if html is not None:

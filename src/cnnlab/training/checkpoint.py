@@ -195,7 +195,7 @@ class RunDirWriter(Callback):
         atomic_write(self.path / "result.json", json.dumps(result_document(trainer, result), indent=2) + "\n")
         atomic_write(self.path / "model.pt", lambda fh: torch.save(checkpoint, fh))
         if self.plot:
-            from cnnlab.plots import plot_curves
+            from cnnlab.figures import plot_curves
 
             atomic_write(self.path / "curves.png", lambda fh: plot_curves(result.batch_losses, result.history, fh,
                                                                           trainer.steps_per_epoch))

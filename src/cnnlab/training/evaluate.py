@@ -180,7 +180,7 @@ def evaluate_with_report(run_dir: str | os.PathLike, *, data_dir: str | None = N
                          optimize: str | None = None) -> Evaluation:
     """Score one split of a run, per class too, and draw its confusion matrix
     (default ``RUN_DIR/confusion_<split>.png``)."""
-    from cnnlab.plots import plot_confusion
+    from cnnlab.figures import plot_confusion
 
     correct, total, run, matrix = evaluate_run_detailed(run_dir, data_dir=data_dir, device=device, split=split,
                                                         optimize=optimize)

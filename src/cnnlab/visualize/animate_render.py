@@ -3,12 +3,13 @@ self-contained HTML page that draws the same frames as SVG (play, pause, step, s
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
 from cnnlab.errors import CnnlabError
+from cnnlab.pages import write_page
+from cnnlab.storage import atomic_write
 from cnnlab.visualize.animate import Animation, Frame, Panel
 
 __all__ = ["save_animation", "render_frames", "write_gif", "write_html"]
@@ -135,22 +136,14 @@ def write_gif(anim: Animation, path: Path) -> Path:
     images = [im.convert("P", palette=Image.ADAPTIVE, colors=32) for im in render_frames(anim)]
     durations = [DURATIONS[0], *[DURATIONS[1]] * (len(images) - 2), DURATIONS[2]][: len(images)]
     path.parent.mkdir(parents=True, exist_ok=True)
-    images[0].save(path, save_all=True, append_images=images[1:], duration=durations, loop=0, disposal=1)
+    atomic_write(path, lambda fh: images[0].save(fh, format="GIF", save_all=True, append_images=images[1:],
+                                                 duration=durations, loop=0, disposal=1))
     return path
 
 
 def write_html(anim: Animation, path: Path) -> Path:
-    from cnnlab.visualize.html_assets import ANIMATION_JS, page
-
-    data = json.dumps(anim.to_dict(), separators=(",", ":"))
-    body = (f'<div id="animation" data-frames="{len(anim.frames)}" data-positions="{anim.positions}">'
-            '<div class="controls"><button id="prev">&#9664;</button><button id="play">pause</button>'
-            '<button id="next">&#9654;</button><input id="scrub" type="range" min="0" value="0">'
-            '<span id="counter"></span></div><svg id="stage"></svg></div>'
-            f"<script>const ANIMATION = {data};</script><script>{ANIMATION_JS}</script>")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(page(anim.frames[0].title, body), encoding="utf-8")
-    return path
+    """The player page (``templates/animation.html``): the frames drawn as SVG in the browser."""
+    return write_page(path, "animation.html", title=anim.frames[0].title, animation=anim.to_dict())
 
 
 def save_animation(anim: Animation, path: str | Path) -> Path:

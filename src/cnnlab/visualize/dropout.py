@@ -11,6 +11,7 @@ import torch
 import torch.nn as nn
 
 from cnnlab.errors import CnnlabError
+from cnnlab.figures import save_figure, show_image, subplots
 from cnnlab.visualize.layers import hw_c
 
 __all__ = ["dropout_masks", "DropoutDemo", "show_dropout"]
@@ -51,10 +52,8 @@ def _zeroed(before: torch.Tensor, after: torch.Tensor) -> float:
 
 
 def _figure(pixels, fmap, plain, spatial, layer: str, p: float, dropped: list[int], frac: float, path: Path) -> Path:
-    from cnnlab.visualize.plotting import plt, save, show_image
-
     shown = min(fmap.shape[0], MAX_CHANNELS)
-    fig, axes = plt.subplots(3, shown + 1, figsize=(1.5 * (shown + 1), 5.2), squeeze=False)
+    fig, axes = subplots(3, shown + 1, figsize=(1.5 * (shown + 1), 5.2), squeeze=False)
     bound = float(torch.stack([fmap, plain, spatial]).abs().max()) or 1.0  # white = 0: dropped cells show as white
     labels = ("feature maps", f"nn.Dropout({p:g})", f"nn.Dropout2d({p:g})")
     for row, (label, maps) in enumerate(zip(labels, (fmap, plain, spatial))):
@@ -72,7 +71,7 @@ def _figure(pixels, fmap, plain, spatial, layer: str, p: float, dropped: list[in
     fig.suptitle(f"{layer} ({hw_c(tuple(fmap.shape))}), white = 0: Dropout zeroes {100 * frac:.0f}% of single "
                  f"activations in every map,\nDropout2d zeroes whole maps ({len(dropped)} of {fmap.shape[0]}); both "
                  f"scale the rest by 1/(1-p) = {1 / (1 - p):.2f}", fontsize=8)
-    return save(fig, path)
+    return save_figure(fig, path, tight=True)
 
 
 def show_dropout(subject, image=None, layer: str | None = None, p: float = 0.5, seed: int = 0,

@@ -10,10 +10,11 @@ from typing import Sequence
 import torch
 
 from cnnlab.errors import CnnlabError
+from cnnlab.figures import overlay, save_figure, show_image, subplots
 from cnnlab.visualize.attribution import grad_cam, integrated_gradients, saliency
 from cnnlab.visualize.layers import LayerChoice, choose_gradcam_layer, default_layers, get_layer, hw_c
 
-__all__ = ["METHODS", "GradCamResult", "show_gradcam", "parse_methods"]
+__all__ = ["METHODS", "GradCamResult", "show_gradcam", "parse_methods", "plot_attributions"]
 
 METHODS = ("gradcam", "saliency", "ig")
 
@@ -59,7 +60,6 @@ def show_gradcam(subject, image=None, layer: str | None = None, target: int | st
                  ) -> GradCamResult:
     """Explain one image: Grad-CAM at ``layer`` ("all": the automatic layer plus a per-layer strip;
     None: the automatic layer), for class ``target`` (None: the predicted class)."""
-    from cnnlab.visualize.plots import plot_attributions
     from cnnlab.visualize.source import default_out, parse_target, resolve
 
     methods = parse_methods(methods)
@@ -104,3 +104,31 @@ def _shape(model, x: torch.Tensor, name: str) -> tuple[int, ...]:
         if o.name == name:
             return o.shape
     return ()
+
+
+def plot_attributions(pixels: torch.Tensor, panels: Sequence[tuple[str, torch.Tensor, str]], title: str,
+                      path: str | Path, strip: Sequence[tuple[str, torch.Tensor]] = ()) -> Path:
+    """The input, then one panel per method (``(title, map (H, W), "overlay"|"heat")``); below, if
+    given, the per-layer Grad-CAM strip (``(layer, cam)``), shallow to deep."""
+    cols = max(len(panels) + 1, len(strip))
+    rows = 2 if strip else 1
+    fig, axes = subplots(rows, cols, figsize=(2.4 * cols, 2.6 * rows + 0.4), squeeze=False)
+    show_image(axes[0][0], pixels, "input")
+    for ax, (name, heat, kind) in zip(axes[0][1:], panels):
+        if kind == "overlay":
+            overlay(ax, pixels, heat, name)
+        else:
+            h = heat.detach().float().cpu()
+            ax.imshow((h / h.max()).numpy() if float(h.max()) > 0 else h.numpy(), cmap="inferno", vmin=0, vmax=1)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.set_title(name, fontsize=8)
+    for ax in axes[0][len(panels) + 1:]:
+        ax.axis("off")
+    if strip:
+        for ax, (name, cam) in zip(axes[1], strip):
+            overlay(ax, pixels, cam, f"Grad-CAM at {name}")
+        for ax in axes[1][len(strip):]:
+            ax.axis("off")
+    fig.suptitle(title, fontsize=9)
+    return save_figure(fig, path, tight=True)

@@ -11,6 +11,7 @@ import torch
 import torch.nn as nn
 
 from cnnlab.errors import CnnlabError
+from cnnlab.figures import grid_shape, save_figure, show_image, subplots
 from cnnlab.summary import first_tensor
 from cnnlab.visualize.layers import check_image, default_layers, get_layer, hw_c, layer_name
 
@@ -94,14 +95,12 @@ def layer_titles(model: nn.Module, input_shape: Sequence[int], maps: dict[str, t
 def plot_feature_maps(pixels: torch.Tensor, fmap: torch.Tensor, title: str, path: str | Path,
                       max_channels: int = MAX_CHANNELS) -> Path:
     """One layer's maps as a grid (one colour scale for the layer), the input image first."""
-    from cnnlab.visualize.plotting import grid_shape, plt, save, show_image
-
     if fmap.dim() != 3:
         raise CnnlabError(f"{title.split(':')[0]} gives {hw_c(tuple(fmap.shape))}, not feature maps; choose a conv or "
                           f"pooling layer")
     shown = min(fmap.shape[0], max_channels)
     rows, cols = grid_shape(shown + 1)
-    fig, axes = plt.subplots(rows, cols, figsize=(1.6 * cols, 1.6 * rows + 0.6), squeeze=False)
+    fig, axes = subplots(rows, cols, figsize=(1.6 * cols, 1.6 * rows + 0.6), squeeze=False)
     values = fmap[:shown].float().cpu()
     lo, hi = float(values.min()), float(values.max())
     show_image(axes[0][0], pixels, "input")
@@ -117,7 +116,7 @@ def plot_feature_maps(pixels: torch.Tensor, fmap: torch.Tensor, title: str, path
         fig.colorbar(im, ax=axes, fraction=0.02, pad=0.02)
     extra = f" (first {shown} of {fmap.shape[0]} channels)" if shown < fmap.shape[0] else ""
     fig.suptitle(title + extra, fontsize=9)
-    return save(fig, path)
+    return save_figure(fig, path, tight=True)
 
 
 @dataclass

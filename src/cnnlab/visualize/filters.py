@@ -11,9 +11,11 @@ import torch
 import torch.nn as nn
 
 from cnnlab.errors import CnnlabError
+from cnnlab.figures import grid_shape, save_figure, subplots
 from cnnlab.visualize.layers import first_conv, get_layer
 
-__all__ = ["conv_layers", "conv_weight", "rgb_filters", "plot_filters", "FiltersResult", "show_filters"]
+__all__ = ["conv_layers", "conv_weight", "rgb_filters", "filters_figure", "plot_filters", "FiltersResult",
+           "show_filters"]
 
 MAX_OUT, MAX_IN = 64, 16  # kernels drawn: output channels (first layer), inputs per row (deeper layers)
 
@@ -46,11 +48,9 @@ def rgb_filters(weight: torch.Tensor) -> torch.Tensor:
 
 
 def _first_layer_figure(name: str, w: torch.Tensor):
-    from cnnlab.visualize.plotting import grid_shape, plt
-
     shown = min(w.shape[0], MAX_OUT)
     rows, cols = grid_shape(shown)
-    fig, axes = plt.subplots(rows, cols, figsize=(1.2 * cols, 1.2 * rows + 0.6), squeeze=False)
+    fig, axes = subplots(rows, cols, figsize=(1.2 * cols, 1.2 * rows + 0.6), squeeze=False)
     images = rgb_filters(w[:shown]) if w.shape[1] == 3 else None
     bound = float(w[:shown].abs().max()) or 1.0
     for i, ax in enumerate(axes.flat):
@@ -72,10 +72,8 @@ def _first_layer_figure(name: str, w: torch.Tensor):
 
 
 def _deep_layer_figure(name: str, w: torch.Tensor):
-    from cnnlab.visualize.plotting import plt
-
     n_out, n_in = min(w.shape[0], MAX_IN), min(w.shape[1], MAX_IN)
-    fig, axes = plt.subplots(n_out, n_in, figsize=(0.75 * n_in + 1.2, 0.75 * n_out + 0.8), squeeze=False)
+    fig, axes = subplots(n_out, n_in, figsize=(0.75 * n_in + 1.2, 0.75 * n_out + 0.8), squeeze=False)
     bound = float(w[:n_out, :n_in].abs().max()) or 1.0
     for o in range(n_out):
         for i in range(n_in):
@@ -94,14 +92,17 @@ def _deep_layer_figure(name: str, w: torch.Tensor):
     return fig
 
 
-def plot_filters(model: nn.Module, path: str | Path, layer: str | None = None) -> tuple[str, Path]:
-    """Draw ``layer``'s kernels (default: the first convolution) into ``path``; returns (layer, path)."""
-    from cnnlab.visualize.plotting import save
-
+def filters_figure(model: nn.Module, layer: str | None = None) -> tuple[str, object]:
+    """``(layer, figure)`` of ``layer``'s kernels (default: the first convolution)."""
     name, w = conv_weight(model, layer)
     first = name == first_conv(model)[0]
-    fig = _first_layer_figure(name, w) if first or w.shape[1] == 1 else _deep_layer_figure(name, w)
-    return name, save(fig, path)
+    return name, _first_layer_figure(name, w) if first or w.shape[1] == 1 else _deep_layer_figure(name, w)
+
+
+def plot_filters(model: nn.Module, path: str | Path, layer: str | None = None) -> tuple[str, Path]:
+    """Draw ``layer``'s kernels (default: the first convolution) into ``path``; returns (layer, path)."""
+    name, fig = filters_figure(model, layer)
+    return name, save_figure(fig, path, tight=True)
 
 
 @dataclass

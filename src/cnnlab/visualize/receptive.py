@@ -12,12 +12,14 @@ from typing import Any, Sequence
 
 import torch
 import torch.nn as nn
+from matplotlib.patches import Rectangle
 
 from cnnlab.errors import CnnlabError
+from cnnlab.figures import save_figure, show_image, subplots
 from cnnlab.visualize.layers import check_image, first_conv, get_layer, hw_c, layer_name
 
 __all__ = ["theoretical_receptive_field", "rf_box", "effective_receptive_field", "layer_output_shape",
-           "parse_cell", "RFResult", "show_receptive_field"]
+           "parse_cell", "RFResult", "show_receptive_field", "plot_receptive_field"]
 
 
 def _input_shape(model: nn.Module, input_size: int | Sequence[int]) -> tuple[int, int, int]:
@@ -161,7 +163,6 @@ def show_receptive_field(subject, image=None, layer: str | None = None, cell: st
                          n_images: int = 16, out: str | Path | None = None) -> RFResult:
     """``cnnlab show rf``: the box of one cell on the image, beside the effective receptive field."""
     from cnnlab.visualize.layers import choose_gradcam_layer
-    from cnnlab.visualize.plots import plot_receptive_field
     from cnnlab.visualize.source import default_out, resolve
 
     subject, image = resolve(subject, image)
@@ -184,3 +185,38 @@ def show_receptive_field(subject, image=None, layer: str | None = None, cell: st
     path = plot_receptive_field(image.pixels, erf, name, (y, x), fmap, box, rf,
                                 Path(out) if out is not None else default_out(subject, f"rf-{name}"))
     return RFResult(path, name, (y, x), out_shape, box, rf, inside, f"{subject.description}, {image.caption}")
+
+
+def _box_patch(box: tuple[int, int, int, int], color: str = "red"):
+    top, left, bottom, right = box
+    # pixel i spans [i - 0.5, i + 0.5) in imshow's coordinates
+    return Rectangle((left - 0.5, top - 0.5), right - left, bottom - top, fill=False, edgecolor=color, linewidth=2)
+
+
+def plot_receptive_field(pixels: torch.Tensor, erf: torch.Tensor, layer: str, cell: tuple[int, int],
+                         fmap: torch.Tensor, box: tuple[int, int, int, int], rf: Any, path: str | Path) -> Path:
+    """Three panels: the layer's feature map (mean over channels) with the cell, the input with the
+    cell's theoretical box, the effective receptive field (Luo et al. 2016) with the same box."""
+    fig, (ax_map, ax_img, ax_erf) = subplots(1, 3, figsize=(10, 3.8))
+    _, h, w = fmap.shape
+    ax_map.imshow(fmap.float().mean(0).cpu().numpy(), cmap="viridis", interpolation="nearest")
+    ax_map.add_patch(Rectangle((cell[1] - 0.5, cell[0] - 0.5), 1, 1, fill=False, edgecolor="red", linewidth=2))
+    ax_map.set_xticks(range(w)) if w <= 16 else ax_map.set_xticks([])
+    ax_map.set_yticks(range(h)) if h <= 16 else ax_map.set_yticks([])
+    ax_map.set_title(f"{layer}: {h}x{w}x{fmap.shape[0]} (mean of the maps), cell {cell}", fontsize=8)
+    top, left, bottom, right = box
+    if rf is None:
+        text = "sees the whole input (after global pooling or a linear layer)"
+    else:
+        text = (f"RF {rf.size[0]}x{rf.size[1]}, jump {rf.jump[0]}: rows {top}..{bottom - 1}, cols {left}..{right - 1}")
+    show_image(ax_img, pixels, text)
+    ax_img.add_patch(_box_patch(box))
+    peak = float(erf.max())
+    ax_erf.imshow((erf / peak).cpu().numpy() if peak > 0 else erf.cpu().numpy(), cmap="inferno", vmin=0, vmax=1)
+    ax_erf.add_patch(_box_patch(box, "cyan"))
+    ax_erf.set_xticks([])
+    ax_erf.set_yticks([])
+    ax_erf.set_title("effective RF: mean |d cell / d input| (Luo et al. 2016)", fontsize=8)
+    fig.suptitle(f"Receptive field of {layer} cell {cell}: theoretical box (arithmetic) vs effective (gradients)",
+                 fontsize=9)
+    return save_figure(fig, path, tight=True)

@@ -5,14 +5,13 @@ Grad-CAM. Everything is embedded (PNG data URIs, inline CSS and JavaScript): no 
 
 from __future__ import annotations
 
-import base64
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from cnnlab.errors import CnnlabError
+from cnnlab.figures import array_to_png, colorize, confusion_figure, png_data_url, uint8_image
 
 __all__ = ["ReportResult", "Scores", "score_split", "sample_views", "build_report"]
 
@@ -44,10 +43,6 @@ class ReportResult:
     description: str = ""  # which model
 
 
-def data_uri(png: bytes) -> str:
-    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
-
-
 @torch.inference_mode()
 def score_split(subject, data, batch_size: int = 256) -> Scores:
     """Softmax probabilities of every image of ``data``, prepared as in training."""
@@ -65,16 +60,7 @@ def score_split(subject, data, batch_size: int = 256) -> Scores:
     return Scores(p, y, confusion)
 
 
-def _figure_png(draw) -> bytes:
-    """Run ``draw(path)`` (a function writing a PNG) and return the PNG's bytes."""
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "figure.png"
-        draw(path)
-        return path.read_bytes()
-
-
 def _mistakes(data, scores: Scores, classes: list[str]) -> list[dict]:
-    from cnnlab.visualize.plotting import png_bytes, uint8_image
     from cnnlab.visualize.source import take
 
     wrong = (scores.predicted != scores.labels).nonzero().flatten()
@@ -85,24 +71,21 @@ def _mistakes(data, scores: Scores, classes: list[str]) -> list[dict]:
     for n, i in enumerate(order):
         pixels = images[n].float() / 255.0
         scale = max(1, 96 // pixels.shape[-1])
-        out.append({"index": i, "uri": data_uri(png_bytes(uint8_image(pixels), scale)),
+        out.append({"index": i, "uri": png_data_url(array_to_png(uint8_image(pixels), scale)),
                     "true": classes[int(scores.labels[i])], "pred": classes[int(scores.predicted[i])],
                     "p": float(scores.probs[i].max())})
     return out
 
 
 def _cam_overlay(pixels: torch.Tensor, cam: torch.Tensor) -> bytes:
-    from cnnlab.visualize.plotting import colorize, png_bytes
-
     gray = pixels.float().mean(0, keepdim=True).expand(3, -1, -1).permute(1, 2, 0).numpy() * 255
     heat = colorize(cam, "jet", 0.0, 1.0).astype("float32")
     mixed = (0.5 * gray + 0.5 * heat).round().clip(0, 255).astype("uint8")
-    return png_bytes(mixed, max(1, 168 // pixels.shape[-1]))
+    return array_to_png(mixed, max(1, 168 // pixels.shape[-1]))
 
 
 def _layer_views(subject, x: torch.Tensor, names: list[str], rfs: dict) -> list[dict]:
     from cnnlab.visualize.featuremaps import feature_maps
-    from cnnlab.visualize.plotting import colorize, png_bytes
 
     views = []
     for name, fmap in feature_maps(subject.model, x, names).items():
@@ -116,7 +99,7 @@ def _layer_views(subject, x: torch.Tensor, names: list[str], rfs: dict) -> list[
         cols = None if rf is None else [list(rf.width.interval(x_, subject.input_shape[2])) for x_ in range(w)]
         views.append({"name": name, "shape": (c, h, w), "rows": rows, "cols": cols,
                       "rf": None if rf is None else (rf.size[0], rf.jump[0]),
-                      "maps": [data_uri(png_bytes(colorize(m, "viridis", lo, hi))) for m in shown]})
+                      "maps": [png_data_url(array_to_png(colorize(m, "viridis", lo, hi))) for m in shown]})
     return views
 
 
@@ -126,7 +109,6 @@ def sample_views(subject, data, indices: list[int], scores: Scores | None) -> li
     from cnnlab.summary import receptive_field_map
     from cnnlab.visualize.attribution import grad_cam
     from cnnlab.visualize.layers import choose_gradcam_layer, default_layers
-    from cnnlab.visualize.plotting import png_bytes, uint8_image
     from cnnlab.visualize.source import take, to_model_input
 
     model = subject.model
@@ -144,8 +126,8 @@ def sample_views(subject, data, indices: list[int], scores: Scores | None) -> li
         pred = int(probs.argmax())
         samples.append({"index": i, "label": subject.classes[int(labels[n])], "pred": subject.classes[pred],
                         "p": float(probs[pred]), "hw": tuple(pixels.shape[-2:]),
-                        "input": data_uri(png_bytes(uint8_image(pixels), max(1, 168 // pixels.shape[-1]))),
-                        "cam": data_uri(_cam_overlay(pixels, cam)), "cam_layer": choice.name,
+                        "input": png_data_url(array_to_png(uint8_image(pixels), max(1, 168 // pixels.shape[-1]))),
+                        "cam": png_data_url(_cam_overlay(pixels, cam)), "cam_layer": choice.name,
                         "layers": _layer_views(subject, x, names, rfs)})
     return samples
 
@@ -154,9 +136,8 @@ def build_report(subject, n_images: int = 4, max_eval: int | None = None, out: s
                  ) -> ReportResult:
     """Write the report of ``subject`` (a run, or a model name with ``--dataset``) to ``out``
     (default ``RUN/report.html``, or ``report-MODEL.html``)."""
-    from cnnlab.plots import plot_confusion
     from cnnlab.summary import summarize
-    from cnnlab.visualize.filters import plot_filters
+    from cnnlab.visualize.filters import filters_figure
     from cnnlab.visualize.report_html import render_report
     from cnnlab.visualize.source import load_test_split, resolve
 
@@ -172,9 +153,8 @@ def build_report(subject, n_images: int = 4, max_eval: int | None = None, out: s
     classes = subject.classes
     parts = {
         "scores": scores, "per_class": _per_class(scores, classes), "mistakes": _mistakes(data, scores, classes),
-        "confusion": data_uri(_figure_png(lambda p: plot_confusion(scores.confusion.numpy(), classes, p,
-                                                                   title=f"{subject.name} (test)"))),
-        "filters": data_uri(_figure_png(lambda p: plot_filters(subject.model, p))),
+        "confusion": png_data_url(confusion_figure(scores.confusion.numpy(), classes, title=f"{subject.name} (test)")),
+        "filters": png_data_url(filters_figure(subject.model)[1], tight=True),
         "curves": _curves(subject), "summary": summarize(subject.model, subject.input_shape, name=subject.name),
         "samples": sample_views(subject, data, list(range(min(n_images, len(data)))), scores),
     }
@@ -193,4 +173,4 @@ def _per_class(scores: Scores, classes: list[str]) -> list[dict]:
 def _curves(subject) -> str | None:
     if subject.run_dir is None or not (subject.run_dir / "curves.png").is_file():
         return None
-    return data_uri((subject.run_dir / "curves.png").read_bytes())
+    return png_data_url((subject.run_dir / "curves.png").read_bytes())

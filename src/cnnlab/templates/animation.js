@@ -1,35 +1,5 @@
-"""The CSS and JavaScript of cnnlab's HTML pages (kept in Python so an installed wheel has them),
-and the page frame. Nothing is loaded from the network."""
-
-from __future__ import annotations
-
-import html
-
-__all__ = ["CSS", "ANIMATION_JS", "page"]
-
-CSS = """
-body { font-family: system-ui, sans-serif; margin: 1.5em; color: #222; max-width: 1200px; }
-h1 { font-size: 1.5em; } h2 { font-size: 1.2em; margin-top: 1.6em; border-bottom: 1px solid #ddd; }
-table { border-collapse: collapse; font-size: 12px; } th, td { border: 1px solid #ccc; padding: 2px 6px; }
-th { background: #f0f0f0; } td.num { text-align: right; }
-.wrap { overflow-x: auto; } figure { display: inline-block; margin: 0.4em; vertical-align: top; }
-figcaption { font-size: 11px; text-align: center; max-width: 220px; }
-img.pix { image-rendering: pixelated; }
-.controls button { margin-right: 4px; } .controls #scrub { width: 320px; vertical-align: middle; }
-svg text { font-family: system-ui, sans-serif; }
-.sample { border: 1px solid #ddd; padding: 0.6em; margin: 0.8em 0; }
-.inputbox { position: relative; display: inline-block; }
-.rf-box { position: absolute; border: 2px solid red; box-sizing: border-box; pointer-events: none; display: none; }
-.sample-body { display: flex; align-items: flex-start; gap: 1em; }
-.left { flex: 0 0 176px; } .fmaps { flex: 1 1 auto; min-width: 0; }
-.layer { margin: 0.3em 0; } .layer .name { font-size: 12px; font-family: monospace; }
-.fmap-wrap { position: relative; display: inline-block; margin: 1px; cursor: crosshair; }
-img.fmap { display: block; image-rendering: pixelated; }
-.cell-mark { position: absolute; border: 2px solid red; box-sizing: border-box; pointer-events: none; display: none; }
-.rf-text { font-size: 12px; font-family: monospace; min-height: 2.8em; max-width: 176px; }
-"""
-
-ANIMATION_JS = r"""
+// The animation player: draws the frames of window.ANIMATION (cnnlab.visualize.animate) as SVG;
+// play, pause, step and scrub.
 (function () {
   const A = ANIMATION, svg = document.getElementById('stage'), NS = 'http://www.w3.org/2000/svg';
   const colors = {input: '#cfe2f3', pad: '#ececec', inserted: '#fff2cc', window: '#3d85c6',
@@ -110,10 +80,3 @@ ANIMATION_JS = r"""
   scrub.oninput = function () { pause(); go(parseInt(scrub.value, 10)); };
   go(0); play();
 })();
-"""
-
-
-def page(title: str, body: str, extra_css: str = "") -> str:
-    """A whole HTML document: no external stylesheet, script or font."""
-    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
-            f"<style>{CSS}{extra_css}</style></head><body>\n{body}\n</body></html>\n")

@@ -1,0 +1,218 @@
+"""cnnlab's one picture layer: matplotlib with the Agg backend (no display needed), set here once
+and before pyplot is imported anywhere in cnnlab -- no other module imports ``matplotlib.pyplot``.
+
+- :func:`subplots`: a new figure (``plt.subplots``); :func:`close`: one dropped unsaved
+- :func:`figure_to_png` / :func:`png_data_url`: a figure (or PNG bytes) in memory, as bytes or as a
+  ``data:image/png;base64,...`` URL for a self-contained page; no temporary files
+- :func:`save_figure`: the PNG written atomically (:func:`cnnlab.storage.atomic_write`), the figure closed
+- pixels: :func:`image_array`, :func:`uint8_image`, :func:`colorize`, :func:`array_to_png`; axes:
+  :func:`show_image`, :func:`overlay`, :func:`grid_shape`
+- the training figures: :func:`plot_curves`, :func:`plot_init_experiment`, :func:`plot_confusion`
+  (the analysis charts are in :mod:`cnnlab.analysis.charts`, the visualize figures beside their
+  subjects in :mod:`cnnlab.visualize`)
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import math
+from pathlib import Path
+from typing import IO, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from cnnlab.storage import atomic_write, disk_error  # noqa: E402
+
+__all__ = ["subplots", "close", "figure_to_png", "png_data_url", "save_figure", "image_array", "uint8_image",
+           "show_image", "overlay", "grid_shape", "colorize", "array_to_png", "plot_curves", "plot_init_experiment",
+           "confusion_figure", "plot_confusion"]
+
+
+def subplots(*args, **kwargs):
+    """``(figure, axes)``: :func:`matplotlib.pyplot.subplots` on the Agg backend."""
+    return plt.subplots(*args, **kwargs)
+
+
+def close(fig) -> None:
+    """Free a figure that will not be saved (one drawn half before an error)."""
+    plt.close(fig)
+
+
+def figure_to_png(fig, *, dpi: int = 100, tight: bool = False) -> bytes:
+    """The figure as PNG bytes (``tight``: cropped to its contents); the figure is closed."""
+    buffer = io.BytesIO()
+    try:
+        fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight" if tight else None)
+    finally:
+        plt.close(fig)
+    return buffer.getvalue()
+
+
+def png_data_url(picture, **kwargs) -> str:
+    """``data:image/png;base64,...`` of PNG bytes, or of a figure (closed; ``kwargs`` as :func:`figure_to_png`)."""
+    png = bytes(picture) if isinstance(picture, (bytes, bytearray, memoryview)) else figure_to_png(picture, **kwargs)
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+
+
+def save_figure(fig, path: str | Path | IO[bytes], *, dpi: int = 100, tight: bool = False) -> str | Path | IO[bytes]:
+    """Write the figure as a PNG to ``path`` (atomically: the old file or the new one, never a part)
+    or into a binary file; the figure is closed. Returns ``path``."""
+    png = figure_to_png(fig, dpi=dpi, tight=tight)
+    if hasattr(path, "write"):
+        path.write(png)
+        return path
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise disk_error(path, exc) from None
+    atomic_write(path, png)
+    return path
+
+
+# ---------------------------------------------------------------------------------------
+# Pixels and axes
+
+
+def image_array(pixels) -> np.ndarray:
+    """(C, H, W) tensor in [0, 1] -> what ``imshow`` takes: (H, W) for gray, (H, W, 3) for colour."""
+    a = pixels.detach().float().cpu().clamp(0, 1)
+    if a.dim() == 2:
+        return a.numpy()
+    if a.shape[0] == 1:
+        return a[0].numpy()
+    return a[:3].permute(1, 2, 0).numpy()
+
+
+def uint8_image(pixels) -> np.ndarray:
+    """(C, H, W) in [0, 1] -> (H, W) or (H, W, 3) uint8."""
+    return (image_array(pixels) * 255).round().astype(np.uint8)
+
+
+def show_image(ax, pixels, title: str | None = None) -> None:
+    array = image_array(pixels)
+    ax.imshow(array, cmap="gray" if array.ndim == 2 else None, vmin=0, vmax=1, interpolation="nearest")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    if title:
+        ax.set_title(title, fontsize=8)
+
+
+def overlay(ax, pixels, heat, title: str | None = None, alpha: float = 0.5, cmap: str = "jet") -> None:
+    """The image in gray with a heat map (H, W) in [0, 1] over it."""
+    gray = pixels.detach().float().cpu().mean(0).numpy()
+    ax.imshow(gray, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    ax.imshow(heat.detach().float().cpu().numpy(), cmap=cmap, vmin=0, vmax=1, alpha=alpha, interpolation="bilinear")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    if title:
+        ax.set_title(title, fontsize=8)
+
+
+def grid_shape(n: int, max_cols: int = 8) -> tuple[int, int]:
+    cols = min(max_cols, max(1, math.ceil(math.sqrt(n))))
+    return math.ceil(n / cols), cols
+
+
+def colorize(values, cmap: str = "viridis", vmin: float | None = None, vmax: float | None = None) -> np.ndarray:
+    """(H, W) values (a tensor) -> (H, W, 3) uint8 through a matplotlib colour map (min-max unless given)."""
+    v = values.detach().float().cpu().numpy()
+    lo = float(v.min()) if vmin is None else vmin
+    hi = float(v.max()) if vmax is None else vmax
+    scaled = np.clip((v - lo) / (hi - lo), 0, 1) if hi > lo else np.zeros_like(v)
+    rgba = matplotlib.colormaps[cmap](scaled)
+    return (rgba[..., :3] * 255).round().astype(np.uint8)
+
+
+def array_to_png(array: np.ndarray, scale: int = 1) -> bytes:
+    """A PNG of an (H, W) or (H, W, 3) uint8 array, each pixel ``scale`` x ``scale`` (no smoothing)."""
+    from PIL import Image
+
+    image = Image.fromarray(array)
+    if scale > 1:
+        image = image.resize((image.width * scale, image.height * scale), Image.NEAREST)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", optimize=True)
+    return buffer.getvalue()
+
+
+# ---------------------------------------------------------------------------------------
+# Training figures
+
+
+def plot_curves(batch_losses: Sequence[float], history: Sequence, path: str | Path | IO[bytes],
+                steps_per_epoch: int) -> str | Path | IO[bytes]:
+    """The lecture notebooks' two plots: minibatch cost, and train/test accuracy per epoch, as a
+    PNG written to ``path`` (a file name or a binary file)."""
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4))
+    steps = range(1, len(batch_losses) + 1)
+    ax_loss.plot(steps, batch_losses, lw=0.6, alpha=0.5, label="minibatch cost")
+    window = max(1, steps_per_epoch // 5)
+    if len(batch_losses) >= window > 1:
+        smooth = np.convolve(np.asarray(batch_losses), np.ones(window) / window, mode="valid")
+        ax_loss.plot(range(window, len(batch_losses) + 1), smooth, lw=1.5, label=f"running mean ({window} batches)")
+    ax_loss.set_xlabel("iteration")
+    ax_loss.set_ylabel("cross-entropy")
+    ax_loss.set_title("Minibatch cost")
+    ax_loss.legend()
+    epochs = [r.epoch for r in history]
+    ax_acc.plot(epochs, [r.train_acc for r in history], marker="o", label="train")
+    for key, marker in (("val_acc", "^"), ("test_acc", "s")):
+        points = [(r.epoch, getattr(r, key)) for r in history if getattr(r, key) is not None]
+        if points:
+            ax_acc.plot(*zip(*points), marker=marker, label=key.removesuffix("_acc"))
+    ax_acc.set_xlabel("epoch")
+    ax_acc.set_ylabel("accuracy (%)")
+    ax_acc.set_title("Accuracy per epoch")
+    ax_acc.legend()
+    ax_acc.grid(alpha=0.3)
+    fig.tight_layout()
+    return save_figure(fig, path, dpi=110)
+
+
+def plot_init_experiment(rows: Sequence, path: str | Path) -> Path:
+    """Train and test accuracy per epoch, one line per weight initialisation."""
+    fig, (ax_train, ax_test) = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
+    for row in rows:
+        epochs = [r.epoch for r in row.history]
+        ax_train.plot(epochs, [r.train_acc for r in row.history], marker="o", ms=3, label=row.init)
+        ax_test.plot(epochs, [r.monitored for r in row.history], marker="o", ms=3, label=row.init)
+    for ax, title in ((ax_train, "Train accuracy"), (ax_test, "Test accuracy")):
+        ax.set_xlabel("epoch")
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+    ax_train.set_ylabel("accuracy (%)")
+    ax_test.legend(title="init", fontsize=8)
+    fig.tight_layout()
+    return save_figure(fig, path, dpi=110)
+
+
+def confusion_figure(confusion, classes: Sequence[str], title: str = "Confusion matrix"):
+    """Counts per (true, predicted) class, rows normalised for the colour."""
+    cm = np.asarray(confusion)
+    k = len(classes)
+    fig, ax = plt.subplots(figsize=(max(4, 0.55 * k + 2), max(3.5, 0.55 * k + 1.5)))
+    norm = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
+    ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    if k <= 30:
+        for i in range(k):
+            for j in range(k):
+                ax.text(j, i, str(cm[i, j]), ha="center", va="center", fontsize=7,
+                        color="white" if norm[i, j] > 0.5 else "black")
+    ax.set_xticks(range(k), classes, rotation=90 if k > 10 else 0, fontsize=8)
+    ax.set_yticks(range(k), classes, fontsize=8)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_confusion(confusion, classes: Sequence[str], path: str | Path, title: str = "Confusion matrix") -> Path:
+    """:func:`confusion_figure` written to ``path``."""
+    return save_figure(confusion_figure(confusion, classes, title), path)

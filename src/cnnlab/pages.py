@@ -1,0 +1,58 @@
+"""cnnlab's one HTML layer: every page cnnlab writes (``cnnlab report``, ``cnnlab analyze --html``, the
+animation player) is a Jinja2 template under ``cnnlab/templates/`` (package data), rendered with
+autoescaping, with the one stylesheet ``cnnlab.css`` and the page's script inlined: a page is one
+self-contained file that fetches nothing from the network.
+
+- :func:`render`: a template with its context -> the page's text
+- :func:`write_page`: the same, written atomically (:func:`cnnlab.storage.atomic_write`)
+- in templates: ``{{ asset("cnnlab.css") }}`` inlines a stylesheet or script as it is (not templated,
+  not escaped); data for a ``<script>`` goes through ``|tojson``.
+
+No other module escapes HTML by hand or builds ``<html`` strings (tests/test_layout.py checks).
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
+from markupsafe import Markup
+
+from cnnlab.storage import atomic_write, disk_error
+
+__all__ = ["environment", "asset", "render", "write_page"]
+
+
+@functools.cache
+def environment() -> Environment:
+    """The one Jinja2 environment: templates from the package, HTML autoescaped, unknown names an error."""
+    env = Environment(loader=PackageLoader("cnnlab", "templates"), autoescape=select_autoescape(),
+                      undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+    env.policies["json.dumps_kwargs"] = {"sort_keys": True, "separators": (",", ":")}
+    env.globals["asset"] = asset
+    return env
+
+
+def asset(name: str) -> Markup:
+    """The text of ``templates/NAME`` (a stylesheet or a script) to inline as it is."""
+    env = environment()
+    source, _, _ = env.loader.get_source(env, name)
+    return Markup(source)
+
+
+def render(template: str, **context) -> str:
+    """The page ``template`` (a file under ``cnnlab/templates/``) rendered with ``context``."""
+    return environment().get_template(template).render(**context)
+
+
+def write_page(path: str | Path, template: str, **context) -> Path:
+    """Render ``template`` into ``path`` (its folder created; the old file or the new one, never a part)."""
+    path = Path(path)
+    text = render(template, **context)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise disk_error(path, exc) from None
+    atomic_write(path, text)
+    return path
