@@ -16,7 +16,7 @@ from typing import Any, Callable
 import click
 
 from cnnlab.cli._common import CONTEXT, DEVICES, FORMATS, console, parse_options, print_json, print_table
-from cnnlab.training.config import INIT_SCHEMES, TrainConfig, check_resume_options, option_flag, resume_safe
+from cnnlab.training.config import GROUPS, INIT_SCHEMES, TrainConfig, check_resume_options, option_flag, resume_safe
 
 __all__ = ["config_options", "explicit_settings", "train", "experiment", "recipes"]
 
@@ -75,7 +75,25 @@ def _resume_help() -> str:
             f"option is refused.")
 
 
-@click.command(context_settings=CONTEXT)
+class GroupedOptions(click.Command):
+    """``--help`` lists the options under the concern of their :class:`TrainConfig` field (data, model,
+    optimization, ...); the options that are not settings of the run come last, under "Launch"."""
+
+    def format_options(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        group_of = {f.name: f.metadata["group"] for f in dataclasses.fields(TrainConfig)}
+        sections: dict[str, list[tuple[str, str]]] = {name: [] for name in (*GROUPS, "launch")}
+        for param in self.get_params(ctx):
+            record = param.get_help_record(ctx)
+            if record is not None:
+                sections[group_of.get(param.name or "", "launch")].append(record)
+        for name, records in sections.items():
+            if records:
+                title = f"{name.capitalize()}: {GROUPS[name]}" if name in GROUPS else "Launch"
+                with formatter.section(title):
+                    formatter.write_dl(records)
+
+
+@click.command(cls=GroupedOptions, context_settings=CONTEXT)
 @config_options(TrainConfig)
 @click.option("--resume", "resume_dir", type=click.Path(path_type=Path), default=None, help=_resume_help())
 @click.option("--overwrite", is_flag=True, help="Allow writing into a non-empty --out.")
@@ -94,12 +112,13 @@ def train(resume_dir: Path | None, overwrite: bool, quiet: bool, tensorboard: bo
     if resume_dir is not None:  # one line before torch loads; launch() checks both again
         check_resume_options(resume_dir, config, explicit)
     config.check_ranges()
-    from cnnlab.training.launcher import launch
+    from cnnlab.training.launcher import launch, needs_relaunch, relaunch
 
+    if needs_relaunch(nproc):  # --nproc N: this command again under torchrun; its exit code is ours
+        raise click.exceptions.Exit(relaunch(config, explicit, nproc=nproc, overwrite=overwrite,
+                                             force_nproc=force_nproc))
     outcome = launch(config, explicit, resume_dir=resume_dir, overwrite=overwrite, quiet=quiet,
                      tensorboard=tensorboard, nproc=nproc, force_nproc=force_nproc, console=console())
-    if isinstance(outcome, int):  # the exit code of the torchrun relaunch
-        raise click.exceptions.Exit(outcome)
     if outcome is None:  # a rank other than 0
         return
     accuracy = f"Test accuracy: {outcome.test_acc:.2f}% ({outcome.test_correct}/{outcome.test_total})"

@@ -20,7 +20,7 @@ from typing import Any, Sequence
 from cnnlab.errors import CnnlabError, UnknownNameError
 from cnnlab.runs import read_run_config
 
-__all__ = ["TrainConfig", "setting", "Range", "LAUNCH_OPTIONS", "resume_safe", "option_flag", "check_resume_options",
+__all__ = ["TrainConfig", "setting", "Range", "GROUPS", "LAUNCH_OPTIONS", "resume_safe", "option_flag", "check_resume_options",
            "ResumeOptionError", "OPTIMIZERS", "SCHEDULES", "TRAIN_EVALS", "INIT_SCHEMES", "DEVICES"]
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
@@ -29,6 +29,15 @@ TRAIN_EVALS = ("running", "full")
 DEVICES = ("auto", "cpu", "cuda")
 FLOAT32_MAX = 3.4028234663852886e38  # a larger learning rate cannot even be written in the weights' precision
 SEED_RANGE = (-0x8000_0000_0000_0000, 0xFFFF_FFFF_FFFF_FFFF)  # what torch.manual_seed takes; nothing else is seeded
+# the concerns a setting belongs to, in the order `cnnlab train --help` shows them
+GROUPS = {
+    "loop": "the run: recipe, seed, where it is written, what is scored",
+    "data": "what the model sees",
+    "model": "the network and its starting weights",
+    "optimization": "how each step changes the weights",
+    "schedule": "how long, and the learning rate over time",
+    "system": "how the machine runs it",
+}
 # the weight-init schemes of cnnlab.models.init (the cnn-with-diff-init notebooks); a test keeps both equal
 INIT_SCHEMES = ("default", "normal", "uniform", "xavier_normal", "xavier_uniform", "kaiming_normal", "kaiming_uniform")
 
@@ -79,16 +88,20 @@ class Range:
 
 def setting(default: Any = dataclasses.MISSING, help: str = "", *, choices: tuple[str, ...] | None = None,
             flags: tuple[str, ...] | None = None, metavar: str | None = None, factory: Any = None,
-            cli: bool = True, range: Range | None = None, resume: bool = False) -> Any:
+            cli: bool = True, range: Range | None = None, resume: bool = False, group: str) -> Any:
     """A :class:`TrainConfig` field with what the command line needs to offer it.
 
     ``flags``: the option's spellings if not ``--field-name``; ``cli=False`` keeps a field off
     the command line; ``range``: the values :meth:`TrainConfig.validate` accepts (None passes for
     an optional field); ``resume=True``: the field may be given with ``--resume`` (it changes where
-    the data is or how long the run goes on, never its numbers: a resumed run stays bitwise equal).
+    the data is or how long the run goes on, never its numbers: a resumed run stays bitwise equal);
+    ``group``: the concern it belongs to, one of :data:`GROUPS` (``cnnlab train --help`` lists the
+    options under these headings).
     """
+    if group not in GROUPS:
+        raise ValueError(f"group must be one of {', '.join(GROUPS)}, got {group!r}")
     metadata = {"help": help, "choices": choices, "flags": flags, "metavar": metavar, "cli": cli, "range": range,
-                "resume": resume}
+                "resume": resume, "group": group}
     if factory is not None:
         return field(default_factory=factory, metadata=metadata)
     return field(default=default, metadata=metadata)
@@ -98,86 +111,108 @@ def setting(default: Any = dataclasses.MISSING, help: str = "", *, choices: tupl
 class TrainConfig:
     """Every setting of a run; saved as ``config.json`` in the run directory."""
 
+    # --- loop ---
     recipe: str | None = setting(None, "Start from a named recipe (see `cnnlab recipes`) or a .toml/.json settings "
-                                       "file; options given on the command line override its settings.")
-    model: str = setting("convnet", "Model name (see `cnnlab models`).")
-    dataset: str = setting("mnist", "mnist, fashion-mnist, cifar10, digits (bundled, offline), or imagefolder "
-                                    "(--data-dir DIR with DIR/train/<class>/*).")
-    # the lecture's notebook: 10; a fraction (1.5) stops inside the last epoch, the schedule fitted to it
-    epochs: float = setting(10, "Passes over the training set; a fraction such as 1.5 stops inside the last epoch.",
-                            range=Range(0, 1e6, "both", text="a positive integer (or a fraction such as 1.5) below "
-                                                             "1000000"), resume=True)
-    batch_size: int = setting(128, "Minibatch size.", range=Range(1, integer=True))
-    # per batch of 128, SGD without momentum, as in the lecture's notebook
-    lr: float = setting(0.05, "Learning rate.", range=Range(0, FLOAT32_MAX, "both", text=(
-        f"a positive number below {FLOAT32_MAX:.3g} (the largest float32)")))
-    optimizer: str = setting("sgd", "Optimizer.", choices=OPTIMIZERS)
-    momentum: float = setting(0.0, "SGD momentum (the lecture uses none).", range=Range(0, 1, "hi"))
-    nesterov: bool = setting(False, "Nesterov momentum (SGD).")
-    weight_decay: float = setting(0.0, "L2 weight decay (decoupled for adamw).", range=Range(0))
-    schedule: str = setting("constant", "Learning-rate schedule, stepped every batch.", choices=SCHEDULES)
-    warmup_epochs: float = setting(0.0, "Linear warm-up from 0 (fractions of an epoch allowed).", range=Range(0))
-    step_size: int = setting(30, "schedule step: epochs between decays.", range=Range(1, integer=True))
-    gamma: float = setting(0.1, "schedule step: decay factor.", range=Range(0, 1, "lo"))
-    label_smoothing: float = setting(0.0, "Label smoothing of the cross-entropy.", range=Range(0, 1, "hi"))
-    clip_grad: float | None = setting(None, "Clip the global gradient norm to this value.",
-                                      range=Range(0, open="lo"))
-    ema_decay: float | None = setting(None, "Evaluate and save an exponential moving average of the weights, "
-                                            "updated after every step with this decay (e.g. 0.999).",
-                                     range=Range(0, 1, "both", hint=", e.g. 0.999"))
-    lookahead_steps: int | None = setting(None, "Lookahead (Zhang et al. 2019): every N steps move slow weights "
-                                                "--lookahead-alpha of the way to the fast ones and restart from them.",
-                                         range=Range(1, integer=True))
-    lookahead_alpha: float = setting(0.5, "Lookahead: step size of the slow weights.", range=Range(0, 1, "lo"))
+                                       "file; options given on the command line override its settings.", group="loop")
     seed: int = setting(1, "Seeds the model's init and the shuffling (torch.manual_seed before the model is built).",
                         range=Range(*SEED_RANGE, integer=True, hint=" (the range torch.manual_seed takes; nothing "
-                                                                    "else is seeded from it)"))
-    device: str = setting("auto", "auto picks CUDA when available.", choices=DEVICES)
-    deterministic: bool = setting(True, "Deterministic algorithms (cuDNN too): same seed, same weights.")
-    data_dir: str | None = setting(None, "Folder holding MNIST/raw [default: $CNNLAB_DATA, else ~/.cache/cnnlab/data].",
-                                   resume=True)
-    download: bool = setting(True, "Download missing data when a network exists.", resume=True)
-    out: str | None = setting(None, "Run directory [default: runs/<timestamp>-<model>-<dataset>].")
-    eval_batch_size: int = setting(512, "Batch size of forward-only passes (fastest on 2 CPU cores for the ConvNet).",
-                                   range=Range(1, integer=True))
-    stream: bool = setting(False, "imagefolder: decode per batch in DataLoader workers (folders larger than RAM).")
-    workers: int = setting(2, "DataLoader workers with --stream.", range=Range(0, integer=True), resume=True)
-    skip_bad_images: bool = setting(False, "imagefolder: skip and count unreadable files.")
-    normalize: bool | None = setting(None, "Per-channel mean/std after scaling [default: the dataset's recipe: "
-                                           "cifar10 yes, MNIST no].")
-    amp: bool = setting(False, "Autocast: bfloat16 on the CPU, float16 with a GradScaler on CUDA.")
-    augment: bool = setting(False, "Random crop (and flip for colour images), batch-wise on tensors.")
-    tta: bool = setting(False, "Test-time augmentation: score the mean logits of each image and its 1-pixel "
-                               "shifts (half weight), and of its mirror image for colour datasets.")
-    compile: bool = setting(False, "torch.compile the model for training (compile seconds reported apart in "
-                                   "result.json); evaluation stays eager.")
-    val_fraction: float = setting(0.0, "Seeded validation split of train: per-epoch figure and model selection; "
-                                       "test scored once at the end.", range=Range(0, 1, "hi"))
+                                                                    "else is seeded from it)"), group="loop")
+    out: str | None = setting(None, "Run directory [default: runs/<timestamp>-<model>-<dataset>].", group="loop")
     # "running": accuracy of the epoch's own minibatch predictions (free; as Keras and Lightning
     # report it). "full": rescan the whole train set in eval mode after the epoch, as the
     # lecture notebook's compute_accuracy() does (one extra forward pass over the train set).
     train_eval: str = setting("running", "Train accuracy from the epoch's own minibatches (free), or a full "
                                          "eval-mode pass over the train set after each epoch, as the lecture "
-                                         "notebook computes it.", choices=TRAIN_EVALS)
+                                         "notebook computes it.", choices=TRAIN_EVALS, group="loop")
+    eval_batch_size: int = setting(512, "Batch size of forward-only passes (fastest on 2 CPU cores for the ConvNet).",
+                                   range=Range(1, integer=True), group="loop")
+    tta: bool = setting(False, "Test-time augmentation: score the mean logits of each image and its 1-pixel "
+                               "shifts (half weight), and of its mirror image for colour datasets.", group="loop")
+    limit_batches: int | None = setting(None, "Stop each epoch after N batches (quick smoke runs, like Lightning's).",
+                                        range=Range(1, integer=True), group="loop")
+
+    # --- data ---
+    dataset: str = setting("mnist", "mnist, fashion-mnist, cifar10, digits (bundled, offline), or imagefolder "
+                                    "(--data-dir DIR with DIR/train/<class>/*).", group="data")
+    data_dir: str | None = setting(None, "Folder holding MNIST/raw [default: $CNNLAB_DATA, else ~/.cache/cnnlab/data].",
+                                   resume=True, group="data")
+    download: bool = setting(True, "Download missing data when a network exists.", resume=True, group="data")
+    input_size: int | None = setting(None, "Resize the images once to this side [default: the dataset's].",
+                                     range=Range(1, integer=True), group="data")
+    in_channels: int | None = setting(None, "Repeat gray images to this many channels (3 for RGB weights).",
+                                      range=Range(1, integer=True), group="data")
+    val_fraction: float = setting(0.0, "Seeded validation split of train: per-epoch figure and model selection; "
+                                       "test scored once at the end.", range=Range(0, 1, "hi"), group="data")
+    normalize: bool | None = setting(None, "Per-channel mean/std after scaling [default: the dataset's recipe: "
+                                           "cifar10 yes, MNIST no].", group="data")
+    augment: bool = setting(False, "Random crop (and flip for colour images), batch-wise on tensors.", group="data")
+    stream: bool = setting(False, "imagefolder: decode per batch in DataLoader workers (folders larger than RAM).",
+                           group="data")
+    workers: int = setting(2, "DataLoader workers with --stream.", range=Range(0, integer=True), resume=True,
+                           group="data")
+    skip_bad_images: bool = setting(False, "imagefolder: skip and count unreadable files.", group="data")
+
+    # --- model ---
+    model: str = setting("convnet", "Model name (see `cnnlab models`).", group="model")
+    model_options: dict[str, Any] = setting(help="Model option, e.g. -o dropout2d=0.2 (repeatable).", factory=dict,
+                                            flags=("--option", "-o"), metavar="KEY=VALUE", group="model")
+    init: str = setting("default", "Weight init of every conv and linear layer, biases zeroed (the "
+                                   "cnn-with-diff-init notebooks).", choices=INIT_SCHEMES, group="model")
+
+    weights: str | None = setting(None, "Start from this state_dict (torchvision .pth or a cnnlab model.pt); "
+                                        "a head of another size is replaced.", group="model")
+    freeze: list[str] = setting(help="Keep this module's parameters fixed, e.g. --freeze features (repeatable).",
+                                factory=list, metavar="MODULE", group="model")
+
+    # --- optimization ---
+    batch_size: int = setting(128, "Minibatch size.", range=Range(1, integer=True), group="optimization")
+    optimizer: str = setting("sgd", "Optimizer.", choices=OPTIMIZERS, group="optimization")
+    # per batch of 128, SGD without momentum, as in the lecture's notebook
+    lr: float = setting(0.05, "Learning rate.", range=Range(0, FLOAT32_MAX, "both", text=(
+        f"a positive number below {FLOAT32_MAX:.3g} (the largest float32)")), group="optimization")
+    momentum: float = setting(0.0, "SGD momentum (the lecture uses none).", range=Range(0, 1, "hi"),
+                              group="optimization")
+    nesterov: bool = setting(False, "Nesterov momentum (SGD).", group="optimization")
+    weight_decay: float = setting(0.0, "L2 weight decay (decoupled for adamw).", range=Range(0), group="optimization")
+    label_smoothing: float = setting(0.0, "Label smoothing of the cross-entropy.", range=Range(0, 1, "hi"),
+                                     group="optimization")
+    clip_grad: float | None = setting(None, "Clip the global gradient norm to this value.",
+                                      range=Range(0, open="lo"), group="optimization")
+    ema_decay: float | None = setting(None, "Evaluate and save an exponential moving average of the weights, "
+                                            "updated after every step with this decay (e.g. 0.999).",
+                                     range=Range(0, 1, "both", hint=", e.g. 0.999"), group="optimization")
+    lookahead_steps: int | None = setting(None, "Lookahead (Zhang et al. 2019): every N steps move slow weights "
+                                                "--lookahead-alpha of the way to the fast ones and restart from them.",
+                                         range=Range(1, integer=True), group="optimization")
+    lookahead_alpha: float = setting(0.5, "Lookahead: step size of the slow weights.", range=Range(0, 1, "lo"),
+                                     group="optimization")
+
+    # --- schedule ---
+    # the lecture's notebook: 10; a fraction (1.5) stops inside the last epoch, the schedule fitted to it
+    epochs: float = setting(10, "Passes over the training set; a fraction such as 1.5 stops inside the last epoch.",
+                            range=Range(0, 1e6, "both", text="a positive integer (or a fraction such as 1.5) below "
+                                                             "1000000"), resume=True, group="schedule")
+    schedule: str = setting("constant", "Learning-rate schedule, stepped every batch.", choices=SCHEDULES,
+                            group="schedule")
+    warmup_epochs: float = setting(0.0, "Linear warm-up from 0 (fractions of an epoch allowed).", range=Range(0),
+                                   group="schedule")
+    step_size: int = setting(30, "schedule step: epochs between decays.", range=Range(1, integer=True),
+                             group="schedule")
+    gamma: float = setting(0.1, "schedule step: decay factor.", range=Range(0, 1, "lo"), group="schedule")
+
+    # --- system ---
+    device: str = setting("auto", "auto picks CUDA when available.", choices=DEVICES, group="system")
+    deterministic: bool = setting(True, "Deterministic algorithms (cuDNN too): same seed, same weights.",
+                                  group="system")
+    amp: bool = setting(False, "Autocast: bfloat16 on the CPU, float16 with a GradScaler on CUDA.", group="system")
+    compile: bool = setting(False, "torch.compile the model for training (compile seconds reported apart in "
+                                   "result.json); evaluation stays eager.", group="system")
     channels_last: bool | None = setting(None, "NHWC memory format [default: on for CPU, where oneDNN is faster "
-                                               "with it; off on CUDA].")
+                                               "with it; off on CUDA].", group="system")
     pool_before_relu: bool = setting(True, "Train with each max-pool moved before the ReLU feeding it: they commute, "
                                            "so the weights are the same bit for bit and the ReLU does a quarter of "
-                                           "the work (torch.fx; a model fx cannot trace runs as written).")
-    input_size: int | None = setting(None, "Resize the images once to this side [default: the dataset's].",
-                                     range=Range(1, integer=True))
-    in_channels: int | None = setting(None, "Repeat gray images to this many channels (3 for RGB weights).",
-                                      range=Range(1, integer=True))
-    weights: str | None = setting(None, "Start from this state_dict (torchvision .pth or a cnnlab model.pt); "
-                                        "a head of another size is replaced.")
-    freeze: list[str] = setting(help="Keep this module's parameters fixed, e.g. --freeze features (repeatable).",
-                                factory=list, metavar="MODULE")
-    model_options: dict[str, Any] = setting(help="Model option, e.g. -o dropout2d=0.2 (repeatable).", factory=dict,
-                                            flags=("--option", "-o"), metavar="KEY=VALUE")
-    limit_batches: int | None = setting(None, "Stop each epoch after N batches (quick smoke runs, like Lightning's).",
-                                        range=Range(1, integer=True))
-    init: str = setting("default", "Weight init of every conv and linear layer, biases zeroed (the "
-                                   "cnn-with-diff-init notebooks).", choices=INIT_SCHEMES)
+                                           "the work (torch.fx; a model fx cannot trace runs as written).",
+                                     group="system")
 
     def __post_init__(self) -> None:
         if isinstance(self.epochs, float) and self.epochs.is_integer():
@@ -231,6 +266,20 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    @classmethod
+    def groups(cls) -> dict[str, list[str]]:
+        """``{"data": ["dataset", "data_dir", ...], "model": [...], ...}``: the fields of each concern, in order."""
+        grouped: dict[str, list[str]] = {name: [] for name in GROUPS}
+        for f in dataclasses.fields(cls):
+            grouped[f.metadata["group"]].append(f.name)
+        return grouped
+
+    def section(self, group: str) -> dict[str, Any]:
+        """The settings of one concern, e.g. ``config.section("optimization")`` -> {"batch_size": 128, "lr": 0.05, ...}."""
+        if group not in GROUPS:
+            raise UnknownNameError("settings group", group, GROUPS)
+        return {name: getattr(self, name) for name in self.groups()[group]}
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":

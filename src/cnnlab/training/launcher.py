@@ -21,7 +21,7 @@ from cnnlab.training.distributed import check_nproc, distributed_env, relaunch_w
 from cnnlab.training.loop import Trainer, TrainResult
 from cnnlab.training.recipes import recipe_config
 
-__all__ = ["train", "resume", "launch"]
+__all__ = ["train", "resume", "launch", "resolve_launch", "relaunch", "needs_relaunch"]
 
 _FIELDS = {f.name for f in dataclasses.fields(TrainConfig)}
 
@@ -117,18 +117,13 @@ def _check_checkpoint_identity(path: Path, doc: dict[str, Any], state: dict[str,
                           f"({'; '.join(differences[:3])}); put the run's own checkpoint.pt back, or start a new run")
 
 
-def launch(config: TrainConfig, explicit: set[str] = frozenset(), *, resume_dir: str | os.PathLike | None = None,
-           overwrite: bool = False, quiet: bool = False, tensorboard: bool = False, nproc: int = 1,
-           force_nproc: bool = False, console: Any = None, argv: Sequence[str] | None = None
-           ) -> TrainResult | int | None:
-    """What ``cnnlab train`` does. ``explicit``: the settings (and options: ``overwrite``, ``nproc``
-    ...) given on the command line; with ``config.recipe`` they override the recipe's settings, which
-    override the defaults. With ``resume_dir``, any of them but :func:`resume_safe` is refused.
-
-    Returns the result on rank 0, None on the other ranks, or the exit code of torchrun when
-    ``nproc > 1`` relaunched this command under it. Every check happens here, once, before torchrun
-    starts its processes or anything is written.
-    """
+def resolve_launch(config: TrainConfig, explicit: set[str] = frozenset(), *,
+                   resume_dir: str | os.PathLike | None = None, overwrite: bool = False, nproc: int = 1,
+                   force_nproc: bool = False) -> TrainConfig:
+    """Every check of ``cnnlab train``, once, before torchrun starts its processes or anything is
+    written; returns the run's settings. ``explicit``: the settings given on the command line; with
+    ``config.recipe`` they override the recipe's settings, which override the defaults. With
+    ``resume_dir``, any of them (or ``overwrite``, ``nproc`` ...) but :func:`resume_safe` is refused."""
     given = set(explicit) | {name for name, on in (("overwrite", overwrite), ("nproc", nproc != 1),
                                                    ("force_nproc", force_nproc)) if on}
     if resume_dir is not None:
@@ -138,11 +133,36 @@ def launch(config: TrainConfig, explicit: set[str] = frozenset(), *, resume_dir:
                                                if name != "recipe" and name in _FIELDS})
     config.validate()  # with --resume: the settings it may change (--epochs ...); the rest are the run's
     check_nproc(nproc, config.device, config.batch_size, force=force_nproc)
-    rank, world = distributed_env()
-    if nproc > 1 and world == 1:
-        out = config.out or str(default_run_dir(config.model, config.dataset))
-        check_run_dir(out, overwrite)  # one line here, not one per process
-        return relaunch_with_torchrun(nproc, sys.argv[1:] if argv is None else argv, None if config.out else out)
+    return config
+
+
+def needs_relaunch(nproc: int) -> bool:
+    """True when ``--nproc N`` (N > 1) asks for processes that torchrun has not started yet."""
+    return nproc > 1 and distributed_env()[1] == 1
+
+
+def relaunch(config: TrainConfig, explicit: set[str] = frozenset(), *, nproc: int, overwrite: bool = False,
+             force_nproc: bool = False, argv: Sequence[str] | None = None) -> int:
+    """Run this command again under torchrun with ``nproc`` processes; returns torchrun's exit code.
+    The run directory is checked (and named, when ``--out`` was not given) here, once for all ranks."""
+    config = resolve_launch(config, explicit, overwrite=overwrite, nproc=nproc, force_nproc=force_nproc)
+    out = config.out or str(default_run_dir(config.model, config.dataset))
+    check_run_dir(out, overwrite)  # one line here, not one per process
+    return relaunch_with_torchrun(nproc, sys.argv[1:] if argv is None else argv, None if config.out else out)
+
+
+def launch(config: TrainConfig, explicit: set[str] = frozenset(), *, resume_dir: str | os.PathLike | None = None,
+           overwrite: bool = False, quiet: bool = False, tensorboard: bool = False, nproc: int = 1,
+           force_nproc: bool = False, console: Any = None) -> TrainResult | None:
+    """What ``cnnlab train`` does in this process (see :func:`resolve_launch` for the checks): a new run,
+    or ``resume_dir`` continued. Returns the result on rank 0 and None on the other ranks of a torchrun
+    job. ``nproc > 1`` outside torchrun is :func:`relaunch`'s, from the command line."""
+    if needs_relaunch(nproc):
+        raise CnnlabError(f"--nproc {nproc} starts processes from the command line (`cnnlab train --nproc {nproc}`); "
+                          f"launch() trains in this process: call relaunch() or run the command")
+    config = resolve_launch(config, explicit, resume_dir=resume_dir, overwrite=overwrite, nproc=nproc,
+                            force_nproc=force_nproc)
+    rank = distributed_env()[0]
     callbacks: list[Callback] = []
     if not quiet and rank == 0:
         from cnnlab.training.callbacks import ConsoleLogger
@@ -153,8 +173,8 @@ def launch(config: TrainConfig, explicit: set[str] = frozenset(), *, resume_dir:
 
         callbacks.append(TensorBoardLogger())
     if resume_dir is not None:
-        changes = {name: getattr(config, name) for name in given & set(resume_safe()) & _FIELDS}
-        result = resume(resume_dir, callbacks, **changes)
+        given = set(explicit) & set(resume_safe()) & _FIELDS
+        result = resume(resume_dir, callbacks, **{name: getattr(config, name) for name in given})
     else:
         result = train(config, callbacks, overwrite=overwrite)
     return result if rank == 0 else None
