@@ -72,12 +72,18 @@ def test_resnet_adds_and_norms_counted_apart(zoo_counts):
     assert r18["norm"] > 0 and r18["pool"] > 0
 
 
-def test_counting_the_whole_zoo_is_fast():
-    """Counting, activations and the simulated training and inference peaks (four simulated steps
-    per model): CPU time, so a machine busy with other work does not fail it."""
-    start = time.process_time()
-    analyze_models(cnnlab.list_models(), timing=False)
-    assert time.process_time() - start < 30.0
+def test_the_whole_zoo_is_counted_with_its_peaks():
+    """Counting, activations and the simulated training and inference peaks for every model (how
+    long it takes is benchmarks/bench_analyze.py's business, not a test's)."""
+    from cnnlab.analysis.pipeline import DEFAULT_BATCH_SIZES
+
+    report = analyze_models(cnnlab.list_models(), timing=False)
+    assert [m.name for m in report.models] == list(cnnlab.list_models())
+    for m in report.models:
+        assert m.macs > 0 and 2 * m.flops < m.training_flops <= 3 * m.flops, m.name
+        assert [row["batch"] for row in m.memory] == list(DEFAULT_BATCH_SIZES), m.name
+        for row in m.memory:
+            assert 0 < row["inference_peak_bytes"] <= row["training_peak_bytes"], (m.name, row)
 
 
 def test_activation_memory_by_hand():

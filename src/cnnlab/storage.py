@@ -3,7 +3,9 @@
 - :func:`atomic_write`: every file of a run is written to a temporary file beside it, flushed,
   fsync'ed, then renamed over the old one: a reader (or a process killed at any moment) sees the
   old file or the new one, never a part of one. A full disk or a read-only folder is one line
-  (:class:`~cnnlab.errors.RunDirError`), with the previous file intact.
+  (:class:`~cnnlab.errors.RunDirError`), with the previous file intact. A Python-level signal
+  handler (Ctrl-C's KeyboardInterrupt, the command line's SIGTERM) waits until the rename is done:
+  a stop never leaves a temporary file or a torn state behind.
 - :class:`RunLock`: one process owns a run directory while it writes into it (an exclusive
   ``flock`` on ``RUN_DIR/.cnnlab.lock``, released by the OS even after ``kill -9``).
 - :func:`make_run_dir` / :func:`clear_artefacts` / :func:`check_writable`: creating a run
@@ -13,11 +15,14 @@ See docs/RELIABILITY.md for what is guaranteed.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import shutil
+import signal
+import threading
 from pathlib import Path
-from typing import IO, Any, Callable
+from typing import IO, Any, Callable, Iterator
 
 from cnnlab.errors import RunDirError
 
@@ -52,22 +57,50 @@ def _write_file(tmp: Path, content: bytes | str | Callable[[IO[bytes]], Any]) ->
         os.fsync(fh.fileno())
 
 
+_HELD_SIGNALS = ("SIGINT", "SIGTERM", "SIGHUP")
+
+
+@contextlib.contextmanager
+def _signals_held() -> Iterator[None]:
+    """Python-level signal handlers wait while the block runs, then each signal that came is handled
+    (its handler may raise, e.g. KeyboardInterrupt). Main thread only; a default or ignored signal
+    is the OS's business and is left alone (kill -9 cannot be held: hence the rename)."""
+    previous, came = {}, []
+    if threading.current_thread() is threading.main_thread():
+        for name in _HELD_SIGNALS:
+            signum = getattr(signal, name, None)
+            handler = signal.getsignal(signum) if signum is not None else None
+            if callable(handler):
+                previous[signum] = signal.signal(signum, lambda n, frame: came.append((n, frame)))
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        for signum, frame in dict(came).items():
+            previous[signum](signum, frame)
+
+
 def atomic_write(path: str | os.PathLike, content: bytes | str | Callable[[IO[bytes]], Any]) -> None:
     """Write ``content`` (bytes, text, or a function writing into a binary file) to ``path``
-    atomically: temporary file beside it, fsync, rename. On failure the old file stays as it was."""
+    atomically: temporary file beside it, fsync, rename. On failure the old file stays as it was
+    and the temporary file is removed; a Ctrl-C or SIGTERM is handled once the rename is done."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        _write_file(tmp, content)
-        os.replace(tmp, path)
-    except (OSError, RuntimeError) as exc:  # torch.save reports a failed write as a RuntimeError
+    with _signals_held():
         try:
-            tmp.unlink(missing_ok=True)
-        except OSError:
-            pass
-        if isinstance(exc, RuntimeError) and "write" not in str(exc).lower():
-            raise
-        raise disk_error(path, exc, path.parent) from None
+            _write_file(tmp, content)
+            os.replace(tmp, path)
+        except BaseException as exc:
+            try:
+                tmp.unlink(missing_ok=True)
+            except OSError:
+                pass
+            # torch.save reports a failed write as a RuntimeError
+            if not isinstance(exc, (OSError, RuntimeError)) or (isinstance(exc, RuntimeError)
+                                                                and "write" not in str(exc).lower()):
+                raise
+            raise disk_error(path, exc, path.parent) from None
 
 
 class RunLock:

@@ -2,8 +2,9 @@
 options, calls one library function and prints.
 
 A user's mistake ends in one line (``cnnlab: error: ...``) and exit code 2, never a
-traceback; see :func:`run`. Importing this package loads click only: torch and rich are
-imported by the commands that need them.
+traceback; see :func:`run`. SIGTERM and SIGHUP stop a command as Ctrl-C does, with one line and
+exit code 143 (129); see :mod:`cnnlab.cli._signals`. Importing this package loads click only:
+torch and rich are imported by the commands that need them.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import warnings
 import click
 
 from cnnlab.cli._common import CONTEXT
+from cnnlab.cli._signals import Terminated, stop_signals_raise, stopped_message
 from cnnlab.cli.analyze import analyze
 from cnnlab.cli.arith import arith
 from cnnlab.cli.cache import cache
@@ -28,7 +30,24 @@ from cnnlab.errors import CnnlabError
 __all__ = ["app", "run", "main"]
 
 
-@click.group(context_settings=CONTEXT)
+class _Passing(Exception):
+    """Carries a :class:`Terminated` past click, which would print a blank line for it (there to
+    close the terminal's ``^C`` echo, which a SIGTERM does not have)."""
+
+    def __init__(self, stop: Terminated):
+        super().__init__(str(stop))
+        self.stop = stop
+
+
+class _Group(click.Group):
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except Terminated as exc:
+            raise _Passing(exc) from exc
+
+
+@click.group(cls=_Group, context_settings=CONTEXT)
 @click.version_option(package_name="cnnlab", prog_name="cnnlab")
 def app() -> None:
     """The CNN lecture as runnable, tested, fast software: train, inspect and time classic CNNs."""
@@ -60,7 +79,9 @@ def _error(message: str, code: int = 2, *, one_line: bool = False) -> int:
 def run(argv: list[str] | None = None) -> int:
     """Run the CLI and return its exit code (user mistakes: one line on stderr, code 2).
 
-    Library warnings are not shown: stderr carries nothing but an error line, if any.
+    Library warnings are not shown: stderr carries nothing but an error line, if any. Ctrl-C:
+    ``interrupted``, code 130; SIGTERM or SIGHUP: ``terminated (SIGTERM)`` and how to resume, code
+    128 + the signal's number (the handlers are this function's, restored when it returns).
     """
     for stream in (sys.stdout, sys.stderr):  # file and class names that are not valid UTF-8 print escaped
         if hasattr(stream, "reconfigure"):
@@ -72,8 +93,12 @@ def run(argv: list[str] | None = None) -> int:
 
 def _run(argv: list[str] | None) -> int:
     try:
-        result = app.main(args=argv, prog_name="cnnlab", standalone_mode=False)
+        with stop_signals_raise():
+            result = app.main(args=argv, prog_name="cnnlab", standalone_mode=False)
         return result if isinstance(result, int) else 0
+    except (_Passing, Terminated) as exc:
+        stop = exc.stop if isinstance(exc, _Passing) else exc
+        return _error(stopped_message(stop), stop.exit_code, one_line=True)
     except CnnlabError as exc:
         return _error(str(exc), exc.exit_code, one_line=True)
     except click.exceptions.NoArgsIsHelpError as exc:  # bare `cnnlab`: the help text
@@ -86,7 +111,9 @@ def _run(argv: list[str] | None) -> int:
         return _error(exc.format_message(), exc.exit_code)
     except click.exceptions.Exit as exc:
         return exc.exit_code
-    except (click.exceptions.Abort, KeyboardInterrupt):
+    except (click.exceptions.Abort, KeyboardInterrupt) as exc:
+        if isinstance(exc.__cause__, Terminated):  # stopped while click parsed the options
+            return _error(stopped_message(exc.__cause__), exc.__cause__.exit_code, one_line=True)
         return _error("interrupted", 130)
     except MemoryError:
         return _error("out of memory; try a smaller --batch-size or --input-size")

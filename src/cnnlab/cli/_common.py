@@ -13,22 +13,23 @@ from typing import Any, Iterable, Sequence
 import click
 
 from cnnlab.errors import CnnlabError
+from cnnlab.terminal import make_console
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 DEVICES = click.Choice(["auto", "cpu", "cuda"])
 FORMATS = click.Choice(["table", "json"])
 
-_console = None
+_console: Any = None
+_console_stream: Any = None
 
 
 def console():
-    """The rich console (created on first use). Wide enough for tables when stdout is a file or a
-    pipe (rich assumes 80 columns there)."""
-    global _console
-    if _console is None:
-        from rich.console import Console
-
-        _console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
+    """The rich console of the command's output (see :mod:`cnnlab.terminal`): rich on a terminal;
+    piped or redirected, plain text with one message per line, never hard-wrapped. Made again
+    when ``sys.stdout`` is replaced (a test capturing output, a redirect in-process)."""
+    global _console, _console_stream
+    if _console is None or _console_stream is not sys.stdout:
+        _console, _console_stream = make_console(), sys.stdout
     return _console
 
 

@@ -19,6 +19,8 @@ import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from cnnlab.terminal import make_console
+
 if TYPE_CHECKING:
     from cnnlab.training.loop import EpochRecord, Trainer, TrainResult
 
@@ -55,7 +57,7 @@ class ConsoleLogger(Callback):
     """
 
     def __init__(self, console: Console | None = None, refresh_every: int = 10):
-        self.console = console or Console(highlight=False)
+        self.console = console or make_console()  # piped: one unwrapped line per message
         self.refresh_every = refresh_every  # batches between loss read-outs (each one syncs a GPU)
         self.progress: Progress | None = None
         self.task = None
@@ -120,6 +122,10 @@ class ConsoleLogger(Callback):
             self.console.print(f"Best validation accuracy: {trainer.best['val_acc']:.2f}% at epoch "
                                f"{trainer.best['epoch']} (those weights are kept and scored on test)")
         self.console.print(f"Test accuracy: {result.test_acc:.2f}% ({result.test_correct}/{result.test_total})")
+
+    def on_exception(self, trainer: "Trainer", exc: BaseException) -> None:
+        if self.progress is not None:  # Ctrl-C, SIGTERM, an error: the bar goes, the terminal's cursor comes back
+            self.progress.stop()
 
 
 class TensorBoardLogger(Callback):

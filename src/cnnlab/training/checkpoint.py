@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from cnnlab.errors import RunDirError
-from cnnlab.runs import check_run_dir, read_config_doc
+from cnnlab.runs import check_run_dir, end_artefacts_missing, read_config_doc
 from cnnlab.storage import RunLock, atomic_write, clear_artefacts, make_run_dir
 from cnnlab.runtime import environment_info
 from cnnlab.training.callbacks import Callback
@@ -202,7 +202,14 @@ class RunDirWriter(Callback):
         self._release()
 
     def on_exception(self, trainer: "Trainer", exc: BaseException) -> None:
+        if isinstance(exc, KeyboardInterrupt) and self._resumable(trainer):
+            exc.resume_dir = self.path  # type: ignore[attr-defined]  # the CLI's one line says what to resume
         self._release()
+
+    def _resumable(self, trainer: "Trainer") -> bool:
+        """Whether `cnnlab train --resume` has something to do: the run exists and is not complete."""
+        done = bool(trainer.history) and trainer.history[-1].epoch >= trainer.config.epoch_count
+        return (self.path / "config.json").is_file() and not (done and not end_artefacts_missing(self.path))
 
     def _release(self) -> None:
         if self.lock is not None:

@@ -122,4 +122,11 @@ def relaunch_with_torchrun(nproc: int, argv: Sequence[str], default_out: str | N
         cleaned += ["--out", default_out]  # one directory for all ranks
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(nproc),
            "-m", "cnnlab", *cleaned]
-    return subprocess.call(cmd)
+    proc = subprocess.Popen(cmd)
+    try:
+        return proc.wait()
+    except KeyboardInterrupt as exc:  # Ctrl-C reached torchrun too; a SIGTERM sent to this process alone
+        if getattr(exc, "signum", None) is not None:  # (cnnlab.cli's Terminated) is passed on: torchrun
+            proc.send_signal(exc.signum)  # stops its workers, whose run directory stays resumable
+        proc.wait()
+        raise
