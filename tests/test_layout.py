@@ -22,7 +22,7 @@ MODULES = sorted(
     for p in SRC.rglob("*.py") if p.name != "__main__.py"
 )
 LOWER = ("cnnlab.arithmetic", "cnnlab.geometry", "cnnlab.errors", "cnnlab.models", "cnnlab.data")
-UPPER = ("cnnlab.training", "cnnlab.cli", "cnnlab.analysis", "cnnlab.visualize", "cnnlab.inference", "cnnlab.train")
+UPPER = ("cnnlab.training", "cnnlab.cli", "cnnlab.analysis", "cnnlab.visualize", "cnnlab.inference")
 MAX_FILE_LINES = 400
 MAX_FUNCTION_LINES = 60
 
@@ -123,23 +123,26 @@ def test_init_scheme_names_match_the_models():
     assert tuple(INITS) == INIT_SCHEMES
 
 
-def test_names_imported_before_the_move_still_work():
-    import cnnlab
-    from cnnlab import models, runs, training
-    from cnnlab.callbacks import ConsoleLogger
-    from cnnlab.data.imagefolder import load_image_folder as new_loader
-    from cnnlab.imagefolder import load_image_folder
-    from cnnlab.layers import BasicBlock, INITS, init_weights
-    from cnnlab.train import Callback, TrainConfig, Trainer, list_runs, load_run, resume, train
-    from cnnlab.weights import freeze, load_weights
+COMPAT_MODULES = ("train", "layers", "weights", "callbacks", "imagefolder", "plots")
 
-    assert train is training.train and TrainConfig is training.TrainConfig and Trainer is training.Trainer
-    assert resume is training.resume and Callback is training.Callback and ConsoleLogger is training.ConsoleLogger
-    assert load_run is runs.load_run and list_runs is runs.list_runs and load_image_folder is new_loader
-    assert BasicBlock is models.BasicBlock and INITS is models.INITS and init_weights is models.init_weights
-    assert load_weights is models.load_weights and freeze is models.freeze
+
+@pytest.mark.parametrize("name", COMPAT_MODULES)
+def test_the_compatibility_modules_are_gone(name):
+    """One home per name: the 0.1.0 re-export modules were removed, and nothing imports them."""
+    assert not (SRC / f"{name}.py").exists()
+    for path in SRC.rglob("*.py"):
+        assert f"cnnlab.{name}" not in _imports(path), path
+    with pytest.raises(ModuleNotFoundError):
+        importlib.import_module(f"cnnlab.{name}")
+
+
+def test_the_public_names_live_in_their_homes():
+    import cnnlab
+    from cnnlab import models, training
+
     assert cnnlab.create_model is models.create_model and cnnlab.with_probas is models.with_probas
     assert cnnlab.arithmetic.conv_output_size(28, 3, 1, 1) == 28 and callable(cnnlab.analyze)
+    assert callable(training.train) and callable(training.resume) and training.Trainer is not None
 
 
 FIGURES, PAGES = "cnnlab.figures", "cnnlab.pages"

@@ -235,7 +235,10 @@ def test_amp_and_augment_train(tmp_path):
 
 def test_normalization_follows_the_dataset_recipe():
     from cnnlab.data import TensorData, iterate_batches
-    from cnnlab.train import normalization_for
+    from cnnlab.data import normalization
+
+    def normalization_for(config):
+        return normalization(config.dataset, config.normalize)
 
     assert normalization_for(TrainConfig(dataset="mnist")) is None  # the lecture: ToTensor only
     mean, std = normalization_for(TrainConfig(dataset="cifar10"))

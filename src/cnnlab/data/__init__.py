@@ -10,7 +10,6 @@ from cnnlab.data.datasets import (
     get_dataset_spec,
     list_datasets,
     load_dataset,
-    load_prepared,
     load_splits,
     normalization,
 )
@@ -20,7 +19,7 @@ from cnnlab.data.transforms import augment_batch, repeat_channels, resize_images
 
 __all__ = [
     "DATASETS", "DatasetSpec", "LoadOptions", "Splits", "data_root", "get_dataset_spec", "list_datasets",
-    "load_dataset", "load_prepared", "load_splits", "normalization", "split_validation", "stratified_holdout",
+    "load_dataset", "load_splits", "normalization", "split_validation", "stratified_holdout",
     "BatchSource", "TensorData", "index_batches", "iterate_batches", "augment_batch", "repeat_channels",
     "resize_images",
 ]

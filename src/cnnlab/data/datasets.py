@@ -34,7 +34,6 @@ __all__ = [
     "get_dataset_spec",
     "list_datasets",
     "load_dataset",
-    "load_prepared",
     "load_splits",
     "normalization",
 ]
@@ -236,15 +235,6 @@ def load_splits(name: str, data_dir: str | os.PathLike | None = None, options: L
     if val_fraction > 0:
         parts["train"], parts["val"] = split_validation(parts["train"], val_fraction, seed)
     return Splits(parts["train"], parts["test"], parts["val"])
-
-
-def load_prepared(name: str, data_dir: str | os.PathLike | None = None, *, download: bool = True,
-                  input_size: int | None = None, in_channels: int | None = None, skip_bad_images: bool = False,
-                  stream: bool = False, workers: int = 2) -> tuple[Any, Any]:
-    """(train, test) of :func:`load_splits` (kept for callers of the earlier API)."""
-    options = LoadOptions(download, input_size, in_channels, skip_bad_images, stream, workers)
-    splits = load_splits(name, data_dir, options)
-    return splits.train, splits.test
 
 
 def normalization(dataset: str, normalize: bool | None) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
