@@ -38,3 +38,16 @@ class RunDirError(CnnlabError):
 
 class ShapeError(CnnlabError, ValueError):
     """An input size that an architecture cannot take (a feature map would vanish)."""
+
+
+class CnnlabValueError(CnnlabError, ValueError):
+    """A Python API argument with the right type but a wrong value."""
+
+
+class CnnlabTypeError(CnnlabError, TypeError):
+    """A Python API argument of the wrong type (a tuple where a tensor goes, ...)."""
+
+
+class PathError(CnnlabError, OSError):
+    """A path the user gave that cannot be used as it is: missing, a folder where a file goes (or
+    the reverse), a symbolic-link loop, no permission, an ``--out`` of the wrong kind."""
