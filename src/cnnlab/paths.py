@@ -60,7 +60,7 @@ def os_error_message(exc: OSError, path: Path | str, what: str = "", expect: str
     if code == errno.ENOTDIR:
         parent = _blocking_parent(path)
         if parent is not None:
-            return f"{label} does not exist: {parent} is a file, not a folder"
+            return f"{label} does not exist: it is under {parent}, which is a file, not a folder"
         return f"{label} is a file, not a folder"
     if code == errno.ENOENT:
         if os.path.islink(path):
@@ -121,7 +121,8 @@ def _check_writable_place(path: Path, what: str) -> None:
         except OSError as exc:
             raise PathError(f"{_label(what, path)}: " + os_error_message(exc, parent)) from None
         if not stat.S_ISDIR(st.st_mode):
-            raise PathError(f"{_label(what, path)} cannot be written: {parent} is a file, not a folder")
+            raise PathError(f"{_label(what, path)} cannot be written: it is under {parent}, which is a file, "
+                            f"not a folder")
         if not os.access(parent, os.W_OK | os.X_OK):
             raise PathError(f"{_label(what, path)} cannot be written: permission denied in {parent}")
         return
@@ -151,14 +152,14 @@ def check_output(path: str | os.PathLike, kind: str = "file", *, what: str = "--
     writes = writes or ("a folder" if kind == "folder" else "a file")
     if kind == "folder":
         if st is not None and not stat.S_ISDIR(st.st_mode):
-            raise PathError(f"{label} is a file, but this command writes {writes}; give a folder")
+            raise PathError(f"{label} is a file; give a folder (this command writes {writes})")
         if st is None and path.suffix.lower() in FILE_SUFFIXES:
             raise PathError(f"{label} names a {path.suffix} file, but this command writes {writes}; give a folder "
                             f"name such as {path.with_suffix('')}")
         return path
     if st is not None and stat.S_ISDIR(st.st_mode):
-        raise PathError(f"{label} is a folder, but this command writes {writes}; give a file "
-                        f"name{_example(path, default_suffix)}")
+        raise PathError(f"{label} is a folder; give a file name{_example(path, default_suffix)} (this command "
+                        f"writes {writes})")
     suffix = path.suffix.lower()
     if not suffix and default_suffix:
         return check_output(path.with_name(path.name + default_suffix), kind, what=what, suffixes=suffixes,

@@ -15,6 +15,7 @@ from cnnlab.analysis.ops import count_ops, device_of
 from cnnlab.analysis.report import IMAGENET_SOURCE, IMAGENET_TOP1, ModelReport, Report, run_accuracies
 from cnnlab.analysis.timing import machine_info, raise_roof, roof_measurements, time_model
 from cnnlab.errors import CnnlabError
+from cnnlab.paths import check_output
 
 __all__ = ["analyze", "analyze_models", "run_analyze"]
 
@@ -165,12 +166,11 @@ def _batch_sizes(batch_sizes: str | Sequence[int]) -> list[int]:
 
 def _output_paths(charts: str | os.PathLike | None, html: str | os.PathLike | None) -> tuple[Path | None, Path | None]:
     """The chart folder and the HTML file, checked before any work."""
-    charts = Path(charts) if charts is not None else None
-    html = Path(html) if html is not None else None
-    if charts is not None and charts.exists() and not charts.is_dir():
-        raise CnnlabError(f"--charts {charts} is a file; give a folder")
-    if html is not None and html.is_dir():
-        raise CnnlabError(f"--html {html} is a folder; give a file name such as report.html")
+    if charts is not None:
+        charts = check_output(charts, "folder", what="--charts", writes="a folder of four PNG charts")
+    if html is not None:
+        html = check_output(html, "file", what="--html", suffixes=(".html", ".htm"), default_suffix=".html",
+                            writes="an HTML page")
     return charts, html
 
 

@@ -16,6 +16,7 @@ from typing import Any, Callable
 import click
 
 from cnnlab.cli._common import CONTEXT, DEVICES, FORMATS, console, parse_options, print_json, print_table
+from cnnlab.paths import check_output
 from cnnlab.training.config import INIT_SCHEMES, TrainConfig
 
 __all__ = ["config_options", "explicit_settings", "train", "experiment", "recipes"]
@@ -82,6 +83,8 @@ def train(resume_dir: Path | None, overwrite: bool, quiet: bool, tensorboard: bo
     """Train a model. With no arguments: the lecture's ConvNet recipe on MNIST."""
     from cnnlab.training.launcher import launch
 
+    if settings.get("out"):
+        check_output(settings["out"], "folder", writes="a run directory")
     explicit = explicit_settings(click.get_current_context(), settings)
     outcome = launch(TrainConfig(**settings), explicit, resume_dir=resume_dir, overwrite=overwrite, quiet=quiet,
                      tensorboard=tensorboard, nproc=nproc, console=console())
@@ -140,6 +143,7 @@ def experiment_inits(out: Path, inits: str, model: str, dataset: str, epochs: in
     from cnnlab.experiments import LECTURE_INIT_TABLE, run_init_experiment
     from cnnlab.training.callbacks import ConsoleLogger
 
+    check_output(out, "folder", writes="a folder of runs, inits.csv and inits.png")
     names = [n.strip() for n in inits.split(",") if n.strip()]
     base = TrainConfig(model=model, dataset=dataset, epochs=epochs, seed=seed, device=device,
                        data_dir=str(data_dir) if data_dir else None)

@@ -10,15 +10,14 @@ import torch
 import torch.nn as nn
 
 from cnnlab.errors import CnnlabError
+from cnnlab.paths import check_file
 
 __all__ = ["load_weights", "head_name", "freeze", "weights_in_channels", "first_conv_key", "describe_mismatch",
            "load_state_dict_checked"]
 
 
 def _read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    path = Path(path)
-    if not path.is_file():
-        raise CnnlabError(f"weights file {path} does not exist")
+    path = check_file(path, "weights file")
     try:
         obj: Any = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
