@@ -94,7 +94,8 @@ def show_filters(source: str, layer: str | None, weights: Path | None, option: t
     out = _figure(out)
     result = run(Source(source, weights=weights, options=parse_options(option), in_channels=in_channels), layer, out)
     o, i, kh, kw = result.shape
-    console().print(f"{result.description}: {result.layer}, {o} filters of {i}x{kh}x{kw} -> {result.path}")
+    console().print(f"{result.description}: {result.layer}, {o} filters of {i}x{kh}x{kw}")
+    console().print(f"Wrote {result.path}")
 
 
 @show.command("gradcam", context_settings=CONTEXT, epilog=SOURCE_HELP)
