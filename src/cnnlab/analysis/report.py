@@ -121,6 +121,8 @@ def run_accuracies(run_dirs: Iterable[str | os.PathLike]) -> dict[str, tuple[flo
 
     found: dict[str, tuple[float, str]] = {}
     for run_dir in map(Path, run_dirs):
+        if not os.path.lexists(run_dir):
+            raise RunDirError(f"--runs {run_dir} does not exist: no cnnlab run directory (config.json) there")
         dirs = run_dirs_under(check_folder(run_dir, "--runs"))
         if not dirs:
             raise RunDirError(f"--runs {run_dir}: no cnnlab run directory (config.json) there or one level below")
