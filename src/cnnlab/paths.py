@@ -56,7 +56,7 @@ def os_error_message(exc: OSError, path: Path | str, what: str = "", expect: str
     label = _label(what, path)
     code = exc.errno
     if code == errno.ELOOP:
-        return f"{label} is a symbolic link that loops (it leads back to itself); point it at a real file"
+        return f"{label} is a symbolic link that loops (it leads back to itself); point it at a real {expect or 'path'}"
     if code == errno.ENOTDIR:
         parent = _blocking_parent(path)
         if parent is not None:
