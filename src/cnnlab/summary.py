@@ -342,7 +342,7 @@ def summarize(model: nn.Module, input_shape: Sequence[int], *, name: str | None 
     arithmetic and the smallest square input that fits. The forward pass runs on the model's own device.
     """
     check_type(model, nn.Module, "model", "an nn.Module (for a registry name use summarize_model)")
-    input_shape = check_shape(input_shape, "input_shape", (1, 3))
+    input_shape = check_shape(input_shape, "input_shape", (1, 2, 3))
     result = _trace(model, input_shape, name)
     if train or measure:
         from cnnlab.analysis.training import attach_training
