@@ -241,7 +241,7 @@ def test_model_file_mistakes_are_one_line(lecture_file, tmp_path):
              (f"{lecture_file}:Nope", "has no nn.Module class 'Nope'; its nn.Module classes: ConvNet, NeedsArgs"),
              (str(lecture_file), "defines 2 nn.Module classes"),
              (str(bad), "importing .* failed \\(line 2\\): SyntaxError"),
-             (str(tmp_path / "missing.py"), "not found")]
+             (str(tmp_path / "missing.py"), "no such file")]
     for spec, message in cases:
         with pytest.raises(CnnlabError, match=message):
             run_summary(spec)

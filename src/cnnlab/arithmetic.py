@@ -21,6 +21,8 @@ import math
 from dataclasses import dataclass
 from typing import Iterable, Sequence
 
+from cnnlab.errors import CnnlabTypeError, CnnlabValueError
+
 __all__ = [
     "conv_output_size",
     "conv_output_formula",
@@ -48,17 +50,17 @@ __all__ = [
 def _check_positive(**values: int) -> None:
     for name, value in values.items():
         if not isinstance(value, int) or isinstance(value, bool):
-            raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+            raise CnnlabTypeError(f"{name} must be an int, got {type(value).__name__}")
         if value < 1:
-            raise ValueError(f"{name} must be >= 1, got {value}")
+            raise CnnlabValueError(f"{name} must be >= 1, got {value}")
 
 
 def _check_non_negative(**values: int) -> None:
     for name, value in values.items():
         if not isinstance(value, int) or isinstance(value, bool):
-            raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+            raise CnnlabTypeError(f"{name} must be an int, got {type(value).__name__}")
         if value < 0:
-            raise ValueError(f"{name} must be >= 0, got {value}")
+            raise CnnlabValueError(f"{name} must be >= 0, got {value}")
 
 
 def conv_output_formula(i: int, k: int, s: int = 1, p: int = 0, d: int = 1, ceil_mode: bool = False) -> str:
@@ -111,7 +113,7 @@ def conv_output_size(i: int, k: int, s: int = 1, p: int = 0, d: int = 1, ceil_mo
     o = _raw_output_size(i, k, s, p, d, ceil_mode)
     if o < 1:
         dil = f", dilation {d}" if d != 1 else ""
-        raise ValueError(
+        raise CnnlabValueError(
             f"input {i}, kernel {k}, padding {p}, stride {s}{dil}: "
             f"{conv_output_formula(i, k, s, p, d, ceil_mode)} "
             f"(output must be >= 1: use a larger input, more padding or a smaller kernel/stride)"
@@ -127,12 +129,12 @@ def conv_transpose_output_size(i: int, k: int, s: int = 1, p: int = 0, output_pa
     _check_positive(i=i, k=k, s=s, d=d)
     _check_non_negative(p=p, output_padding=output_padding)
     if output_padding >= max(s, d):
-        raise ValueError(
+        raise CnnlabValueError(
             f"output_padding {output_padding} must be smaller than either stride {s} or dilation {d}"
         )
     o = (i - 1) * s - 2 * p + d * (k - 1) + output_padding + 1
     if o < 1:
-        raise ValueError(
+        raise CnnlabValueError(
             f"input {i}, kernel {k}, padding {p}, stride {s}: "
             f"({i}-1)*{s} - {2 * p} + {d}*({k}-1) + {output_padding} + 1 = {o} (output must be >= 1)"
         )
@@ -171,7 +173,7 @@ def resolve_padding(padding: int | str, i: int, k: int, s: int = 1, d: int = 1) 
             return same_padding(i, k, s, d)
         if mode == "valid":
             return 0, 0
-        raise ValueError(f"padding must be an int, 'same' or 'valid', got {padding!r}")
+        raise CnnlabValueError(f"padding must be an int, 'same' or 'valid', got {padding!r}")
     _check_non_negative(padding=padding)
     return padding, padding
 
@@ -235,7 +237,7 @@ def receptive_field_union(branches: Iterable[RFLayer]) -> RFLayer:
     """
     branches = list(branches)
     if not branches:
-        raise ValueError("receptive_field_union needs at least one branch")
+        raise CnnlabValueError("receptive_field_union needs at least one branch")
     lo = min(b.start - b.rf / 2 for b in branches)
     hi = max(b.start + b.rf / 2 for b in branches)
     return RFLayer(rf=int(round(hi - lo)), jump=max(b.jump for b in branches), start=(lo + hi) / 2)

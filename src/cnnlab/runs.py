@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from cnnlab.errors import RunDirError
+from cnnlab.paths import check_folder
 from cnnlab.storage import LOCK_NAME, check_writable
 
 if TYPE_CHECKING:
@@ -126,6 +127,8 @@ def load_run(run_dir: str | os.PathLike, device: Any = "cpu") -> LoadedRun:
     from cnnlab.training.config import TrainConfig
 
     path = Path(run_dir)
+    if os.path.lexists(path):
+        check_folder(path, "run directory")  # a file, a link that loops, no permission: said as such
     if not path.is_dir():
         raise RunDirError(f"run directory {path} does not exist; pass the folder `cnnlab train` wrote (see --out)")
     ckpt_path = path / "model.pt"

@@ -18,20 +18,12 @@ import torch.nn as nn
 
 from cnnlab import arithmetic
 from cnnlab.analysis.modelspec import parse_int_list, parse_shape  # (they lived here; re-exported)
-from cnnlab.errors import CnnlabError
+from cnnlab.errors import CnnlabError, CnnlabTypeError, check_shape, check_type
 from cnnlab.geometry import Geometry, layer_geometry, module_macs
 from cnnlab.models import create_model
 
-__all__ = [
-    "LayerRow",
-    "ModelSummary",
-    "ReceptiveField",
-    "summarize",
-    "summarize_model",
-    "receptive_field_map",
-    "parse_shape",
-    "parse_int_list",
-]
+__all__ = ["LayerRow", "ModelSummary", "ReceptiveField", "summarize", "summarize_model", "receptive_field_map",
+           "parse_shape", "parse_int_list"]
 
 
 def _chw(shape: Sequence[int]) -> str:
@@ -349,6 +341,8 @@ def summarize(model: nn.Module, input_shape: Sequence[int], *, name: str | None 
     A model that cannot take the input raises :class:`ShapeError` naming the failing layer, with the
     arithmetic and the smallest square input that fits. The forward pass runs on the model's own device.
     """
+    check_type(model, nn.Module, "model", "an nn.Module (for a registry name use summarize_model)")
+    input_shape = check_shape(input_shape, "input_shape", (1, 2, 3))
     result = _trace(model, input_shape, name)
     if train or measure:
         from cnnlab.analysis.training import attach_training
@@ -381,9 +375,12 @@ def summarize_model(name: str, input_shape: Sequence[int] | None = None, *, num_
     from cnnlab.analysis.estimate import StepSettings
     from cnnlab.models import get_model_info
 
+    if isinstance(name, nn.Module):
+        raise CnnlabTypeError("summarize_model takes a registry model's name; for a model object use "
+                              "summarize(model, input_shape)")
     info = get_model_info(name)
     step = {k: options.pop(k) for k in list(options) if k in StepSettings.__dataclass_fields__}
-    c, h, w = input_shape if input_shape is not None else info.input_shape
+    c, h, w = check_shape(input_shape, "input_shape") if input_shape is not None else info.input_shape
     if h != w:
         raise CnnlabError(f"registry models take square inputs; got {h}x{w}")
     try:

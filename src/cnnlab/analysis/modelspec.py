@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from cnnlab.errors import CnnlabError
+from cnnlab.paths import check_file
 
 __all__ = ["parse_shape", "parse_int_list", "is_model_file", "load_model_file", "guess_input_shape", "run_summary",
            "zoo_rows"]
@@ -58,14 +59,26 @@ def _import(path: Path):
     sys.path.insert(0, str(path.resolve().parent))
     try:
         spec.loader.exec_module(module)
+    except SystemExit as exc:  # sys.exit() / exit() at import: the file ran as a script
+        sys.modules.pop(name, None)
+        raise CnnlabError(f"importing {path} ended the program ({_exit_call(exc)} at import); a model file must "
+                          f"define its class without exiting: guard script code with if __name__ == '__main__':") \
+            from None
     except Exception as exc:  # noqa: BLE001 -- the user's file: one line, not a traceback
         sys.modules.pop(name, None)
         where = f" (line {exc.lineno})" if isinstance(exc, SyntaxError) and exc.lineno else ""
-        raise CnnlabError(f"importing {path} failed{where}: {type(exc).__name__}: "
-                          f"{(str(exc).strip().splitlines() or [''])[0]}") from None
+        raise CnnlabError(f"importing {path} failed{where}: {_first_line(exc)}") from None
     finally:
         sys.path.remove(str(path.resolve().parent))
     return module
+
+
+def _first_line(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0]}"
+
+
+def _exit_call(exc: SystemExit) -> str:
+    return f"sys.exit({exc.code!r})" if exc.code is not None else "sys.exit()"
 
 
 def load_model_file(spec: str) -> tuple[Any, str]:
@@ -74,9 +87,7 @@ def load_model_file(spec: str) -> tuple[Any, str]:
     import torch.nn as nn
 
     file, _, class_name = spec.partition(":")
-    path = Path(file).expanduser()
-    if not path.is_file():
-        raise CnnlabError(f"model file {file} not found")
+    path = check_file(file, "model file")
     module = _import(path)
     classes = {k: v for k, v in vars(module).items()
                if isinstance(v, type) and issubclass(v, nn.Module) and v.__module__ == module.__name__}
@@ -100,9 +111,11 @@ def _build(cls, file: str):
                           f"it with none: give them default values")
     try:
         return cls()
+    except SystemExit as exc:
+        raise CnnlabError(f"{cls.__name__}() in {file} ended the program ({_exit_call(exc)}); a model's "
+                          f"__init__ must not exit") from None
     except Exception as exc:  # noqa: BLE001
-        raise CnnlabError(f"{cls.__name__}() in {file} failed: {type(exc).__name__}: "
-                          f"{(str(exc).strip().splitlines() or [''])[0]}") from None
+        raise CnnlabError(f"{cls.__name__}() in {file} failed: {_first_line(exc)}") from None
 
 
 def guess_input_shape(model) -> tuple[tuple[int, ...], str]:
@@ -111,7 +124,7 @@ def guess_input_shape(model) -> tuple[tuple[int, ...], str]:
     input that fits where those do not. Returns (shape, how it was chosen)."""
     import torch.nn as nn
 
-    from cnnlab.analysis.shapes import probe, smallest_square_input
+    from cnnlab.analysis.shapes import MAX_SIDE, probe, square_input_search
 
     first = next((m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))), None)
     if isinstance(first, nn.Linear):
@@ -120,9 +133,10 @@ def guess_input_shape(model) -> tuple[tuple[int, ...], str]:
     side = 28 if c == 1 else 32
     if probe(model, (c, side, side)) is None:
         return (c, side, side), f"guessed from the first layer's {c} channel(s); give --input CxHxW"
-    smallest = smallest_square_input(model, c)
+    smallest, capped = square_input_search(model, c)
     if smallest is None:
-        return (c, side, side), "guessed; give --input CxHxW"
+        why = f"no square input up to {MAX_SIDE} px (the search's limit) fits" if capped else "no square input fits"
+        return (c, side, side), f"guessed, {why}; give --input CxHxW"
     return (c, smallest, smallest), "the smallest square input that fits"
 
 

@@ -14,7 +14,8 @@ from cnnlab.analysis.memory import activation_memory, cuda_peaks, to_meta
 from cnnlab.analysis.ops import count_ops, device_of
 from cnnlab.analysis.report import IMAGENET_SOURCE, IMAGENET_TOP1, ModelReport, Report, run_accuracies
 from cnnlab.analysis.timing import machine_info, raise_roof, roof_measurements, time_model
-from cnnlab.errors import CnnlabError
+from cnnlab.errors import CnnlabError, check_shape, check_type
+from cnnlab.paths import check_output
 
 __all__ = ["analyze", "analyze_models", "run_analyze"]
 
@@ -44,6 +45,9 @@ def analyze(
     meta_model: nn.Module | None = None,
 ) -> Report:
     """Analyse one model (any ``nn.Module``); see :mod:`cnnlab.analysis` for what is measured."""
+    check_type(model, nn.Module, "model", "an nn.Module (e.g. cnnlab.create_model('convnet'))")
+    input_shape = check_shape(input_shape, "input_shape", (1, 3))
+    batch_sizes = check_shape(batch_sizes, "batch_sizes", None)
     device = torch.device(device)
     roof = _roof(device, timing, roof_gflops)
     report = _analyze_one(model, list(input_shape), batch_sizes, device, name or type(model).__name__, timing,
@@ -165,12 +169,11 @@ def _batch_sizes(batch_sizes: str | Sequence[int]) -> list[int]:
 
 def _output_paths(charts: str | os.PathLike | None, html: str | os.PathLike | None) -> tuple[Path | None, Path | None]:
     """The chart folder and the HTML file, checked before any work."""
-    charts = Path(charts) if charts is not None else None
-    html = Path(html) if html is not None else None
-    if charts is not None and charts.exists() and not charts.is_dir():
-        raise CnnlabError(f"--charts {charts} is a file; give a folder")
-    if html is not None and html.is_dir():
-        raise CnnlabError(f"--html {html} is a folder; give a file name such as report.html")
+    if charts is not None:
+        charts = check_output(charts, "folder", what="--charts", writes="a folder of four PNG charts")
+    if html is not None:
+        html = check_output(html, "file", what="--html", suffixes=(".html", ".htm"), default_suffix=".html",
+                            writes="an HTML page")
     return charts, html
 
 

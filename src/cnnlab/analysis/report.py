@@ -115,12 +115,15 @@ class Report:
 def run_accuracies(run_dirs: Iterable[str | os.PathLike]) -> dict[str, tuple[float, str]]:
     """Best test accuracy per model name found in cnnlab run directories (metrics.csv)."""
     from cnnlab.errors import RunDirError
+    from cnnlab.paths import check_folder
 
     from cnnlab.runs import read_run_config, read_test_accuracy, run_dirs_under
 
     found: dict[str, tuple[float, str]] = {}
     for run_dir in map(Path, run_dirs):
-        dirs = run_dirs_under(run_dir)
+        if not os.path.lexists(run_dir):
+            raise RunDirError(f"--runs {run_dir} does not exist: no cnnlab run directory (config.json) there")
+        dirs = run_dirs_under(check_folder(run_dir, "--runs"))
         if not dirs:
             raise RunDirError(f"--runs {run_dir}: no cnnlab run directory (config.json) there or one level below")
         for d in dirs:

@@ -24,7 +24,7 @@ from cnnlab.analysis.simulate import meta_copy
 from cnnlab.errors import ShapeError
 from cnnlab.geometry import layer_geometry
 
-__all__ = ["Failure", "probe", "smallest_square_input", "explain", "shape_error", "registry_fallback"]
+__all__ = ["Failure", "probe", "smallest_square_input", "square_input_search", "explain", "shape_error", "registry_fallback"]
 
 MAX_SIDE = 4096
 
@@ -133,6 +133,12 @@ def _vanishing_axis(module: nn.Module, shape: Sequence[int]) -> tuple[int, str] 
 def smallest_square_input(model: nn.Module, channels: int, max_side: int = MAX_SIDE) -> int | None:
     """The smallest side s such that a channels x s x s input passes (None if none up to ``max_side``,
     e.g. a fixed-size head that one side undershoots and the next overshoots)."""
+    return square_input_search(model, channels, max_side)[0]
+
+
+def square_input_search(model: nn.Module, channels: int, max_side: int = MAX_SIDE) -> tuple[int | None, bool]:
+    """``(smallest side, capped)``: as :func:`smallest_square_input`; ``capped`` is True where the
+    search stopped at ``max_side`` with the map still too small (a larger input may fit)."""
     def status(side: int) -> str:
         failure = probe(model, (channels, side, side))
         return "ok" if failure is None else failure.kind
@@ -140,10 +146,10 @@ def smallest_square_input(model: nn.Module, channels: int, max_side: int = MAX_S
     side = 1
     while (first := status(side)) == "small":
         if side >= max_side:
-            return None
+            return None, True
         side = min(2 * side, max_side)
     if side == 1:
-        return 1 if first == "ok" else None
+        return (1 if first == "ok" else None), False
     lo, hi = side // 2, side  # status(lo) is "small", status(hi) is not
     while hi - lo > 1:
         mid = (lo + hi) // 2
@@ -151,10 +157,11 @@ def smallest_square_input(model: nn.Module, channels: int, max_side: int = MAX_S
             lo = mid
         else:
             hi = mid
-    return hi if status(hi) == "ok" else None
+    return (hi if status(hi) == "ok" else None), False
 
 
-def explain(model: nn.Module, failure: Failure, input_shape: Sequence[int], smallest: int | None) -> str:
+def explain(model: nn.Module, failure: Failure, input_shape: Sequence[int], smallest: int | None,
+            capped: bool = False) -> str:
     """One line: the failing layer, the arithmetic, the smallest square input that fits."""
     hw = _dims(input_shape[-2:]) if len(input_shape) == 3 else _dims(input_shape)
     m, name = failure.module, failure.layer
@@ -180,6 +187,8 @@ def explain(model: nn.Module, failure: Failure, input_shape: Sequence[int], smal
         text = f"{where} fails for a {hw} input: {failure.message}"
     if smallest is not None:
         return f"{text}; the smallest square input that fits is {smallest}"
+    if capped:
+        return f"{text}; no square input up to {MAX_SIDE} (the search's limit) fits it"
     return text + ("; no square input fits it" if failure.kind in ("small", "big") else "")
 
 
@@ -202,9 +211,10 @@ def shape_error(model: nn.Module, input_shape: Sequence[int], *, smallest: int |
     if failure is None:
         err = ShapeError(f"the model takes a {_dims(input_shape)} input on the meta device but failed on its own device")
     else:
+        capped = False
         if smallest is None and search and failure.kind in ("small", "big") and len(input_shape) == 3:
-            smallest = smallest_square_input(model, input_shape[0])
-        err = ShapeError(explain(model, failure, input_shape, smallest))
+            smallest, capped = square_input_search(model, input_shape[0])
+        err = ShapeError(explain(model, failure, input_shape, smallest, capped))
         err.failure = failure
     err.summary = partial
     return err

@@ -252,7 +252,8 @@ def memory_curves(model: nn.Module, input_shape: Sequence[int], batch_sizes: Seq
 
 @dataclass
 class FitResult:
-    """The largest batch whose estimated peak fits ``budget_bytes``."""
+    """The largest batch whose estimated peak fits ``budget_bytes`` -- or, where ``at_limit``, the
+    search's upper limit ``limit``, which still fits: memory does not bound the batch below it."""
 
     batch_size: int
     peak_bytes: int  # estimated peak at batch_size
@@ -260,6 +261,8 @@ class FitResult:
     budget_bytes: int
     train: bool
     settings: StepSettings
+    limit: int = 1 << 24  # the largest batch the search tries
+    at_limit: bool = False  # the search stopped at ``limit``: the true answer is at least ``batch_size``
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -297,8 +300,9 @@ def fit_batch_size(model: nn.Module, input_shape: Sequence[int], budget: str | i
         what = "a training step" if train else "inference"
         raise CnnlabError(f"even a batch of 1 needs {format_bytes(sim(1).peak)} for {what} "
                           f"({settings.describe(train)}); the budget is {format_bytes(budget)}")
-    if sim(2).peak > budget:
-        return FitResult(1, sim(1).peak, sim(2).peak, budget, train, settings)
+    if limit < 2 or sim(2).peak > budget:
+        return FitResult(1, sim(1).peak, None if limit < 2 else sim(2).peak, budget, train, settings, limit,
+                         at_limit=limit < 2)
     same_ops = len(sim(2).samples) == len(sim(3).samples)
     guess = max(2, min(limit, _affine_guess(budget, sim(2).samples, sim(3).samples, limit))) if same_ops else 2
     lo, hi = 1, None
@@ -315,4 +319,4 @@ def fit_batch_size(model: nn.Module, input_shape: Sequence[int], budget: str | i
         mid = (lo + hi) // 2
         lo, hi = (mid, hi) if sim(mid).peak <= budget else (lo, mid)
     nxt = sim(hi).peak if hi is not None else None
-    return FitResult(lo, sim(lo).peak, nxt, budget, train, settings)
+    return FitResult(lo, sim(lo).peak, nxt, budget, train, settings, limit, at_limit=hi is None and lo >= limit)

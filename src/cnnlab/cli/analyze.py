@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import click
 
 from cnnlab.cli._common import CONTEXT, DEVICES, console, print_table
+from cnnlab.paths import check_folder, check_output
 
 __all__ = ["analyze"]
 
@@ -32,6 +34,15 @@ def analyze(models: tuple[str, ...], input: str | None, batch_sizes: str, repeat
     """Canziani et al. (2016) for the zoo: parameters, operations, memory, time vs batch size, accuracy."""
     from cnnlab.analysis import run_analyze
 
+    for folder in runs:  # a missing one: run_accuracies says so
+        if os.path.lexists(folder):
+            check_folder(folder, "--runs")
+    if charts is not None:
+        charts = check_output(charts, "folder", what="--charts", writes="a folder of four PNG charts")
+    if html_path is not None:
+        html_path = check_output(html_path, "file", what="--html", suffixes=(".html", ".htm"), default_suffix=".html",
+                                 writes="an HTML page")
+
     def progress(rep) -> None:
         if format == "table" and not no_timing:
             console().print(f"  {rep.name}: {rep.gmacs:.3f} GMACs, "
@@ -46,6 +57,9 @@ def analyze(models: tuple[str, ...], input: str | None, batch_sizes: str, repeat
         print(report.to_csv(), end="")
     else:
         _print_report(report, timing=not no_timing, per_layer=per_layer)
+        for path in (charts, html_path):
+            if path is not None:
+                console().print(f"Wrote {path}")
 
 
 def _print_report(report, *, timing: bool, per_layer: bool) -> None:

@@ -170,6 +170,8 @@ def _print_fit(result) -> None:
     what = "a training step" if fit.train else "inference"
     nxt = "" if fit.next_peak_bytes is None else \
         f"; {fit.batch_size + 1:,} would need {format_bytes(fit.next_peak_bytes)} ({fit.next_peak_bytes:,} B)"
+    size = f"at least {fit.batch_size:,} (the search's limit); memory is not what bounds this batch" \
+        if fit.at_limit else f"{fit.batch_size:,}"
     console().print(f"{_title(result)}: the largest batch for {what} ({fit.settings.describe(fit.train)}) within "
-                    f"{format_bytes(fit.budget_bytes)} ({fit.budget_bytes:,} B) is {fit.batch_size:,}: estimated peak "
+                    f"{format_bytes(fit.budget_bytes)} ({fit.budget_bytes:,} B) is {size}: estimated peak "
                     f"{format_bytes(fit.peak_bytes)} ({fit.peak_bytes:,} B){nxt}.")

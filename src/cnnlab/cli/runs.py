@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from cnnlab.cli._common import CONTEXT, DEVICES, FORMATS, console, pct, print_json, print_table
+from cnnlab.paths import FIGURE_SUFFIXES, check_output
 
 __all__ = ["evaluate", "predict", "export", "runs"]
 
@@ -27,6 +28,9 @@ def evaluate(run_dir: Path, data_dir: Path | None, device: str, split: str, conf
     """Reload a run's checkpoint: accuracy, per-class precision/recall, confusion-matrix PNG."""
     from cnnlab.training.evaluate import evaluate_with_report
 
+    if confusion is not None:
+        confusion = check_output(confusion, "file", what="--confusion", suffixes=FIGURE_SUFFIXES, default_suffix=".png",
+                                 writes="one figure")
     ev = evaluate_with_report(run_dir, data_dir=str(data_dir) if data_dir else None, device=device, split=split,
                               confusion_png=confusion, optimize=optimize)
     console().print(f"{ev.run.config.model} on {ev.run.config.dataset} from {ev.run.path}")
@@ -68,6 +72,8 @@ def export(run_dir: Path, format: str, out: Path | None, overwrite: bool, quanti
     """Export a run's model to ONNX and check it against onnxruntime (max |diff| <= 1e-4)."""
     from cnnlab.export import export_onnx, export_onnx_int8
 
+    if out is not None:
+        out = check_output(out, "file", suffixes=(".onnx",), default_suffix=".onnx", writes="an ONNX model")
     if quantize == "int8":
         path, agreement, checked = export_onnx_int8(run_dir, out, overwrite=overwrite,
                                                     data_dir=str(data_dir) if data_dir else None)

@@ -16,6 +16,7 @@ from typing import Any, Callable
 import click
 
 from cnnlab.cli._common import CONTEXT, DEVICES, FORMATS, console, parse_options, print_json, print_table
+from cnnlab.paths import check_output
 from cnnlab.training.config import GROUPS, INIT_SCHEMES, TrainConfig, check_resume_options, option_flag, resume_safe
 
 __all__ = ["config_options", "explicit_settings", "train", "experiment", "recipes"]
@@ -112,6 +113,8 @@ def train(resume_dir: Path | None, overwrite: bool, quiet: bool, tensorboard: bo
     if resume_dir is not None:  # one line before torch loads; launch() checks both again
         check_resume_options(resume_dir, config, explicit)
     config.check_ranges()
+    if config.out:
+        check_output(config.out, "folder", writes="a run directory")
     from cnnlab.training.launcher import launch, needs_relaunch, relaunch
 
     if needs_relaunch(nproc):  # --nproc N: this command again under torchrun; its exit code is ours
@@ -172,6 +175,7 @@ def experiment_inits(out: Path, inits: str, model: str, dataset: str, epochs: in
     from cnnlab.experiments import LECTURE_INIT_TABLE, run_init_experiment
     from cnnlab.training.callbacks import ConsoleLogger
 
+    check_output(out, "folder", writes="a folder of runs, inits.csv and inits.png")
     names = [n.strip() for n in inits.split(",") if n.strip()]
     base = TrainConfig(model=model, dataset=dataset, epochs=epochs, seed=seed, device=device,
                        data_dir=str(data_dir) if data_dir else None)

@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from cnnlab.cli._common import CONTEXT, DEVICES, console, parse_options
+from cnnlab.paths import FIGURE_SUFFIXES, check_output
 
 __all__ = ["show", "animate", "report", "demo_dropout"]
 
@@ -39,6 +40,12 @@ def source_options(fn):
     return fn
 
 
+def _figure(out: Path | None) -> Path | None:
+    """A figure's ``--out``: .png (added to a name without a suffix), .jpg, .pdf or .svg; not a folder."""
+    return None if out is None else check_output(out, "file", suffixes=FIGURE_SUFFIXES, default_suffix=".png",
+                                                 writes="one figure")
+
+
 def _source(kw: dict):
     """The parsed model-and-image options as a :class:`cnnlab.visualize.source.Source` (nothing loaded)."""
     from cnnlab.visualize.source import Source
@@ -63,6 +70,8 @@ def show_featuremaps(layers: tuple[str, ...], out: Path | None, **kw) -> None:
     """Each layer's feature maps for one image: a PNG grid per layer, titled with HxWxC and the arithmetic."""
     from cnnlab.visualize import show_featuremaps as run
 
+    if out is not None:
+        out = check_output(out, "folder", writes="a folder of PNGs (one per layer)")
     result = run(_source(kw), None, layers or None, out)
     console().print(f"{result.description}, {result.caption}")
     for name, path in result.paths.items():
@@ -82,9 +91,11 @@ def show_filters(source: str, layer: str | None, weights: Path | None, option: t
     from cnnlab.visualize import show_filters as run
     from cnnlab.visualize.source import Source
 
+    out = _figure(out)
     result = run(Source(source, weights=weights, options=parse_options(option), in_channels=in_channels), layer, out)
     o, i, kh, kw = result.shape
-    console().print(f"{result.description}: {result.layer}, {o} filters of {i}x{kh}x{kw} -> {result.path}")
+    console().print(f"{result.description}: {result.layer}, {o} filters of {i}x{kh}x{kw}")
+    console().print(f"Wrote {result.path}")
 
 
 @show.command("gradcam", context_settings=CONTEXT, epilog=SOURCE_HELP)
@@ -99,6 +110,7 @@ def show_gradcam(layer: str | None, target: str | None, methods: str, out: Path 
     """Where the network looks: Grad-CAM (Selvaraju et al. 2017), saliency and integrated gradients."""
     from cnnlab.visualize import show_gradcam as run
 
+    out = _figure(out)
     result = run(_source(kw), None, layer, target, methods, out)
     console().print(f"{result.description}, {result.caption}")
     console().print(f"predicted {result.predicted_name}; explaining class {result.target_name} "
@@ -121,6 +133,7 @@ def show_rf(layer: str | None, cell: str | None, n_images: int, out: Path | None
     """A cell's receptive field on the image: the theoretical box beside the effective one (Luo et al. 2016)."""
     from cnnlab.visualize import show_receptive_field
 
+    out = _figure(out)
     result = show_receptive_field(_source(kw), None, layer, cell, n_images, out)
     top, left, bottom, right = result.box
     console().print(result.description)
@@ -137,6 +150,12 @@ def show_rf(layer: str | None, cell: str | None, n_images: int, out: Path | None
 @click.group(context_settings=CONTEXT)
 def animate() -> None:
     """The convolution-arithmetic slides as animations (Dumoulin & Visin style): GIF or HTML."""
+
+
+def _animation_out(out: Path) -> Path:
+    """An animation's ``--out``: .gif (added to a name without a suffix) or .html; checked before any work."""
+    return check_output(out, "file", suffixes=(".gif", ".html", ".htm"), default_suffix=".gif",
+                        writes="an animation")
 
 
 def _save(anim, out: Path) -> None:
@@ -163,9 +182,11 @@ def animate_conv(i: int, k: int, s: int, p: str, d: int, transposed: bool, outpu
                  out: Path) -> None:
     """A kernel sliding over the padded input, one output cell per frame."""
     from cnnlab.visualize import conv_animation, parse_padding
+    from cnnlab.visualize.animate import FLAGS
 
+    out = _animation_out(out)
     _save(conv_animation(i, k, s, parse_padding(p), d, transposed=transposed, output_padding=output_padding,
-                         seed=seed), out)
+                         seed=seed, names=FLAGS), out)
 
 
 @animate.command("pool", context_settings=CONTEXT)
@@ -183,8 +204,10 @@ def animate_pool(i: int, k: int, s: int | None, p: int, d: int, mode: str, ceil_
                  out: Path) -> None:
     """A max or average pooling window, one output cell per frame."""
     from cnnlab.visualize import pool_animation
+    from cnnlab.visualize.animate import FLAGS
 
-    _save(pool_animation(i, k, s, p, d, mode=mode, ceil_mode=ceil_mode, seed=seed), out)
+    out = _animation_out(out)
+    _save(pool_animation(i, k, s, p, d, mode=mode, ceil_mode=ceil_mode, seed=seed, names=FLAGS), out)
 
 
 @animate.command("xcorr", context_settings=CONTEXT)
@@ -197,8 +220,10 @@ def animate_pool(i: int, k: int, s: int | None, p: int, d: int, mode: str, ceil_
 def animate_xcorr(i: int, k: int, p: int, seed: int, out: Path) -> None:
     """Cross-correlation vs convolution: the same window, the kernel flipped, the visiting order reversed."""
     from cnnlab.visualize import xcorr_animation
+    from cnnlab.visualize.animate import FLAGS
 
-    _save(xcorr_animation(i, k, p, seed=seed), out)
+    out = _animation_out(out)
+    _save(xcorr_animation(i, k, p, seed=seed, names=FLAGS), out)
 
 
 @click.command(context_settings=CONTEXT, epilog=SOURCE_HELP)
@@ -223,6 +248,8 @@ def report(source: str, n_images: int, dataset: str | None, data_dir: str | None
     from cnnlab.visualize import build_report
     from cnnlab.visualize.source import Source
 
+    if out is not None:
+        out = check_output(out, "file", suffixes=(".html", ".htm"), default_suffix=".html", writes="an HTML page")
     spec = Source(source, dataset=dataset, data_dir=data_dir, weights=weights, options=parse_options(option),
                   in_channels=in_channels, input_size=input_size, device=device)
     result = build_report(spec, n_images=n_images, max_eval=max_eval, out=out)
@@ -242,6 +269,7 @@ def demo_dropout(layer: str | None, p: float, seed: int, out: Path | None, **kw)
     """Spatial dropout on a real feature map: Dropout zeroes activations, Dropout2d whole channels."""
     from cnnlab.visualize import show_dropout
 
+    out = _figure(out)
     result = show_dropout(_source(kw), None, layer, p, seed, out)
     console().print(f"{result.description}, {result.caption}: {result.layer} ({result.shape[0]} channels)")
     console().print(f"nn.Dropout({p:g}) zeroed {100 * result.dropout_zero_fraction:.1f}% of the activations, "

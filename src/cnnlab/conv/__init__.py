@@ -23,6 +23,7 @@ import torch
 from cnnlab.conv import algorithms as _alg
 from cnnlab.conv._common import prepare
 from cnnlab.conv.correlate import convolve2d, correlate2d
+from cnnlab.errors import UnknownNameError
 
 __all__ = ["ALGORITHMS", "conv2d", "correlate2d", "convolve2d"]
 
@@ -47,8 +48,8 @@ def conv2d(
     algorithm: str = "im2col",
 ) -> torch.Tensor:
     """2-D cross-correlation with ``F.conv2d``'s semantics, computed by ``algorithm``."""
-    if algorithm not in ALGORITHMS:
-        raise ValueError(f"unknown algorithm {algorithm!r}; choose one of {', '.join(ALGORITHMS)}")
+    if not isinstance(algorithm, str) or algorithm not in ALGORITHMS:
+        raise UnknownNameError("algorithm", str(algorithm), ALGORITHMS)
     xp, args = prepare(x, weight, stride, padding, dilation, groups)
     out = ALGORITHMS[algorithm](xp, weight, args)
     if bias is not None:

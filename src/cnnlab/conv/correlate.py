@@ -9,17 +9,24 @@ from __future__ import annotations
 
 import torch
 
+from cnnlab.errors import CnnlabTypeError, CnnlabValueError
+
 __all__ = ["correlate2d", "convolve2d"]
 
 
 def _modes(a: torch.Tensor, k: torch.Tensor, mode: str) -> tuple[torch.Tensor, tuple[int, int]]:
+    for what, t in (("the array", a), ("the kernel", k)):
+        if not isinstance(t, torch.Tensor):
+            raise CnnlabTypeError(f"correlate2d/convolve2d take 2-D tensors; {what} is a {type(t).__name__} "
+                                  f"(wrap it: torch.tensor(...))")
     if a.dim() != 2 or k.dim() != 2:
-        raise ValueError(f"correlate2d/convolve2d take 2-D tensors, got {tuple(a.shape)} and {tuple(k.shape)}")
+        raise CnnlabValueError(f"correlate2d/convolve2d take 2-D tensors, got {tuple(a.shape)} and {tuple(k.shape)}")
     if mode not in ("valid", "same", "full"):
-        raise ValueError(f"mode must be 'valid', 'same' or 'full', got {mode!r}")
+        raise CnnlabValueError(f"mode must be 'valid', 'same' or 'full', got {mode!r}")
     kh, kw = k.shape
     if mode == "valid" and (a.shape[0] < kh or a.shape[1] < kw):
-        raise ValueError(f"'valid' needs the array ({tuple(a.shape)}) at least as large as the kernel ({tuple(k.shape)})")
+        raise CnnlabValueError(f"'valid' needs the array ({tuple(a.shape)}) at least as large as the kernel "
+                               f"({tuple(k.shape)})")
     return a, (kh, kw)
 
 

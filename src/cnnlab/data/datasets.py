@@ -24,6 +24,7 @@ from cnnlab.data.splits import split_validation, stratified_holdout
 from cnnlab.data.tensors import TensorData
 from cnnlab.data.transforms import repeat_channels, resize_images
 from cnnlab.errors import CnnlabError, DataNotFoundError, UnknownNameError
+from cnnlab.paths import check_folder
 
 __all__ = [
     "LoadOptions",
@@ -87,9 +88,11 @@ class DatasetSpec:
 
 
 def data_root(data_dir: str | os.PathLike | None = None) -> Path:
-    """``data_dir``, else ``$CNNLAB_DATA``, else ``~/.cache/cnnlab/data``."""
+    """``data_dir``, else ``$CNNLAB_DATA``, else ``~/.cache/cnnlab/data``. A ``data_dir`` that
+    exists must be a readable folder (a missing one is where a download goes)."""
     if data_dir:
-        return Path(data_dir).expanduser()
+        path = Path(data_dir).expanduser()
+        return check_folder(path, "--data-dir") if os.path.lexists(path) else path
     env = os.environ.get("CNNLAB_DATA")
     if env:
         return Path(env).expanduser()

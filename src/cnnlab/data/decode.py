@@ -25,7 +25,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from cnnlab.errors import CnnlabError
+from cnnlab.errors import CnnlabError, PathError
+from cnnlab.paths import check_file
 
 __all__ = ["BadImageError", "ImageRefusedError", "decode_image", "image_mode", "image_to_tensor", "to_8bit"]
 
@@ -105,11 +106,11 @@ def image_mode(path: Path) -> str | None:
 def decode_image(path: str | os.PathLike, channels: int, side: int) -> torch.Tensor:
     """One image file -> uint8 tensor (channels, side, side): converted as the module docstring
     says, then resized (bilinear) to ``side x side``."""
-    path = Path(path)
-    if path.is_dir():
-        raise BadImageError(f"{path} is a folder, not an image file; pass image files")
-    if not path.is_file():
-        raise BadImageError(f"{path}: no such file")
+    try:
+        path = check_file(path, "image")
+    except PathError as exc:
+        message = str(exc) + ("; pass image files" if str(exc).endswith("is a folder, not a file") else "")
+        raise BadImageError(message) from None
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)

@@ -28,7 +28,7 @@ from typing import Any, Iterable
 import torch
 import torch.nn as nn
 
-from cnnlab.errors import CnnlabError, UnknownNameError
+from cnnlab.errors import CnnlabError, CnnlabTypeError, CnnlabValueError, UnknownNameError, check_type
 from cnnlab.inference.capability import bf16_support, fp16_support, onnxruntime_support
 from cnnlab.inference.modules import ChannelsLastModule, CompiledModule, EagerModule, InferenceModule
 from cnnlab.runtime import time_fn
@@ -74,13 +74,48 @@ def calibration_batches(calibration: Any) -> list[torch.Tensor]:
     batches of 32; an iterable yields tensors or ``(x, y, ...)`` tuples (a DataLoader)."""
     if isinstance(calibration, torch.Tensor):
         return [b.detach().cpu().float() for b in calibration.split(CALIBRATION_CHUNK)]
+    if isinstance(calibration, (str, bytes)) or not hasattr(calibration, "__iter__"):
+        raise CnnlabTypeError(f"calibration must be a tensor (N, C, H, W) or an iterable of batches or (x, y) pairs "
+                              f"(a DataLoader), got {type(calibration).__name__}")
     batches = []
     for item in calibration:
-        x = item[0] if isinstance(item, (tuple, list)) else item
+        x = item[0] if isinstance(item, (tuple, list)) and item else item
         if not isinstance(x, torch.Tensor):
-            raise CnnlabError(f"calibration batches must be tensors or (x, y) pairs, got {type(x).__name__}")
+            raise CnnlabTypeError(f"calibration batches must be tensors or (x, y) pairs, got {type(x).__name__}")
         batches.append(x.detach().cpu().float())
+    if not batches:
+        raise CnnlabValueError("calibration holds no batches; give a few hundred representative images")
     return batches
+
+
+def _check_arguments(model: Any, mode: Any, example: Any, calibration: Any) -> None:
+    """The arguments of :func:`optimize`, each wrong one in one sentence before any work."""
+    check_type(model, nn.Module, "model", "an nn.Module (e.g. cnnlab.create_model('convnet'))")
+    check_type(mode, str, "mode", f"a mode name ({', '.join(MODES)})")
+    if not isinstance(example, torch.Tensor):
+        hint = "; pass the tensor itself, e.g. x, not (x, x)" if isinstance(example, (tuple, list)) else ""
+        raise CnnlabTypeError(f"example_input must be one tensor, a batch of images (N, C, H, W), got a "
+                              f"{type(example).__name__}{hint}")
+    if example.dim() != 4 or example.shape[0] < 1:
+        raise CnnlabValueError(f"example_input must be a batch of images (N, C, H, W), got shape "
+                               f"{tuple(example.shape)}" + ("; add the batch dimension: x.unsqueeze(0)"
+                                                            if example.dim() == 3 else ""))
+    if not example.is_floating_point():
+        raise CnnlabTypeError(f"example_input must be a floating-point tensor (as the model's inputs), got "
+                              f"{example.dtype}; convert it, e.g. x.float() / 255")
+    if isinstance(calibration, torch.Tensor) and tuple(calibration.shape[1:]) != tuple(example.shape[1:]):
+        raise CnnlabValueError(f"calibration images {tuple(calibration.shape)} must have the example's image shape "
+                               f"(N, {', '.join(map(str, example.shape[1:]))})")
+    if calibration is not None and not isinstance(calibration, torch.Tensor) and (
+            isinstance(calibration, (str, bytes)) or not hasattr(calibration, "__iter__")):
+        calibration_batches(calibration)  # its one-line TypeError
+    try:
+        with torch.no_grad():
+            copy.deepcopy(model).eval()(example[:1])
+    except (RuntimeError, ValueError, TypeError, IndexError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise CnnlabValueError(f"the model cannot run on example_input of shape {tuple(example.shape)} "
+                               f"({example.device}): {first}") from None
 
 
 def _logits(out: Any) -> torch.Tensor:
@@ -133,6 +168,7 @@ def optimize(model: nn.Module, mode: str, example_input: torch.Tensor, calibrati
         an ``nn.Module`` with ``mode``, ``precision`` and ``setup_s``; ``auto`` adds ``chosen``
         (the mode it picked) and ``trials`` (each candidate's ms, error and agreement).
     """
+    _check_arguments(model, mode, example_input, calibration)
     device = example_input.device
     check_mode(mode, device)
     if mode == "auto":

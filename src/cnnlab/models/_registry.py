@@ -13,7 +13,7 @@ from typing import Any, Callable
 
 import torch.nn as nn
 
-from cnnlab.errors import CnnlabError, UnknownNameError
+from cnnlab.errors import CnnlabError, CnnlabTypeError, CnnlabValueError, UnknownNameError, shown
 
 __all__ = ["ModelInfo", "register_model", "create_model", "list_models", "get_model_info", "min_input_size"]
 
@@ -85,6 +85,8 @@ def list_models(family: str | None = None) -> list[str]:
 
 
 def get_model_info(name: str) -> ModelInfo:
+    if not isinstance(name, str):
+        raise CnnlabTypeError(f"a model is named by a string (one of list_models()), got {shown(name)}")
     try:
         return _REGISTRY[name]
     except KeyError:
@@ -113,10 +115,10 @@ def create_model(
     unknown = sorted(set(options) - set(info.options))
     if unknown:
         known = ", ".join(info.options) or "none"
-        raise CnnlabError(f"model {name!r} has no option {unknown[0]!r}; its options are: {known}")
+        raise CnnlabValueError(f"model {name!r} has no option {unknown[0]!r}; its options are: {known}")
     for key, value in (("num_classes", num_classes), ("in_channels", in_channels), ("input_size", input_size)):
         if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
-            raise CnnlabError(f"{key} must be a positive integer, got {value!r}")
+            raise CnnlabValueError(f"{key} must be a positive integer, got {value!r}")
     _check_option_types(info, options)
     try:
         return info.builder(
@@ -143,8 +145,8 @@ def _check_option_types(info: ModelInfo, options: dict[str, Any]) -> None:
             isinstance(value, (int, float)) and not isinstance(value, bool) if kind is float else
             isinstance(value, kind) and not isinstance(value, bool))
         if not ok:
-            raise CnnlabError(f"model {info.name!r}: option {key} takes a {kind.__name__} (default {default!r}), "
-                              f"got {value!r}")
+            raise CnnlabValueError(f"model {info.name!r}: option {key} takes a {kind.__name__} "
+                                   f"(default {default!r}), got {value!r}")
 
 
 def min_input_size(name: str, **options: Any) -> int:

@@ -11,6 +11,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from cnnlab.arithmetic import feature_side
+from cnnlab.errors import check_type
 from cnnlab.models._registry import register_model
 
 __all__ = ["ConvNet", "ConvNetAllConv", "convnet", "convnet_allconv", "WithProbas", "with_probas"]
@@ -62,7 +63,7 @@ class WithProbas(nn.Module):
 
     def __init__(self, model: nn.Module):
         super().__init__()
-        self.model = model
+        self.model = check_type(model, nn.Module, "model", "an nn.Module that returns logits")
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         logits = self.model(x)

@@ -9,16 +9,15 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from cnnlab.errors import CnnlabError
+from cnnlab.errors import CnnlabError, check_type
+from cnnlab.paths import check_file
 
 __all__ = ["load_weights", "head_name", "freeze", "weights_in_channels", "first_conv_key", "describe_mismatch",
            "load_state_dict_checked"]
 
 
 def _read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    path = Path(path)
-    if not path.is_file():
-        raise CnnlabError(f"weights file {path} does not exist")
+    path = check_file(path, "weights file")
     try:
         obj: Any = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
@@ -85,6 +84,7 @@ def load_weights(model: nn.Module, path: str | os.PathLike, *, replace_head: boo
     :func:`head_name`) is kept as initialised when its shape differs (transfer learning to another
     number of classes). Returns the keys left as they were.
     """
+    check_type(model, nn.Module, "model", "an nn.Module (e.g. cnnlab.create_model('resnet18'))")
     state = _read_state_dict(path)
     own = model.state_dict()
     head = head_name(model) if replace_head else None

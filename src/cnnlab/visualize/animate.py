@@ -13,18 +13,21 @@ A transposed convolution is drawn as the direct convolution it equals (Dumoulin 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Mapping
 
 import torch
 import torch.nn.functional as F
 
 from cnnlab import arithmetic
-from cnnlab.errors import CnnlabError
+from cnnlab.errors import CnnlabError, CnnlabTypeError, CnnlabValueError
 
 __all__ = ["Panel", "Frame", "Animation", "conv_animation", "pool_animation", "xcorr_animation", "parse_padding",
-           "MAX_POSITIONS"]
+           "MAX_POSITIONS", "FLAGS"]
 
 MAX_POSITIONS = 4096  # output positions (= frames) one animation may have
+# the lecture's symbols -> the ``cnnlab animate`` flags: pass ``names=FLAGS`` for messages that name the flags
+FLAGS = {"i": "--input", "k": "--kernel", "s": "--stride", "p": "--padding", "d": "--dilation",
+         "output_padding": "--output-padding", "mode": "--mode"}
 
 
 @dataclass
@@ -98,6 +101,17 @@ def _fail(exc: Exception) -> CnnlabError:
     return CnnlabError(str(exc).splitlines()[0])
 
 
+def _check(names: Mapping[str, str] | None, *, at_least: int, **values: Any) -> None:
+    """Each value an int >= ``at_least``; a message names it as ``names`` says (a flag), else by its symbol."""
+    names = names or {}
+    for key, value in values.items():
+        label = names.get(key, key)
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise CnnlabTypeError(f"{label} must be an integer, got {value!r}")
+        if value < at_least:
+            raise CnnlabValueError(f"{label} must be >= {at_least}, got {value}")
+
+
 def _ints(shape: tuple[int, ...], lo: int, hi: int, seed: int) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     return torch.randint(lo, hi + 1, shape, generator=g).double()
@@ -107,10 +121,12 @@ def _rows(t: torch.Tensor) -> list[list[float]]:
     return [[float(v) for v in row] for row in t]
 
 
-def _check_positions(o: int) -> None:
+def _check_positions(o: int, names: Mapping[str, str] | None = None) -> None:
     if o * o > MAX_POSITIONS:
-        raise CnnlabError(f"the output would be {o}x{o} = {o * o} positions, one frame each; keep it to "
-                          f"{MAX_POSITIONS} (e.g. a smaller --input or a larger stride)")
+        label = (names or {}).get
+        raise CnnlabValueError(f"the output would be {o}x{o} = {o * o} positions, one frame each; keep it to "
+                               f"{MAX_POSITIONS} (e.g. a smaller {label('i', 'input i')} or a larger "
+                               f"{label('s', 'stride s')})")
 
 
 def _value_text(panel: Panel, anim: Animation, frame_out: tuple[int, int], window: tuple[int, int]) -> str:
@@ -153,17 +169,21 @@ def _padded(a: torch.Tensor, before: int, after: int) -> tuple[torch.Tensor, lis
 
 
 def conv_animation(i: int, k: int, s: int = 1, p: int | str = 0, d: int = 1, *, transposed: bool = False,
-                   output_padding: int = 0, seed: int = 0) -> Animation:
+                   output_padding: int = 0, seed: int = 0, names: Mapping[str, str] | None = None) -> Animation:
     """A ``k x k`` kernel over an ``i x i`` input with stride ``s``, padding ``p`` (int, "same" or
-    "valid") and dilation ``d``; ``transposed``: the transposed convolution with those settings."""
+    "valid") and dilation ``d``; ``transposed``: the transposed convolution with those settings.
+    ``names``: what messages call the arguments (e.g. :data:`FLAGS`); by default their symbols."""
+    _check(names, at_least=1, i=i, k=k, s=s, d=d)
+    if not isinstance(p, str):
+        _check(names, at_least=0, p=p)
     if transposed:
-        return _transposed_animation(i, k, s, p, d, output_padding, seed)
+        return _transposed_animation(i, k, s, p, d, output_padding, seed, names)
     try:
         before, after = arithmetic.resolve_padding(p, i, k, s, d)
         o, lines = arithmetic.explain_output_size(i, k, s, p, d)
     except ValueError as exc:
         raise _fail(exc) from None
-    _check_positions(o)
+    _check_positions(o, names)
     a, w = _ints((i, i), 0, 3, seed), _ints((k, k), -1, 1, seed + 1)
     grid, kinds = _padded(a, before, after)
     out = F.conv2d(grid[None, None], w[None, None], stride=s, dilation=d)[0, 0]
@@ -174,16 +194,22 @@ def conv_animation(i: int, k: int, s: int = 1, p: int | str = 0, d: int = 1, *, 
 
 
 def _transposed_animation(i: int, k: int, s: int, p: int | str, d: int, output_padding: int,
-                          seed: int) -> Animation:
+                          seed: int, names: Mapping[str, str] | None) -> Animation:
+    label = (names or {}).get
     if isinstance(p, str):
         if p.lower() != "valid":
-            raise CnnlabError(f"--padding {p!r} is for direct convolutions; a transposed one takes an integer")
+            raise CnnlabError(f"{label('p', 'p')} {p!r} is for direct convolutions; a transposed one takes an integer")
         p = 0
+    _check(names, at_least=0, output_padding=output_padding)
+    if output_padding >= max(s, d):
+        raise CnnlabValueError(f"{label('output_padding', 'output_padding')} {output_padding} must be smaller than "
+                               f"{label('s', 'the stride s')} ({s}) or {label('d', 'the dilation d')} ({d}) "
+                               f"(PyTorch's rule)")
     try:
         o = arithmetic.conv_transpose_output_size(i, k, s, p, output_padding, d)
     except ValueError as exc:
         raise _fail(exc) from None
-    _check_positions(o)
+    _check_positions(o, names)
     a, w = _ints((i, i), 0, 3, seed), _ints((k, k), -1, 1, seed + 1)
     q = d * (k - 1) - p  # padding of the equivalent direct convolution (negative: cropping)
     n = o + d * (k - 1)  # its grid side
@@ -213,20 +239,26 @@ def _transposed_animation(i: int, k: int, s: int, p: int | str, d: int, output_p
 
 
 def pool_animation(i: int, k: int, s: int | None = None, p: int = 0, d: int = 1, *, mode: str = "max",
-                   ceil_mode: bool = False, seed: int = 0) -> Animation:
-    """A ``k x k`` max or average pooling window (stride default ``k``, as ``nn.MaxPool2d``)."""
+                   ceil_mode: bool = False, seed: int = 0, names: Mapping[str, str] | None = None) -> Animation:
+    """A ``k x k`` max or average pooling window (stride default ``k``, as ``nn.MaxPool2d``).
+    ``names``: what messages call the arguments (e.g. :data:`FLAGS`); by default their symbols."""
+    label = (names or {}).get
+    _check(names, at_least=1, i=i, k=k, d=d)
     s = k if s is None else s
+    _check(names, at_least=1, s=s)
     if mode not in ("max", "avg"):
-        raise CnnlabError(f"--mode must be max or avg, got {mode!r}")
+        raise CnnlabValueError(f"{label('mode', 'mode')} must be max or avg, got {mode!r}")
     if mode == "avg" and d != 1:
-        raise CnnlabError("average pooling has no dilation (nn.AvgPool2d); use --mode max or --dilation 1")
-    if isinstance(p, str) or p < 0 or 2 * p > k:
-        raise CnnlabError(f"pooling padding must be an integer from 0 to k/2 = {k // 2} (PyTorch's rule), got {p!r}")
+        raise CnnlabValueError(f"average pooling has no dilation (nn.AvgPool2d); use {label('mode', 'mode')} max "
+                               f"or {label('d', 'd')} 1")
+    if isinstance(p, str) or isinstance(p, bool) or not isinstance(p, int) or p < 0 or 2 * p > k:
+        raise CnnlabValueError(f"pooling {label('p', 'padding p')} must be an integer from 0 to "
+                               f"{label('k', 'k')}/2 = {k // 2} (PyTorch's rule), got {p!r}")
     try:
         o = arithmetic.conv_output_size(i, k, s, p, d, ceil_mode)
     except ValueError as exc:
         raise _fail(exc) from None
-    _check_positions(o)
+    _check_positions(o, names)
     a = _ints((i, i), 0, 9, seed)
     grid, kinds = _padded(a, p, p)
     if mode == "max":
@@ -244,16 +276,20 @@ def pool_animation(i: int, k: int, s: int | None = None, p: int = 0, d: int = 1,
     return _add_frames(anim, f"{'Max' if mode == 'max' else 'Avg'}Pool2d: input {i}x{i}, window {k}x{k}, stride {s}")
 
 
-def xcorr_animation(i: int = 5, k: int = 3, p: int = 0, *, seed: int = 0) -> Animation:
+def xcorr_animation(i: int = 5, k: int = 3, p: int = 0, *, seed: int = 0,
+                    names: Mapping[str, str] | None = None) -> Animation:
     """The lecture's "Cross-Correlation vs Convolution" slide: the same window, visited in opposite
-    orders; convolution multiplies each input cell by the kernel flipped on both axes."""
+    orders; convolution multiplies each input cell by the kernel flipped on both axes.
+    ``names``: what messages call the arguments (e.g. :data:`FLAGS`); by default their symbols."""
     from cnnlab.conv import convolve2d, correlate2d
 
+    _check(names, at_least=1, i=i, k=k)
+    _check(names, at_least=0, p=p)
     try:
         o, lines = arithmetic.explain_output_size(i, k, 1, p)
     except ValueError as exc:
         raise _fail(exc) from None
-    _check_positions(o)
+    _check_positions(o, names)
     a, w = _ints((i, i), 0, 3, seed), _ints((k, k), -2, 2, seed + 1)
     grid, kinds = _padded(a, p, p)
     xcorr = correlate2d(grid, w, "valid")  # Z[i,j] = sum K[u,v] A[i+u, j+v]

@@ -24,7 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from cnnlab.errors import CnnlabError, UnknownNameError
+from cnnlab.errors import CnnlabError, PathError, UnknownNameError
+from cnnlab.paths import check_file
 from cnnlab.training.config import TrainConfig
 
 __all__ = ["RECIPE_DIR", "Recipe", "list_recipes", "recipe_names", "load_recipe", "recipe_config"]
@@ -57,9 +58,10 @@ def _locate(recipe: str) -> Path:
     """A shipped recipe's file, or the user's own .toml/.json file."""
     given = Path(recipe).expanduser()
     if given.suffix in SUFFIXES or len(given.parts) > 1:
-        if not given.is_file():
-            raise CnnlabError(f"--recipe {recipe}: no such file (a recipe file ends in .toml or .json)")
-        return given
+        try:
+            return check_file(given, "--recipe")
+        except PathError as exc:
+            raise PathError(f"{exc} (a recipe is a shipped name or a .toml or .json file)") from None
     for suffix in SUFFIXES:
         if (RECIPE_DIR / f"{recipe}{suffix}").is_file():
             return RECIPE_DIR / f"{recipe}{suffix}"
