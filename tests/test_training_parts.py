@@ -13,9 +13,10 @@ import pytest
 import torch
 from rich.console import Console
 
+from cnnlab.errors import CnnlabError
 from cnnlab.models import get_model_info, list_models
-from cnnlab.training import (Callback, ConsoleLogger, EpochStats, LoopState, RunDirWriter, RunParts, TrainConfig,
-                             Trainer, prepare, train)
+from cnnlab.training import (Callback, ConsoleLogger, EpochStats, LoopState, RunDirWriter, RunParts,
+                             TensorBoardLogger, TrainConfig, Trainer, prepare, train)
 from cnnlab.training.setup import resolve_config
 
 RESNETS = [m for m in list_models() if get_model_info(m).family == "resnet"]
@@ -90,17 +91,22 @@ class Meddler(Callback):
 
 def test_callbacks_only_read_the_trainer(tmp_path):
     config = TrainConfig(dataset="digits", epochs=2, batch_size=64, limit_batches=4, val_fraction=0.2)
-    guards = [Guard(RunDirWriter(tmp_path / "run")), Guard(ConsoleLogger(Console(file=io.StringIO()))),
-              Guard(Callback()), Guard(Meddler())]
-    trainer = Trainer(config, guards)
+    shipped: list[Callback] = [RunDirWriter(tmp_path / "run"), ConsoleLogger(Console(file=io.StringIO())), Callback()]
+    try:
+        shipped.append(TensorBoardLogger(every=1))
+    except CnnlabError:  # the optional tensorboard package is missing
+        pass
+    guards = [Guard(cb) for cb in shipped]
+    meddler = Guard(Meddler())
+    trainer = Trainer(config, [*guards, meddler])
     assert trainer.run_dir == tmp_path / "run"  # declared by the writer, not set by it
     result = trainer.fit()
-    for guard in guards[:3]:
+    for guard in guards:
         assert guard.calls.count("on_epoch_end") == 2 and guard.calls[-1] == "on_train_end"
         assert guard.changed == [], guard.changed
-    assert guards[3].changed == ["Meddler.on_epoch_end"] * 2  # the check can fail
+    assert meddler.changed == ["Meddler.on_epoch_end"] * 2  # the check can fail
     assert result.run_dir == tmp_path / "run" and (tmp_path / "run" / "model.pt").is_file()
-    assert "Run directory:" in guards[1].inner.console.file.getvalue()
+    assert "Run directory:" in shipped[1].console.file.getvalue()
 
 
 def test_an_explicit_run_dir_wins_and_none_is_none(tmp_path):
