@@ -1,4 +1,5 @@
-"""Training: the settings (``config``), the loop (``loop``), optimizers and schedules (``optim``),
+"""Training: the settings (``config``), a run's parts (``setup``), the loop (``loop``) and its
+records (``records``), optimizers and schedules (``optim``),
 checkpoints (``checkpoint``), several processes (``distributed``), scoring (``evaluate``),
 hooks (``callbacks``) and starting or continuing runs (``launcher``).
 
@@ -12,7 +13,9 @@ from typing import Any
 
 _EXPORTS = {
     "TrainConfig": "config",
-    "Trainer": "loop", "EpochRecord": "loop", "TrainResult": "loop",
+    "Trainer": "loop",
+    "EpochRecord": "records", "EpochStats": "records", "LoopState": "records", "TrainResult": "records",
+    "RunParts": "setup", "prepare": "setup",
     "Callback": "callbacks", "ConsoleLogger": "callbacks", "TensorBoardLogger": "callbacks",
     "RunDirWriter": "checkpoint", "capture_state": "checkpoint", "restore_state": "checkpoint",
     "build_optimizer": "optim", "build_scheduler": "optim",

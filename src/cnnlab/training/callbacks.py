@@ -9,10 +9,20 @@ is a :class:`Callback` reacting to these hooks, in this order::
         on_batch_end(epoch, step, loss)  after every optimizer step (loss: a 0-d tensor)
       on_epoch_end(record)             after the epoch's evaluation (record: "EpochRecord")
     on_train_end(result)               once, with the final test accuracy (result: "TrainResult")
+
+The rule: a callback reads, it never writes. It may read anything the trainer offers (its
+``parts``, its loop ``state``, and the views ``trainer.model``, ``trainer.history`` ...) and
+the hook's arguments, and may write its own files and attributes; it never sets an attribute of
+the trainer, of ``trainer.state``, of the record or of the result (only the loop does). What a
+callback has to tell the trainer it declares on itself: :attr:`Callback.run_dir`, the directory
+it writes the run to, which the trainer reports as ``trainer.run_dir`` and in the result. To
+stop a run, raise (``KeyboardInterrupt`` or an error): ``on_exception`` hooks run, then it
+propagates. ``tests/test_training_parts.py`` checks that the shipped callbacks change no trainer state.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
@@ -30,6 +40,8 @@ __all__ = ["Callback", "ConsoleLogger", "TensorBoardLogger"]
 class Callback:
     """Hook points around the loop (names after Lightning/fastai). Override what you need;
     the trainer is passed to every hook, so a callback can read (not change) its state."""
+
+    run_dir: Path | None = None  # the directory this callback writes the run to, if it does (see the module's rule)
 
     def on_train_start(self, trainer: "Trainer") -> None:
         """The model, optimizer and schedule exist; on resume, ``trainer.history`` holds the epochs done."""

@@ -22,9 +22,11 @@ from cnnlab.runs import check_run_dir, end_artefacts_missing, read_config_doc
 from cnnlab.storage import RunLock, atomic_write, clear_artefacts, make_run_dir
 from cnnlab.runtime import environment_info
 from cnnlab.training.callbacks import Callback
+from cnnlab.training.records import EpochRecord, LoopState, TrainResult
 
 if TYPE_CHECKING:
-    from cnnlab.training.loop import EpochRecord, Trainer, TrainResult
+    from cnnlab.training.loop import Trainer
+    from cnnlab.training.setup import RunParts
 
 __all__ = ["capture_state", "restore_state", "RunDirWriter"]
 
@@ -33,51 +35,51 @@ def _cpu_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu() for k, v in model.state_dict().items()}
 
 
-def capture_state(trainer: "Trainer", epoch: int) -> dict[str, Any]:
-    """Everything needed to continue after ``epoch`` bit for bit (model, optimizer, schedule, RNGs)."""
+def capture_state(parts: "RunParts", loop: LoopState, epoch: int) -> dict[str, Any]:
+    """Everything needed to continue after ``epoch`` bit for bit: the parts' weights, optimizer,
+    schedule, RNGs and tricks, and the loop's state."""
     state = {
         "epoch": epoch,
-        "model": _cpu_state_dict(trainer.model),
-        "optimizer": trainer.optimizer.state_dict(),
-        "scheduler": trainer.scheduler.state_dict(),
+        "model": _cpu_state_dict(parts.model),
+        "optimizer": parts.optimizer.state_dict(),
+        "scheduler": parts.scheduler.state_dict(),
         "torch_rng": torch.get_rng_state(),
-        "shuffle_rng": trainer.shuffle.get_state(),
-        "history": [dataclasses.asdict(r) for r in trainer.history],
-        "batch_losses": list(trainer.batch_losses),
-        "config": trainer.config.to_dict(),
-        "best": trainer.best,
+        "shuffle_rng": parts.shuffle.get_state(),
+        "history": [dataclasses.asdict(r) for r in loop.history],
+        "batch_losses": list(loop.batch_losses),
+        "config": parts.config.to_dict(),
+        "best": loop.best,
     }
-    if trainer.device.type == "cuda":
-        state["cuda_rng"] = torch.cuda.get_rng_state(trainer.device)
-    for name in ("ema", "lookahead"):  # --ema-decay, --lookahead-steps
-        if getattr(trainer, name, None) is not None:
-            state[name] = getattr(trainer, name).state_dict()
+    if parts.device.type == "cuda":
+        state["cuda_rng"] = torch.cuda.get_rng_state(parts.device)
+    if parts.ema is not None:  # --ema-decay
+        state["ema"] = parts.ema.state_dict()
+    if parts.lookahead is not None:  # --lookahead-steps
+        state["lookahead"] = parts.lookahead.state_dict()
     return state
 
 
-def restore_state(trainer: "Trainer", state: dict[str, Any]) -> int:
-    """Load a :func:`capture_state` dict into the trainer; returns the epoch it holds."""
-    from cnnlab.training.loop import EpochRecord
-
+def restore_state(parts: "RunParts", state: dict[str, Any]) -> LoopState:
+    """Load a :func:`capture_state` dict into ``parts`` (weights, optimizer, schedule, RNGs, tricks);
+    returns the loop's state, ready to go on with the epoch after the checkpoint's."""
     try:
-        trainer.model.load_state_dict(state["model"])
+        parts.model.load_state_dict(state["model"])
     except RuntimeError as exc:
-        raise RunDirError(f"the checkpoint does not fit model {trainer.config.model!r}: "
+        raise RunDirError(f"the checkpoint does not fit model {parts.config.model!r}: "
                           f"{str(exc).splitlines()[0]}") from None
-    trainer.optimizer.load_state_dict(state["optimizer"])
-    trainer.scheduler.load_state_dict(state["scheduler"])
+    parts.optimizer.load_state_dict(state["optimizer"])
+    parts.scheduler.load_state_dict(state["scheduler"])
     torch.set_rng_state(state["torch_rng"])
     if state.get("shuffle_rng") is not None:
-        trainer.shuffle.set_state(state["shuffle_rng"])
-    if trainer.device.type == "cuda" and "cuda_rng" in state:
-        torch.cuda.set_rng_state(state["cuda_rng"], trainer.device)
-    for name in ("ema", "lookahead"):
-        if getattr(trainer, name, None) is not None and name in state:
-            getattr(trainer, name).load_state_dict(state[name])
-    trainer.history = [EpochRecord(**r) for r in state["history"]]
-    trainer.batch_losses = list(state["batch_losses"])
-    trainer.best = state.get("best")
-    return int(state["epoch"])
+        parts.shuffle.set_state(state["shuffle_rng"])
+    if parts.device.type == "cuda" and "cuda_rng" in state:
+        torch.cuda.set_rng_state(state["cuda_rng"], parts.device)
+    if parts.ema is not None and "ema" in state:
+        parts.ema.load_state_dict(state["ema"])
+    if parts.lookahead is not None and "lookahead" in state:
+        parts.lookahead.load_state_dict(state["lookahead"])
+    return LoopState(start_epoch=int(state["epoch"]) + 1, history=[EpochRecord(**r) for r in state["history"]],
+                     batch_losses=list(state["batch_losses"]), best=state.get("best"))
 
 
 def process_seconds() -> float | None:
@@ -136,6 +138,7 @@ class RunDirWriter(Callback):
         self.mode = mode
         self.lock = lock
         self.run_id = run_id or uuid.uuid4().hex
+        self.run_dir = self.path  # declared to the trainer (Trainer.run_dir); the trainer is never written
 
     @staticmethod
     def _row(record: "EpochRecord") -> str:
@@ -154,7 +157,6 @@ class RunDirWriter(Callback):
             self.lock = RunLock(self.path).acquire()  # the first thing written into the directory
         if self.mode != "resume":
             clear_artefacts(self.path)  # --overwrite, or a restart: no stale file of an older run stays
-        trainer.run_dir = self.path
         config = trainer.config.to_dict()
         config["out"] = str(self.path)
         doc = {
@@ -171,7 +173,7 @@ class RunDirWriter(Callback):
         self._write_metrics(trainer)  # on resume: the epochs the checkpoint holds, nothing after them
 
     def on_epoch_end(self, trainer: "Trainer", record: "EpochRecord") -> None:
-        state = capture_state(trainer, record.epoch)
+        state = capture_state(trainer.parts, trainer.state, record.epoch)
         state.update(run_id=self.run_id, classes=list(trainer.classes), input_shape=list(trainer.input_shape))
         atomic_write(self.path / "checkpoint.pt", lambda fh: torch.save(state, fh))
         self._write_metrics(trainer)
@@ -179,7 +181,6 @@ class RunDirWriter(Callback):
     def on_train_end(self, trainer: "Trainer", result: "TrainResult") -> None:
         from cnnlab import __version__
 
-        result.run_dir = self.path
         best_epoch = trainer.best["epoch"] if trainer.best else None
         checkpoint = {
             "state_dict": _cpu_state_dict(trainer.eval_model),  # the moving average with --ema-decay
