@@ -100,8 +100,8 @@ def test_train_options_are_generated_from_train_config():
 
     @dataclasses.dataclass
     class Extended(TrainConfig):
-        ema_decay: float | None = setting(None, "A setting added tomorrow.")
-        tta: bool = setting(False, "Another one.")
+        ema_decay: float | None = setting(None, "A setting added tomorrow.", group="optimization")
+        tta: bool = setting(False, "Another one.", group="loop")
 
     import click
 
