@@ -21,7 +21,7 @@ from cnnlab.errors import CnnlabError, CnnlabTypeError, check_shape, check_type
 from cnnlab.models import create_model
 from cnnlab.trace import LayerCall, trace
 from cnnlab.trace import chw as _chw
-from cnnlab.trace import first_tensor, receptive_field_map, ReceptiveField  # (they lived here; re-exported)
+from cnnlab.trace import ReceptiveField, first_tensor, receptive_field_map  # noqa: F401 -- (they lived here)
 
 __all__ = ["LayerRow", "ModelSummary", "ReceptiveField", "summarize", "summarize_model", "receptive_field_map",
            "parse_shape", "parse_int_list"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 import torch
 import torch.nn as nn
@@ -13,7 +13,7 @@ import torch.nn as nn
 from cnnlab.errors import CnnlabError
 from cnnlab.figures import grid_shape, save_figure, show_image, subplots
 from cnnlab.trace import trace
-from cnnlab.visualize.layers import check_image, default_layers, get_layer, hw_c, layer_name
+from cnnlab.visualize.layers import check_image, default_layers, hw_c, layer_name
 
 __all__ = ["feature_maps", "layer_titles", "plot_feature_maps", "FeatureMapsResult", "show_featuremaps"]
 

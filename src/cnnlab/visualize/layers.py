@@ -15,7 +15,7 @@ import torch
 import torch.nn as nn
 
 from cnnlab.errors import CnnlabError, UnknownNameError
-from cnnlab.trace import PASS_THROUGH, LayerOutput, trace  # (LayerOutput, PASS_THROUGH lived here; re-exported)
+from cnnlab.trace import PASS_THROUGH, LayerOutput, trace  # noqa: F401 -- (LayerOutput, PASS_THROUGH lived here)
 
 __all__ = ["LayerOutput", "LayerChoice", "get_layer", "layer_name", "layer_names", "trace_forward", "trace_outputs",
            "choose_gradcam_layer", "choice_from_trace",
