@@ -8,7 +8,6 @@ import ast
 import re
 import dataclasses
 import importlib
-import re
 import subprocess
 import sys
 from pathlib import Path
