@@ -214,3 +214,45 @@ def test_figures_and_pages_use_no_temporary_files():
     for module in (FIGURES, PAGES, "cnnlab.analysis.html", "cnnlab.analysis.charts", "cnnlab.visualize.report",
                    "cnnlab.visualize.report_html", "cnnlab.visualize.animate_render"):
         assert "tempfile" not in _imports(_path_of(module)), module
+
+
+HOOK_CALL = re.compile(r"\.register_(?:module_)?forward_(?:pre_)?hook\(")
+TRACER = "trace/"  # cnnlab.trace: the one pass that records per-layer shapes, fields, MACs and outputs
+HOOKS_FOR_OTHER_REASONS = {
+    "visualize/receptive.py": "effective receptive field: swaps a layer's output for a copy to take gradients from",
+    "analysis/estimate.py": "a fake-tensor training step: which layer runs, to charge it FLOPs and saved tensors",
+    "analysis/memory.py": "bytes of the distinct tensors leaf layers write (tensor identity, in-place outputs once)",
+    "analysis/ops.py": "the stack of running modules, to attribute each dispatched aten op to its layer",
+}
+
+
+def test_the_tracer_is_the_only_shape_recorder():
+    """Forward hooks are registered by cnnlab.trace and by the places listed with their reason; a
+    new per-layer trace reads cnnlab.trace.trace instead of hooking the model itself."""
+    hooking = {str(p.relative_to(SRC)) for p in SRC.rglob("*.py") if HOOK_CALL.search(p.read_text())}
+    assert any(p.startswith(TRACER) for p in hooking)
+    others = {p for p in hooking if not p.startswith(TRACER)}
+    assert others - set(HOOKS_FOR_OTHER_REASONS) == set(), "hooks outside cnnlab.trace: read the trace instead"
+    assert set(HOOKS_FOR_OTHER_REASONS) - others == set(), "listed as hooking but no longer does: drop it from the list"
+
+
+def test_trace_names_still_import_from_where_they_were():
+    import cnnlab.trace as trace
+    from cnnlab.analysis.shapes import probe, shape_error, smallest_square_input
+    from cnnlab.summary import LayerRow, ReceptiveField, first_tensor, receptive_field_map, summarize
+    from cnnlab.visualize import choose_gradcam_layer, default_layers
+    from cnnlab.visualize.layers import LayerOutput, PASS_THROUGH, trace_forward, trace_outputs
+
+    assert ReceptiveField is trace.ReceptiveField and receptive_field_map is trace.receptive_field_map
+    assert first_tensor is trace.first_tensor and LayerOutput is trace.LayerOutput
+    assert PASS_THROUGH is trace.PASS_THROUGH and "receptive_field" in LayerRow.__dataclass_fields__
+    assert all(callable(f) for f in (probe, shape_error, smallest_square_input, summarize, choose_gradcam_layer,
+                                     default_layers, trace_forward, trace_outputs))
+
+
+@pytest.mark.parametrize("module", [m for m in MODULES if m.startswith("cnnlab.trace")])
+def test_the_tracer_sits_low(module):
+    """cnnlab.trace reads torch, arithmetic, geometry, errors and models only: everything above reads it."""
+    allowed = ("cnnlab.arithmetic", "cnnlab.geometry", "cnnlab.errors", "cnnlab.models", "cnnlab.trace")
+    cnnlab_imports = {i for i in _imports(_path_of(module)) if i == "cnnlab" or i.startswith("cnnlab.")}
+    assert all(i.startswith(allowed) for i in cnnlab_imports - {"cnnlab"}), f"{module} imports {sorted(cnnlab_imports)}"

@@ -1,8 +1,8 @@
 """The shape debugger: when a model cannot take an input, say which layer fails and why, with
 the arithmetic, and the smallest square input that works.
 
-The model runs on the ``meta`` device (no memory, no arithmetic) with hooks on every leaf
-module; the failing layer is the one whose forward raised. A linear layer that gets the wrong
+The model runs on the ``meta`` device (no memory, no arithmetic) through :func:`cnnlab.trace.trace`,
+which keeps where a failing pass stopped; the failing layer is the one whose forward raised. A linear layer that gets the wrong
 number of features is explained by the last feature map before it ("linear_1 expects 392 =
 8x7x7 inputs; the layers before it give 8x5x5 = 200 for a 20x20 input"); a convolution or
 pooling whose window no longer fits by the output-size formula of :mod:`cnnlab.arithmetic`.
@@ -23,6 +23,7 @@ from cnnlab import arithmetic
 from cnnlab.analysis.simulate import meta_copy
 from cnnlab.errors import ShapeError
 from cnnlab.geometry import layer_geometry
+from cnnlab.trace import trace
 
 __all__ = ["Failure", "probe", "smallest_square_input", "square_input_search", "explain", "shape_error", "registry_fallback"]
 
@@ -53,43 +54,22 @@ def probe(model: nn.Module, input_shape: Sequence[int]) -> Failure | None:
 
 
 def _run(model: nn.Module, input_shape: Sequence[int]) -> tuple[Failure | None, dict[str, tuple]]:
-    """:func:`probe`, and the last C x H x W map produced before each leaf layer's first call."""
+    """:func:`probe`, and the last C x H x W map produced before each leaf layer's first call
+    (one :func:`cnnlab.trace.trace` that records the failure)."""
     meta = meta_copy(model)
-    names = {m: n for n, m in meta.named_modules()}
-    state: dict[str, Any] = {"running": None, "input": None, "map": None, "done": None}
-    maps_before: dict[str, tuple] = {}
-
-    def pre(m: nn.Module, inputs: Any) -> None:
-        first = inputs[0] if inputs and isinstance(inputs[0], torch.Tensor) else None
-        state["running"], state["input"] = m, tuple(first.shape[1:]) if first is not None else None
-        maps_before.setdefault(names.get(m) or type(m).__name__, state["map"])
-
-    def post(m: nn.Module, inputs: Any, output: Any) -> None:
-        state["running"], state["done"] = None, names.get(m) or type(m).__name__
-        if isinstance(output, torch.Tensor) and output.dim() == 4:
-            state["map"] = tuple(output.shape[1:])
-
-    leaves = [m for m in meta.modules() if next(m.children(), None) is None]
-    handles = [h for m in leaves for h in (m.register_forward_pre_hook(pre), m.register_forward_hook(post))]
-    was_training = meta.training
-    meta.eval()
-    try:
-        with torch.no_grad():
-            meta(torch.empty((1, *input_shape), device="meta"))
-        return None, maps_before
-    except Exception as exc:  # noqa: BLE001 -- any failure of the user's forward is explained, not raised
-        module = state["running"]
-        failure = Failure(names.get(module) or type(module).__name__ if module is not None else None, module,
-                          state["input"] if module is not None else None, state["map"], state["done"],
-                          (str(exc).strip().splitlines() or [type(exc).__name__])[0])
-        if module is None:  # in the forward's own code, e.g. x.view(-1, 392): blame the head it feeds
-            _adopt_next_linear(failure, [(names[m], m) for m in leaves if names.get(m) not in maps_before])
-        failure.kind = _classify(failure)
-        return failure, maps_before
-    finally:
-        for h in handles:
-            h.remove()
-        meta.train(was_training)
+    result = trace(meta, torch.empty((1, *input_shape), device="meta"), catch=True)
+    if result.error is None:
+        return None, result.maps_before
+    module = result.running
+    failure = Failure(result.running_name if module is not None else None, module,
+                      result.running_input if module is not None else None, result.last_map, result.previous,
+                      (str(result.error).strip().splitlines() or [type(result.error).__name__])[0])
+    if module is None:  # in the forward's own code, e.g. x.view(-1, 392): blame the head it feeds
+        names = {m: n for n, m in meta.named_modules()}
+        leaves = [m for m in meta.modules() if next(m.children(), None) is None]
+        _adopt_next_linear(failure, [(names[m], m) for m in leaves if names.get(m) not in result.maps_before])
+    failure.kind = _classify(failure)
+    return failure, result.maps_before
 
 
 def _adopt_next_linear(failure: Failure, not_run: list[tuple[str, nn.Module]]) -> None:

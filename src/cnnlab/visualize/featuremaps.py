@@ -1,19 +1,19 @@
-"""Feature maps: every layer's output for one image (forward hooks: exactly the module outputs),
+"""Feature maps: every layer's output for one image (kept by the tracer's hooks: exactly the module outputs),
 drawn as one grid per layer with its ``HxWxC`` and the output-size arithmetic in the title."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 import torch
 import torch.nn as nn
 
 from cnnlab.errors import CnnlabError
 from cnnlab.figures import grid_shape, save_figure, show_image, subplots
-from cnnlab.summary import first_tensor
-from cnnlab.visualize.layers import check_image, default_layers, get_layer, hw_c, layer_name
+from cnnlab.trace import trace
+from cnnlab.visualize.layers import check_image, default_layers, hw_c, layer_name
 
 __all__ = ["feature_maps", "layer_titles", "plot_feature_maps", "FeatureMapsResult", "show_featuremaps"]
 
@@ -35,7 +35,7 @@ def _layer_list(model: nn.Module, x: torch.Tensor, layers: str | Sequence[str] |
 def feature_maps(model: nn.Module, image: torch.Tensor, layers: str | Sequence[str] | None = None
                  ) -> dict[str, torch.Tensor]:
     """``{layer name: its output for image}``: (C, H, W) for a feature map (the batch dimension
-    dropped), captured by forward hooks as the module returned it (copied at once, so a later
+    dropped), kept by :func:`cnnlab.trace.trace` as the module returned it (copied at once, so a later
     in-place ReLU does not change it). A module called twice keeps its last call.
 
     Args:
@@ -48,34 +48,17 @@ def feature_maps(model: nn.Module, image: torch.Tensor, layers: str | Sequence[s
     if x.shape[0] != 1:
         raise CnnlabError(f"feature_maps takes one image; got a batch of {x.shape[0]}")
     names = _layer_list(model, x, layers)
-    captured: dict[str, torch.Tensor] = {}
-
-    def hook_for(name: str):
-        def hook(module: nn.Module, inputs: tuple, output: Any) -> None:
-            out = first_tensor(output)
-            if out is not None:
-                captured[name] = out.detach()[0].clone()
-        return hook
-
-    handles = [get_layer(model, n).register_forward_hook(hook_for(n)) for n in dict.fromkeys(names)]
-    try:
-        with torch.no_grad():
-            model(x)
-    finally:
-        for h in handles:
-            h.remove()
+    captured = trace(model, x, eval_mode=False, keep=set(names)).kept()
     missing = [n for n in names if n not in captured]
     if missing:
         raise CnnlabError(f"layer {missing[0]!r} does not run in the model's forward pass; choose another")
-    return {n: captured[n] for n in names}
+    return {n: captured[n][0] for n in names}
 
 
 def layer_titles(model: nn.Module, input_shape: Sequence[int], maps: dict[str, torch.Tensor]) -> dict[str, str]:
     """``conv_2: 14x14x4 => 14x14x8, k3 s1 p1: (14 + 2 - 3)/1 + 1 = 14`` (the lecture's comment style,
-    the formula from :mod:`cnnlab.arithmetic` through :func:`cnnlab.summary.summarize`)."""
-    from cnnlab.summary import summarize
-
-    rows = {r.name: r for r in summarize(model, tuple(input_shape)).layers}
+    the formula from :mod:`cnnlab.arithmetic` through :func:`cnnlab.trace.trace`)."""
+    rows = {r.name: r for r in trace(model, tuple(input_shape)).layers()}
     titles = {}
     for name, fmap in maps.items():
         row = rows.get(name)

@@ -1,5 +1,6 @@
-"""Which layers to look at: names, one hooked forward pass that lists every module's output in the
-order the outputs are produced, Grad-CAM's automatic layer, and the default feature-map layers.
+"""Which layers to look at: names, every module's output in the order the outputs are produced (the
+trace of :mod:`cnnlab.trace`, seen per module), Grad-CAM's automatic layer, and the default
+feature-map layers.
 
 Layer names are ``model.named_modules()`` names (``conv_1``, ``features.28``, ``layer4.1``); a
 container (a residual block, a stage) is a layer too: its output is the block's output.
@@ -14,36 +15,14 @@ import torch
 import torch.nn as nn
 
 from cnnlab.errors import CnnlabError, UnknownNameError
-from cnnlab.summary import first_tensor
+from cnnlab.trace import PASS_THROUGH, LayerOutput, trace  # noqa: F401 -- (LayerOutput, PASS_THROUGH lived here)
 
 __all__ = ["LayerOutput", "LayerChoice", "get_layer", "layer_name", "layer_names", "trace_forward", "trace_outputs",
            "choose_gradcam_layer", "choice_from_trace",
-           "default_layers", "check_image", "first_conv", "hw_c", "MAX_DEFAULT_LAYERS"]
+           "default_layers", "layers_from_trace", "check_image", "first_conv", "hw_c", "MAX_DEFAULT_LAYERS"]
 
 CONV_POOL = (nn.Conv2d, nn.ConvTranspose2d, nn.MaxPool2d, nn.AvgPool2d)
-PASS_THROUGH = (nn.Identity, nn.Dropout, nn.Dropout2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
 MAX_DEFAULT_LAYERS = 16  # more conv/pool layers than this: show one layer per stage instead
-
-
-@dataclass(frozen=True)
-class LayerOutput:
-    """One module's output in a forward pass (its last call, for a module called twice)."""
-
-    name: str
-    module: nn.Module
-    shape: tuple[int, ...]  # per sample, without the batch dimension
-    input_shape: tuple[int, ...] | None
-    order: int  # position in the order outputs were produced (a container comes after its children)
-
-    @property
-    def spatial(self) -> bool:
-        """A feature map with spatial extent > 1 (more than one cell)."""
-        return len(self.shape) == 3 and self.shape[1] * self.shape[2] > 1
-
-    @property
-    def pass_through(self) -> bool:
-        """Identity, dropout, or an adaptive pool that keeps the size: nothing new to look at."""
-        return isinstance(self.module, PASS_THROUGH) and self.input_shape == self.shape
 
 
 @dataclass(frozen=True)
@@ -121,29 +100,10 @@ def check_image(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
 def trace_forward(model: nn.Module, x: torch.Tensor, *, eval_mode: bool = True) -> tuple[list[LayerOutput], Any]:
     """One forward pass without gradients that lists every module's output shape in the order the
     outputs are produced (a module called twice keeps its last call), and returns the model's output.
-    ``eval_mode``: run in eval mode (nothing in the model changes), else in its current mode."""
-    found: dict[str, LayerOutput] = {}
-    names = {m: n for n, m in model.named_modules() if n}
-    counter = iter(range(1 << 30))
-
-    def hook(module: nn.Module, inputs: tuple, output: Any) -> None:
-        out, inp = first_tensor(output), first_tensor(inputs)
-        if out is not None:
-            found[names[module]] = LayerOutput(names[module], module, tuple(out.shape[1:]),
-                                               None if inp is None else tuple(inp.shape[1:]), next(counter))
-
-    handles = [m.register_forward_hook(hook) for m in names]
-    was_training = model.training
-    if eval_mode:
-        model.eval()
-    try:
-        with torch.no_grad():
-            result = model(x)
-    finally:
-        for h in handles:
-            h.remove()
-        model.train(was_training)
-    return sorted(found.values(), key=lambda o: o.order), result
+    ``eval_mode``: run in eval mode (nothing in the model changes), else in its current mode.
+    (:func:`cnnlab.trace.trace`, seen per module.)"""
+    result = trace(model, x, eval_mode=eval_mode)
+    return result.outputs(), result.output
 
 
 def trace_outputs(model: nn.Module, x: torch.Tensor) -> list[LayerOutput]:
@@ -193,7 +153,12 @@ def default_layers(model: nn.Module, x_or_shape: torch.Tensor | Sequence[int]) -
     (more than 16 of them) one layer per stage: of the blocks and the conv/pool layers outside blocks,
     the last before each change of the feature-map shape (ResNet-18 at 224 px: conv1, layer1.1, layer2.1,
     layer3.1, layer4.1)."""
-    outputs = [o for o in trace_outputs(model, _probe(model, x_or_shape)) if len(o.shape) == 3]
+    return layers_from_trace(model, trace_outputs(model, _probe(model, x_or_shape)))
+
+
+def layers_from_trace(model: nn.Module, outputs: list[LayerOutput]) -> list[str]:
+    """:func:`default_layers` from a trace already made."""
+    outputs = [o for o in outputs if len(o.shape) == 3]
     leaves = [o for o in outputs if isinstance(o.module, CONV_POOL)]
     if not leaves:
         first_conv(model)

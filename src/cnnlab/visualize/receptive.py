@@ -1,5 +1,5 @@
 """Which input pixels a feature-map cell sees: the theoretical receptive field (a box, from
-:func:`cnnlab.summary.receptive_field_map`, i.e. the recurrences of :mod:`cnnlab.arithmetic`, with
+:func:`cnnlab.trace.receptive_field_map`, i.e. the recurrences of :mod:`cnnlab.arithmetic`, with
 the union over residual branches), and the *effective* receptive field of Luo et al. 2016,
 "Understanding the Effective Receptive Field in Deep Convolutional Neural Networks": the mean over
 images of |d output cell / d input|, a blob much smaller than the box and always inside it."""
@@ -16,6 +16,7 @@ from matplotlib.patches import Rectangle
 
 from cnnlab.errors import CnnlabError
 from cnnlab.figures import save_figure, show_image, subplots
+from cnnlab.trace import receptive_field_map
 from cnnlab.visualize.layers import check_image, first_conv, get_layer, hw_c, layer_name
 
 __all__ = ["theoretical_receptive_field", "rf_box", "effective_receptive_field", "layer_output_shape",
@@ -37,10 +38,8 @@ def _input_shape(model: nn.Module, input_size: int | Sequence[int]) -> tuple[int
 
 
 def theoretical_receptive_field(model: nn.Module, layer: str | nn.Module, input_size: int | Sequence[int]):
-    """The :class:`cnnlab.summary.ReceptiveField` (size, jump, start per axis; ``.box(y, x)``) of
+    """The :class:`cnnlab.trace.ReceptiveField` (size, jump, start per axis; ``.box(y, x)``) of
     ``layer``'s output cells, or None where a cell sees the whole input (after global pooling)."""
-    from cnnlab.summary import receptive_field_map
-
     layer = layer_name(model, layer)
     shape = _input_shape(model, input_size)
     rfs = receptive_field_map(model, shape)

@@ -105,16 +105,17 @@ def _layer_views(subject, x: torch.Tensor, names: list[str], rfs: dict) -> list[
 
 def sample_views(subject, data, indices: list[int], scores: Scores | None) -> list[dict]:
     """Per test image: the input, prediction, Grad-CAM overlay, and clickable feature maps with the
-    receptive-field intervals of every row and column of each map (from :mod:`cnnlab.summary`)."""
-    from cnnlab.summary import receptive_field_map
+    receptive-field intervals of every row and column of each map (from :mod:`cnnlab.trace`)."""
+    from cnnlab.trace import trace
     from cnnlab.visualize.attribution import grad_cam
-    from cnnlab.visualize.layers import choose_gradcam_layer, default_layers
+    from cnnlab.visualize.layers import check_image, choice_from_trace, layers_from_trace
     from cnnlab.visualize.source import take, to_model_input
 
     model = subject.model
-    rfs = receptive_field_map(model, subject.input_shape)
-    probe = torch.zeros((1, *subject.input_shape), device=subject.device)
-    names, choice = default_layers(model, probe), choose_gradcam_layer(model, probe)
+    probe = check_image(model, torch.zeros((1, *subject.input_shape), device=subject.device))
+    traced = trace(model, probe)  # one pass: receptive fields, the default layers, Grad-CAM's layer
+    rfs, outputs = traced.receptive_fields(), traced.outputs()
+    names, choice = layers_from_trace(model, outputs), choice_from_trace(model, outputs, tuple(probe.shape[1:]))
     samples = []
     images, labels = take(data, indices) if indices else (None, None)
     for n, i in enumerate(indices):
