@@ -16,7 +16,7 @@ import torch.nn as nn
 from cnnlab.errors import CnnlabError, UnknownNameError
 
 __all__ = ["Subject", "InputImage", "Source", "resolve", "load_subject", "load_image", "load_test_split", "take",
-           "to_model_input", "parse_target", "default_dir", "default_out"]
+           "to_model_input", "parse_target", "default_dir", "default_out", "writing"]
 
 
 @dataclass
@@ -261,3 +261,22 @@ def default_dir(subject: Subject) -> Path:
 
 def default_out(subject: Subject, stem: str, suffix: str = ".png") -> Path:
     return default_dir(subject) / f"{stem}{suffix}"
+
+
+def writing(subject: Subject, target: str | os.PathLike, command: str):
+    """The context every picture of a run is written in (:class:`cnnlab.runs.RunOutput`): into
+    the run directory (the default ``RUN/visualize``) only holding the run's lock and while model.pt
+    is still the one the subject was loaded from, each file then recorded in ``RUN/derived.json``
+    (``.record(path)``); outside it, or for a model name, nothing is checked or recorded."""
+    import contextlib
+
+    from cnnlab.runs import RunOutput
+
+    if subject.run is None:
+        return contextlib.nullcontext(_NoRecord())
+    return RunOutput(subject.run.path, target, command, run=subject.run)
+
+
+class _NoRecord:
+    def record(self, *paths: Any, **_: Any) -> None:
+        pass
