@@ -98,6 +98,20 @@ def test_a_command_writing_into_a_locked_run_is_refused(run, args):
         lock.release()
 
 
+def test_an_out_inside_another_locked_run_is_refused(runs, run, tmp_path):
+    """--out into another run directory (or a model name's picture into one) waits for that run too."""
+    lock = RunLock(run).acquire()
+    try:
+        before = snapshot(run)
+        for args in (["show", "filters", str(runs["same"]), "--out", str(run / "visualize" / "f.png")],
+                     ["evaluate", str(runs["same"]), "--confusion", str(run / "c.png")],
+                     ["show", "filters", "convnet", "--in-channels", "1", "--out", str(run / "f.png")]):
+            assert_user_error(cnnlab(*args), f"{run} is in use by another cnnlab process")
+        assert snapshot(run) == before
+    finally:
+        lock.release()
+
+
 def test_commands_that_write_elsewhere_run_beside_a_locked_run(run, tmp_path, image):
     lock = RunLock(run).acquire()
     try:

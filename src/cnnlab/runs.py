@@ -54,6 +54,7 @@ __all__ = [
     "load_run",
     "check_model_identity",
     "RunOutput",
+    "owning_run",
     "list_runs",
     "run_dirs_under",
     "read_test_accuracy",
@@ -218,6 +219,15 @@ def _inside(target: Path, folder: Path) -> bool:
     return target == folder or folder in target.parents
 
 
+def owning_run(target: str | os.PathLike, run_dir: str | os.PathLike | None = None) -> Path | None:
+    """The run directory a file written to ``target`` would land in: ``run_dir`` when ``target`` is
+    inside it, else the nearest folder at or above ``target`` holding a cnnlab config.json."""
+    if run_dir is not None and Path(run_dir).is_dir() and _inside(Path(target), Path(run_dir)):
+        return Path(run_dir)
+    real = Path(os.path.realpath(target))
+    return next((p for p in (real, *real.parents) if read_config_doc(p) is not None), None)
+
+
 class RunOutput:
     """Writing files made from a run's model.pt (a report, an ONNX file, plots) to ``target``::
 
@@ -226,21 +236,25 @@ class RunOutput:
             ...write target...
             output.record(target, run=run)
 
-    Into the run directory (``target`` inside it) it holds the run's lock for the block, so it
-    never writes beside a running ``cnnlab train`` (one line instead, nothing written), refuses
-    when model.pt is no longer the one ``run`` read, and records each file in derived.json.
-    Elsewhere it does nothing: the model was read whole, and the output is the caller's.
+    Into a run directory (``target`` inside ``run_dir``, or inside any other run directory) it
+    holds that run's lock for the block, so it never writes beside a running ``cnnlab train``
+    (one line instead, nothing written). Into ``run_dir`` itself it also refuses when model.pt is
+    no longer the one ``run`` read, and records each file in derived.json. Elsewhere it does
+    nothing: the model was read whole, and the output is the caller's. ``run_dir`` None: a
+    registry model, whose pictures only lock a run directory they are written into.
     """
 
-    def __init__(self, run_dir: str | os.PathLike, target: str | os.PathLike, command: str, run: LoadedRun | None = None):
-        self.run_dir, self.command, self.run = Path(run_dir), command, run
-        self.inside = self.run_dir.is_dir() and _inside(Path(target), self.run_dir)
+    def __init__(self, run_dir: str | os.PathLike | None, target: str | os.PathLike, command: str,
+                 run: LoadedRun | None = None):
+        self.run_dir, self.command, self.run = (Path(run_dir) if run_dir is not None else None), command, run
+        self.owner = owning_run(target, run_dir)
+        self.inside = self.owner is not None and self.owner == self.run_dir
         self.lock: RunLock | None = None
         self.written: list[Path] = []
 
     def __enter__(self) -> "RunOutput":
-        if self.inside:
-            self.lock = RunLock(self.run_dir).acquire(hint="wait for it to finish, or write elsewhere with --out")
+        if self.owner is not None:
+            self.lock = RunLock(self.owner).acquire(hint="wait for it to finish, or write elsewhere with --out")
             if self.run is not None:
                 self.check(self.run)
         return self
@@ -250,19 +264,20 @@ class RunOutput:
         from cnnlab.storage import same_content
 
         self.run = run
-        if self.inside and run.model_file and not same_content(self.run_dir / "model.pt", run.model_file):
-            raise RunDirError(f"{self.run_dir / 'model.pt'} changed while this command ran (a training run "
+        if self.inside and run.model_file and not same_content(run.path / "model.pt", run.model_file):
+            raise RunDirError(f"{run.path / 'model.pt'} changed while this command ran (a training run "
                               f"replaced it); nothing was written: run the command again")
 
     def record(self, *paths: str | os.PathLike, run: LoadedRun | None = None) -> None:
         if run is not None:
             self.run = run
-        self.written += [Path(p) for p in paths if _inside(Path(p), self.run_dir)]
+        if self.inside:
+            self.written += [Path(p) for p in paths if _inside(Path(p), self.owner)]
 
     def __exit__(self, exc_type, exc, tb) -> None:
         try:
-            if exc_type is None and self.inside and self.written and self.run is not None and self.run.model_file:
-                record_derived(self.run_dir, [p for p in self.written if p.is_file()], self.run.model_file,
+            if exc_type is None and self.written and self.run is not None and self.run.model_file:
+                record_derived(self.owner, [p for p in self.written if p.is_file()], self.run.model_file,
                                self.command)
         finally:
             if self.lock is not None:
@@ -313,7 +328,9 @@ def _stale_text(stale: list[str]) -> str:
 
 def list_runs(root: str | os.PathLike = "runs") -> list[dict[str, Any]]:
     """One row per run directory under ``root`` (or ``root`` itself): model, dataset, epochs done,
-    best validation and final test accuracy, time, and whether it finished."""
+    best validation and final test accuracy, time, and whether it finished; ``derived``: each file
+    made from model.pt (report.html, model.onnx, plots) -> fresh / stale / unrecorded
+    (:func:`cnnlab.storage.derived_status`), the stale ones also named in ``status``."""
     root = Path(root)
     if not root.is_dir():
         raise RunDirError(f"{root} is not a folder; pass the folder holding your run directories (default: runs)")

@@ -264,19 +264,11 @@ def default_out(subject: Subject, stem: str, suffix: str = ".png") -> Path:
 
 
 def writing(subject: Subject, target: str | os.PathLike, command: str):
-    """The context every picture of a run is written in (:class:`cnnlab.runs.RunOutput`): into
-    the run directory (the default ``RUN/visualize``) only holding the run's lock and while model.pt
-    is still the one the subject was loaded from, each file then recorded in ``RUN/derived.json``
-    (``.record(path)``); outside it, or for a model name, nothing is checked or recorded."""
-    import contextlib
-
+    """The context every picture is written in (:class:`cnnlab.runs.RunOutput`): into a run
+    directory (the default ``RUN/visualize``, or an ``--out`` inside any run) only holding that
+    run's lock; into the subject's own run also only while model.pt is still the one the subject
+    was loaded from, each file then recorded in ``RUN/derived.json`` (``.record(path)``)."""
     from cnnlab.runs import RunOutput
 
-    if subject.run is None:
-        return contextlib.nullcontext(_NoRecord())
-    return RunOutput(subject.run.path, target, command, run=subject.run)
-
-
-class _NoRecord:
-    def record(self, *paths: Any, **_: Any) -> None:
-        pass
+    run = subject.run
+    return RunOutput(run.path if run is not None else None, target, command, run=run)
