@@ -9,26 +9,34 @@
       model.pt        state_dict + config + classes + input shape, when the run has finished
       result.json     final test accuracy, best validation epoch, seconds
       curves.png      cost and accuracy curves
+      derived.json    which model.pt each derived file (report.html, model.onnx, plots) came from
 
 Training, evaluation, prediction, export and the analysis all go through this module, so the
 format has one definition. Checkpoints are read with ``torch.load(weights_only=True)``: a
 file from elsewhere is never executed.
+
+Read side: :func:`load_run` refuses a model.pt of another run (its run id, or for an older file
+its model, dataset and shapes, against config.json), and reads it in one piece with its
+fingerprint. :class:`RunOutput` is how a command writes a derived file: into the run directory
+only holding the run's lock (the one ``cnnlab train`` holds), only while model.pt is still the
+one read, recording the file in derived.json; elsewhere (``--out`` outside the run) freely.
 """
 
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from cnnlab.errors import RunDirError
 from cnnlab.paths import check_folder
-from cnnlab.storage import LOCK_NAME, check_writable
+from cnnlab.storage import LOCK_NAME, RunLock, check_writable, derived_status, read_fingerprinted, record_derived
 
 if TYPE_CHECKING:
     import torch.nn as nn
@@ -44,6 +52,9 @@ __all__ = [
     "read_run_config",
     "LoadedRun",
     "load_run",
+    "check_model_identity",
+    "RunOutput",
+    "owning_run",
     "list_runs",
     "run_dirs_under",
     "read_test_accuracy",
@@ -79,12 +90,13 @@ def end_artefacts_missing(run_dir: Path) -> list[str]:
     return [name for name in END_ARTEFACTS if not (run_dir / name).is_file()]
 
 
-def read_checkpoint(path: Path, needed: set[str], kind: str) -> dict[str, Any]:
-    """``torch.load(weights_only=True)`` with one-line errors for truncated or foreign files."""
+def read_checkpoint(path: Path, needed: set[str], kind: str, data: bytes | None = None) -> dict[str, Any]:
+    """``torch.load(weights_only=True)`` (of ``data``, the file's bytes, when given) with one-line
+    errors for truncated or foreign files."""
     import torch
 
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        obj = torch.load(path if data is None else io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as exc:
         raise RunDirError(f"{path} cannot be read as a checkpoint ({type(exc).__name__}); it is truncated or not "
                           f"cnnlab's") from None
@@ -119,10 +131,61 @@ class LoadedRun:
     classes: list[str]
     input_shape: tuple[int, int, int]
     checkpoint: dict[str, Any]
+    # model.pt as read: sha256, size, mtime_ns, inode (see cnnlab.storage.same_content), and its run id
+    model_file: dict[str, Any] = field(default_factory=dict)
+
+
+IDENTITY_KEYS = ("model", "dataset", "model_options", "input_size", "in_channels")
+
+
+def identity_differences(doc: dict[str, Any], state: dict[str, Any]) -> list[str]:
+    """How a checkpoint (model.pt or checkpoint.pt) differs from config.json in what makes a run
+    itself: run id (when both have one), model, dataset, model options, input shape, classes."""
+    saved, ckpt = doc["config"], state["config"] if isinstance(state.get("config"), dict) else {}
+    differences = []
+    if doc.get("run_id") and state.get("run_id") and doc["run_id"] != state["run_id"]:
+        differences.append(f"run id {str(state['run_id'])[:8]} vs {str(doc['run_id'])[:8]}")
+    for key in IDENTITY_KEYS:
+        if ckpt.get(key) != saved.get(key):
+            differences.append(f"{key} {ckpt.get(key)!r} vs {saved.get(key)!r}")
+    for key in ("input_shape", "classes"):
+        if isinstance(state.get(key), (list, tuple)) and isinstance(doc.get(key), list) \
+                and list(state[key]) != doc[key]:
+            differences.append(f"{key} differ")
+    return differences
+
+
+def check_model_identity(path: Path, checkpoint: dict[str, Any]) -> None:
+    """model.pt must be the run's own: refuse (one line naming both files) one copied from another
+    run. A directory without config.json (a lone model.pt) has nothing to compare with."""
+    config_file = path / "config.json"
+    if not config_file.exists():
+        return
+    doc = read_config_doc(path)
+    if doc is None:
+        raise RunDirError(f"{config_file} is damaged, so {path / 'model.pt'} cannot be checked against its run; "
+                          f"restore config.json, or retrain")
+    differences = identity_differences(doc, checkpoint)
+    if differences:
+        raise RunDirError(f"{path / 'model.pt'} belongs to another run than {config_file} (model.pt vs config.json: "
+                          f"{'; '.join(differences[:3])}); put the run's own model.pt back, or retrain")
+
+
+def _check_model_contents(ckpt_path: Path, checkpoint: dict[str, Any]) -> None:
+    shape, classes = checkpoint["input_shape"], checkpoint["classes"]
+    if not (isinstance(shape, (list, tuple)) and len(shape) == 3 and all(isinstance(v, int) and v > 0 for v in shape)):
+        raise RunDirError(f"{ckpt_path} holds an impossible input shape {shape!r} (needs C, H, W > 0); it was edited "
+                          f"or damaged: retrain, or restore the file")
+    if not (isinstance(classes, list) and classes and all(isinstance(v, str) for v in classes)):
+        raise RunDirError(f"{ckpt_path} holds no list of class names; it was edited or damaged")
+    if not isinstance(checkpoint["config"], dict) or not isinstance(checkpoint["state_dict"], dict):
+        raise RunDirError(f"{ckpt_path} is not a cnnlab checkpoint (its config or state_dict is not a mapping)")
 
 
 def load_run(run_dir: str | os.PathLike, device: Any = "cpu") -> LoadedRun:
-    """Rebuild the model of a run directory from its ``model.pt`` (``weights_only=True``)."""
+    """Rebuild the model of a run directory from its ``model.pt`` (``weights_only=True``), read in
+    one piece (an atomic rewrite meanwhile gives the old file or the new one), after checking it
+    is the run's own (:func:`check_model_identity`)."""
     from cnnlab.models import create_model, load_state_dict_checked
     from cnnlab.training.config import TrainConfig
 
@@ -134,21 +197,92 @@ def load_run(run_dir: str | os.PathLike, device: Any = "cpu") -> LoadedRun:
     ckpt_path = path / "model.pt"
     if not ckpt_path.is_file():
         raise RunDirError(f"{ckpt_path} is missing; the run did not finish, or {path} is not a cnnlab run directory")
-    checkpoint = read_checkpoint(ckpt_path, MODEL_KEYS, "checkpoint")
-    shape, classes = checkpoint["input_shape"], checkpoint["classes"]
-    if not (isinstance(shape, (list, tuple)) and len(shape) == 3 and all(isinstance(v, int) and v > 0 for v in shape)):
-        raise RunDirError(f"{ckpt_path} holds an impossible input shape {shape!r} (needs C, H, W > 0); it was edited "
-                          f"or damaged: retrain, or restore the file")
-    if not (isinstance(classes, list) and classes and all(isinstance(v, str) for v in classes)):
-        raise RunDirError(f"{ckpt_path} holds no list of class names; it was edited or damaged")
-    if not isinstance(checkpoint["config"], dict) or not isinstance(checkpoint["state_dict"], dict):
-        raise RunDirError(f"{ckpt_path} is not a cnnlab checkpoint (its config or state_dict is not a mapping)")
+    try:
+        data, fingerprint = read_fingerprinted(ckpt_path)
+    except OSError as exc:
+        raise RunDirError(f"cannot read {ckpt_path} ({exc.strerror or type(exc).__name__})") from None
+    checkpoint = read_checkpoint(ckpt_path, MODEL_KEYS, "checkpoint", data)
+    _check_model_contents(ckpt_path, checkpoint)
+    check_model_identity(path, checkpoint)
     config = TrainConfig.from_dict(checkpoint["config"])
-    c, h, w = shape
+    c, h, w = checkpoint["input_shape"]
+    classes = checkpoint["classes"]
     model = create_model(config.model, num_classes=len(classes), in_channels=c, input_size=h, **config.model_options)
     load_state_dict_checked(model, checkpoint["state_dict"], f"{ckpt_path} (model {config.model!r})")
     model.to(device).eval()
-    return LoadedRun(path, config, model, list(checkpoint["classes"]), (c, h, w), checkpoint)
+    fingerprint["run_id"] = checkpoint.get("run_id")
+    return LoadedRun(path, config, model, list(classes), (c, h, w), checkpoint, fingerprint)
+
+
+def _inside(target: Path, folder: Path) -> bool:
+    target, folder = Path(os.path.realpath(target)), Path(os.path.realpath(folder))
+    return target == folder or folder in target.parents
+
+
+def owning_run(target: str | os.PathLike, run_dir: str | os.PathLike | None = None) -> Path | None:
+    """The run directory a file written to ``target`` would land in: ``run_dir`` when ``target`` is
+    inside it, else the nearest folder at or above ``target`` holding a cnnlab config.json."""
+    if run_dir is not None and Path(run_dir).is_dir() and _inside(Path(target), Path(run_dir)):
+        return Path(run_dir)
+    real = Path(os.path.realpath(target))
+    return next((p for p in (real, *real.parents) if read_config_doc(p) is not None), None)
+
+
+class RunOutput:
+    """Writing files made from a run's model.pt (a report, an ONNX file, plots) to ``target``::
+
+        with RunOutput(run_dir, target, "report") as output:  # refused here if the run is busy
+            run = load_run(run_dir)  # or pass run= when it was loaded before
+            ...write target...
+            output.record(target, run=run)
+
+    Into a run directory (``target`` inside ``run_dir``, or inside any other run directory) it
+    holds that run's lock for the block, so it never writes beside a running ``cnnlab train``
+    (one line instead, nothing written). Into ``run_dir`` itself it also refuses when model.pt is
+    no longer the one ``run`` read, and records each file in derived.json. Elsewhere it does
+    nothing: the model was read whole, and the output is the caller's. ``run_dir`` None: a
+    registry model, whose pictures only lock a run directory they are written into.
+    """
+
+    def __init__(self, run_dir: str | os.PathLike | None, target: str | os.PathLike, command: str,
+                 run: LoadedRun | None = None):
+        self.run_dir, self.command, self.run = (Path(run_dir) if run_dir is not None else None), command, run
+        self.owner = owning_run(target, run_dir)
+        self.inside = self.owner is not None and self.owner == self.run_dir
+        self.lock: RunLock | None = None
+        self.written: list[Path] = []
+
+    def __enter__(self) -> "RunOutput":
+        if self.owner is not None:
+            self.lock = RunLock(self.owner).acquire(hint="wait for it to finish, or write elsewhere with --out")
+            if self.run is not None:
+                self.check(self.run)
+        return self
+
+    def check(self, run: LoadedRun) -> None:
+        """Refuse to write a file made from ``run`` if model.pt changed since it was read."""
+        from cnnlab.storage import same_content
+
+        self.run = run
+        if self.inside and run.model_file and not same_content(run.path / "model.pt", run.model_file):
+            raise RunDirError(f"{run.path / 'model.pt'} changed while this command ran (a training run "
+                              f"replaced it); nothing was written: run the command again")
+
+    def record(self, *paths: str | os.PathLike, run: LoadedRun | None = None) -> None:
+        if run is not None:
+            self.run = run
+        if self.inside:
+            self.written += [Path(p) for p in paths if _inside(Path(p), self.owner)]
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        try:
+            if exc_type is None and self.written and self.run is not None and self.run.model_file:
+                record_derived(self.owner, [p for p in self.written if p.is_file()], self.run.model_file,
+                               self.command)
+        finally:
+            if self.lock is not None:
+                self.lock.release()
+                self.lock = None
 
 
 def run_dirs_under(root: Path) -> list[Path]:
@@ -184,9 +318,19 @@ def read_test_accuracy(run_dir: str | os.PathLike) -> float | None:
     return tests[-1] if tests else None
 
 
+def _stale_text(stale: list[str]) -> str:
+    """"; report.html stale; model.onnx stale; visualize/ stale (3 files)": one phrase per stale file,
+    the pictures in visualize/ counted together."""
+    pictures = [name for name in stale if name.startswith("visualize/")]
+    text = "".join(f"; {name} stale" for name in stale if name not in pictures)
+    return text + (f"; visualize/ stale ({len(pictures)} file{'s' * (len(pictures) > 1)})" if pictures else "")
+
+
 def list_runs(root: str | os.PathLike = "runs") -> list[dict[str, Any]]:
     """One row per run directory under ``root`` (or ``root`` itself): model, dataset, epochs done,
-    best validation and final test accuracy, time, and whether it finished."""
+    best validation and final test accuracy, time, and whether it finished; ``derived``: each file
+    made from model.pt (report.html, model.onnx, plots) -> fresh / stale / unrecorded
+    (:func:`cnnlab.storage.derived_status`), the stale ones also named in ``status``."""
     root = Path(root)
     if not root.is_dir():
         raise RunDirError(f"{root} is not a folder; pass the folder holding your run directories (default: runs)")
@@ -200,13 +344,17 @@ def list_runs(root: str | os.PathLike = "runs") -> list[dict[str, Any]]:
         tests = [float(r["test_acc"]) for r in metrics if r.get("test_acc")]
         vals = [float(r["val_acc"]) for r in metrics if r.get("val_acc")]
         finished = not end_artefacts_missing(d)
+        derived = derived_status(d)
+        stale = [name for name, state in derived.items() if state == "stale"]
         rows.append({
             "run": str(d), "model": config.get("model"), "dataset": config.get("dataset"),
             "epochs": f"{len(metrics)}/{config.get('epochs')}",
             "best_val_acc": result.get("best_val_acc", max(vals) if vals else None),
             "test_acc": result.get("test_acc", tests[-1] if tests else None),
             "seconds": result.get("seconds", float(metrics[-1]["elapsed"]) if metrics else None),
-            "status": "finished" if finished else
-                      ("interrupted: --resume it" if (d / "checkpoint.pt").is_file() else "no epoch finished"),
+            "status": ("finished" if finished else
+                       ("interrupted: --resume it" if (d / "checkpoint.pt").is_file() else "no epoch finished"))
+                      + _stale_text(stale),
+            "derived": derived, "stale": stale,
         })
     return rows

@@ -10,6 +10,9 @@
   ``flock`` on ``RUN_DIR/.cnnlab.lock``, released by the OS even after ``kill -9``).
 - :func:`make_run_dir` / :func:`clear_artefacts` / :func:`check_writable`: creating a run
   directory, emptying an old run's files for ``--overwrite``, refusing an ``--out`` that cannot be.
+- :func:`read_fingerprinted` / :func:`same_content` / :func:`record_derived` / :func:`derived_status`:
+  which model.pt each derived file (report.html, model.onnx, plots) was made from, kept in
+  ``RUN_DIR/derived.json``, so that ``cnnlab runs`` can say which ones are stale.
 See docs/RELIABILITY.md for what is guaranteed.
 """
 
@@ -17,22 +20,30 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
+import json
 import os
 import shutil
 import signal
 import threading
+import time
 from pathlib import Path
 from typing import IO, Any, Callable, Iterator
 
 from cnnlab.errors import RunDirError
 
-__all__ = ["ARTEFACTS", "LOCK_NAME", "atomic_write", "RunLock", "make_run_dir", "clear_artefacts",
-           "check_writable", "disk_error"]
+__all__ = ["ARTEFACTS", "DERIVED_NAME", "LOCK_NAME", "atomic_write", "RunLock", "make_run_dir", "clear_artefacts",
+           "check_writable", "disk_error", "read_fingerprinted", "same_content", "read_derived", "record_derived",
+           "derived_status"]
 
 # every file (or folder) cnnlab writes into a run directory; --overwrite clears exactly these
 ARTEFACTS = ("config.json", "metrics.csv", "checkpoint.pt", "model.pt", "result.json", "curves.png",
-             "confusion_test.png", "confusion_val.png", "model.onnx", "model.int8.onnx", "tensorboard")
+             "confusion_test.png", "confusion_val.png", "model.onnx", "model.int8.onnx", "tensorboard",
+             "report.html", "visualize", "derived.json")
 LOCK_NAME = ".cnnlab.lock"
+DERIVED_NAME = "derived.json"  # derived file -> the model.pt it was made from
+# files made from model.pt that cnnlab writes into a run directory by default (and RUN_DIR/visualize/*)
+DERIVED_DEFAULTS = ("report.html", "model.onnx", "model.int8.onnx", "confusion_test.png", "confusion_val.png")
 
 
 def disk_error(path: Path, exc: BaseException, run_dir: Path | None = None) -> RunDirError:
@@ -115,7 +126,7 @@ class RunLock:
         self.path = Path(run_dir) / LOCK_NAME
         self._fh: IO[str] | None = None
 
-    def acquire(self) -> "RunLock":
+    def acquire(self, hint: str = "wait for it to finish, or choose another --out") -> "RunLock":
         try:
             import fcntl
         except ImportError:  # pragma: no cover - not POSIX: no locking
@@ -131,7 +142,7 @@ class RunLock:
             owner = fh.read().strip() or "?"
             fh.close()
             raise RunDirError(f"run directory {self.path.parent} is in use by another cnnlab process (pid {owner}); "
-                              f"wait for it to finish, or choose another --out") from None
+                              f"{hint}") from None
         fh.seek(0)
         fh.truncate()
         fh.write(str(os.getpid()))
@@ -181,3 +192,80 @@ def clear_artefacts(run_dir: Path) -> None:
             raise disk_error(target, exc) from None
     for tmp in run_dir.glob(".*.tmp"):
         tmp.unlink(missing_ok=True)
+
+
+# ---------------------------------------------------------------------------------------
+# Derived files: which model.pt each one was made from
+
+
+def read_fingerprinted(path: Path) -> tuple[bytes, dict[str, Any]]:
+    """A file's bytes and its fingerprint (sha256, size, mtime_ns), both of the same file even if
+    it is replaced meanwhile (stat and read go through one open descriptor)."""
+    with open(path, "rb") as fh:
+        st = os.fstat(fh.fileno())
+        data = fh.read()
+    return data, {"sha256": hashlib.sha256(data).hexdigest(), "size": st.st_size, "mtime_ns": st.st_mtime_ns,
+                  "inode": st.st_ino}
+
+
+def same_content(path: Path, fingerprint: dict[str, Any]) -> bool:
+    """Whether ``path`` still holds the file ``fingerprint`` describes: the same file (inode, size,
+    mtime: an atomic rewrite always makes a new inode), or else (a copied run directory) the same sha256."""
+    try:
+        st = path.stat()
+    except OSError:
+        return False
+    if st.st_size != fingerprint.get("size"):
+        return False
+    if (st.st_mtime_ns, st.st_ino) == (fingerprint.get("mtime_ns"), fingerprint.get("inode")):
+        return True
+    try:
+        return read_fingerprinted(path)[1]["sha256"] == fingerprint.get("sha256")
+    except OSError:
+        return False
+
+
+def _stat(path: Path) -> dict[str, int]:
+    st = path.stat()
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def read_derived(run_dir: Path) -> dict[str, dict[str, Any]]:
+    """``RUN_DIR/derived.json``'s entries (relative path -> record); {} when missing or damaged."""
+    try:
+        doc = json.loads((Path(run_dir) / DERIVED_NAME).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    files = doc.get("files") if isinstance(doc, dict) else None
+    return {k: v for k, v in files.items() if isinstance(v, dict)} if isinstance(files, dict) else {}
+
+
+def record_derived(run_dir: Path, paths: list[Path], model: dict[str, Any], command: str) -> None:
+    """Record in ``RUN_DIR/derived.json`` that ``paths`` (files inside ``run_dir``, just written)
+    were made from the model.pt ``model`` describes. Call it holding the run's lock."""
+    run_dir = Path(run_dir)
+    files = {name: entry for name, entry in read_derived(run_dir).items() if (run_dir / name).is_file()}
+    for path in paths:
+        name = Path(os.path.relpath(Path(path).resolve(), run_dir.resolve())).as_posix()
+        files[name] = {"model": model, "file": _stat(Path(path)), "command": command,
+                       "written": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    atomic_write(run_dir / DERIVED_NAME, json.dumps({"version": 1, "files": files}, indent=2) + "\n")
+
+
+def derived_status(run_dir: Path) -> dict[str, str]:
+    """Each derived file of a run directory -> "fresh" (made from the current model.pt), "stale"
+    (model.pt changed since, or is gone) or "unrecorded" (not written by a cnnlab that records,
+    or changed since it was written)."""
+    run_dir = Path(run_dir)
+    entries = read_derived(run_dir)
+    names = {n for n in DERIVED_DEFAULTS if (run_dir / n).is_file()}
+    names |= {p.relative_to(run_dir).as_posix() for p in (run_dir / "visualize").glob("*") if p.is_file()}
+    names |= {n for n in entries if (run_dir / n).is_file()}
+    status = {}
+    for name in sorted(names):
+        entry, path = entries.get(name), run_dir / name
+        if entry is None or not isinstance(entry.get("model"), dict) or entry.get("file") != _stat(path):
+            status[name] = "unrecorded"
+        else:
+            status[name] = "fresh" if same_content(run_dir / "model.pt", entry["model"]) else "stale"
+    return status

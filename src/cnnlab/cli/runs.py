@@ -89,7 +89,8 @@ def export(run_dir: Path, format: str, out: Path | None, overwrite: bool, quanti
 @click.argument("root", required=False, default="runs", type=click.Path(path_type=Path))
 @click.option("--format", "format", type=FORMATS, default="table", show_default=True)
 def runs(root: Path, format: str) -> None:
-    """One table of past runs: model, dataset, epochs, best val / test accuracy, time."""
+    """One table of past runs: model, dataset, epochs, best val / test accuracy, time, status
+    (a report, ONNX file or plot made from an older model.pt is named stale)."""
     from cnnlab.runs import list_runs
 
     rows = list_runs(root)

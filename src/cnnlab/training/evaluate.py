@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 from cnnlab.data import LoadOptions, TensorData, iterate_batches, load_splits, normalization
 from cnnlab.errors import CnnlabError
-from cnnlab.runs import LoadedRun, load_run
+from cnnlab.runs import LoadedRun, RunOutput, load_run
 from cnnlab.runtime import determinism, memory_format_for, resolve_device
 from cnnlab.training.tta import tta_kind, tta_logits
 
@@ -179,11 +179,14 @@ def evaluate_with_report(run_dir: str | os.PathLike, *, data_dir: str | None = N
                          split: str = "test", confusion_png: str | os.PathLike | None = None,
                          optimize: str | None = None) -> Evaluation:
     """Score one split of a run, per class too, and draw its confusion matrix
-    (default ``RUN_DIR/confusion_<split>.png``)."""
+    (default ``RUN_DIR/confusion_<split>.png``). Drawn into the run directory, it holds the run's
+    lock from reading model.pt to the PNG, and records the PNG in derived.json (:class:`RunOutput`)."""
     from cnnlab.figures import plot_confusion
 
-    correct, total, run, matrix = evaluate_run_detailed(run_dir, data_dir=data_dir, device=device, split=split,
-                                                        optimize=optimize)
-    png = Path(confusion_png) if confusion_png is not None else run.path / f"confusion_{split}.png"
-    plot_confusion(matrix.numpy(), run.classes, png, title=f"{run.config.model} on {run.config.dataset} ({split})")
+    png = Path(confusion_png) if confusion_png is not None else Path(run_dir) / f"confusion_{split}.png"
+    with RunOutput(run_dir, png, f"evaluate --split {split}") as output:
+        correct, total, run, matrix = evaluate_run_detailed(run_dir, data_dir=data_dir, device=device, split=split,
+                                                            optimize=optimize)
+        plot_confusion(matrix.numpy(), run.classes, png, title=f"{run.config.model} on {run.config.dataset} ({split})")
+        output.record(png, run=run)
     return Evaluation(run, split, correct, total, per_class_metrics(matrix, run.classes), matrix, png)

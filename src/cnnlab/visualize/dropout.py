@@ -80,7 +80,7 @@ def show_dropout(subject, image=None, layer: str | None = None, p: float = 0.5, 
     Dropout and under Dropout2d."""
     from cnnlab.visualize.featuremaps import feature_maps
     from cnnlab.visualize.layers import first_conv
-    from cnnlab.visualize.source import default_out, resolve
+    from cnnlab.visualize.source import default_out, resolve, writing
 
     subject, image = resolve(subject, image)
     name = layer or first_conv(subject.model)[0]
@@ -88,6 +88,8 @@ def show_dropout(subject, image=None, layer: str | None = None, p: float = 0.5, 
     plain, spatial = dropout_masks(fmap, p, seed)
     dropped = [c for c in range(fmap.shape[0]) if bool((spatial[c] == 0).all()) and bool((fmap[c] != 0).any())]
     frac = _zeroed(fmap, plain)
-    path = _figure(image.pixels, fmap, plain, spatial, name, p, dropped, frac,
-                   Path(out) if out is not None else default_out(subject, f"dropout-{name}"))
+    target = Path(out) if out is not None else default_out(subject, f"dropout-{name}")
+    with writing(subject, target, "demo dropout") as output:  # into a run: its lock, recorded
+        path = _figure(image.pixels, fmap, plain, spatial, name, p, dropped, frac, target)
+        output.record(path)
     return DropoutDemo(path, name, p, tuple(fmap.shape), frac, dropped, subject.description, image.caption)

@@ -60,7 +60,7 @@ def show_gradcam(subject, image=None, layer: str | None = None, target: int | st
                  ) -> GradCamResult:
     """Explain one image: Grad-CAM at ``layer`` ("all": the automatic layer plus a per-layer strip;
     None: the automatic layer), for class ``target`` (None: the predicted class)."""
-    from cnnlab.visualize.source import default_out, parse_target, resolve
+    from cnnlab.visualize.source import default_out, parse_target, resolve, writing
 
     methods = parse_methods(methods)
     subject, image = resolve(subject, image)
@@ -91,8 +91,10 @@ def show_gradcam(subject, image=None, layer: str | None = None, target: int | st
     name_of = (lambda i: classes[i] if i < len(classes) else str(i))
     title = (f"{image.caption}: class {name_of(cls)} (p = {float(probs[cls]):.2f}), predicted {name_of(predicted)}"
              f" -- Grad-CAM at {name} ({hw_c(tuple(_shape(model, x, name)))})")
-    path = plot_attributions(image.pixels, panels, title,
-                             Path(out) if out is not None else default_out(subject, f"gradcam-{name}"), strip)
+    target = Path(out) if out is not None else default_out(subject, f"gradcam-{name}")
+    with writing(subject, target, "show gradcam") as output:  # into a run: its lock, recorded
+        path = plot_attributions(image.pixels, panels, title, target, strip)
+        output.record(path)
     return GradCamResult(path, name, choice, cls, name_of(cls), float(probs[cls]), predicted, name_of(predicted),
                          image.caption, [s for s, _ in strip], cam, subject.description)
 

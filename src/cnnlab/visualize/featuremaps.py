@@ -113,12 +113,14 @@ class FeatureMapsResult:
 def show_featuremaps(subject, image=None, layers: str | Sequence[str] | None = None,
                      out_dir: str | Path | None = None) -> FeatureMapsResult:
     """``cnnlab show featuremaps``: one PNG per layer in ``out_dir`` (default ``RUN_DIR/visualize``)."""
-    from cnnlab.visualize.source import default_dir, resolve
+    from cnnlab.visualize.source import default_dir, resolve, writing
 
     subject, image = resolve(subject, image)
     maps = feature_maps(subject.model, image.x, layers)
     titles = layer_titles(subject.model, subject.input_shape, maps)
     folder = Path(out_dir) if out_dir is not None else default_dir(subject)
-    paths = {name: plot_feature_maps(image.pixels, fmap, titles[name], folder / f"featuremaps-{name}.png")
-             for name, fmap in maps.items()}
+    with writing(subject, folder, "show featuremaps") as output:  # into a run: its lock, recorded
+        paths = {name: plot_feature_maps(image.pixels, fmap, titles[name], folder / f"featuremaps-{name}.png")
+                 for name, fmap in maps.items()}
+        output.record(*paths.values())
     return FeatureMapsResult(paths, titles, image.caption, subject.description)

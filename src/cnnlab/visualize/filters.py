@@ -115,10 +115,12 @@ class FiltersResult:
 
 def show_filters(subject, layer: str | None = None, out: str | Path | None = None) -> FiltersResult:
     """``cnnlab show filters``: the PNG (default ``RUN_DIR/visualize/filters-<layer>.png``)."""
-    from cnnlab.visualize.source import default_out, resolve
+    from cnnlab.visualize.source import default_out, resolve, writing
 
     subject, _ = resolve(subject, need_image=False)
     name, w = conv_weight(subject.model, layer)
-    _, path = plot_filters(subject.model, Path(out) if out is not None else default_out(subject, f"filters-{name}"),
-                           name)
+    target = Path(out) if out is not None else default_out(subject, f"filters-{name}")
+    with writing(subject, target, "show filters") as output:  # into a run: its lock, recorded
+        _, path = plot_filters(subject.model, target, name)
+        output.record(path)
     return FiltersResult(path, name, tuple(w.shape), subject.description)

@@ -162,7 +162,7 @@ def show_receptive_field(subject, image=None, layer: str | None = None, cell: st
                          n_images: int = 16, out: str | Path | None = None) -> RFResult:
     """``cnnlab show rf``: the box of one cell on the image, beside the effective receptive field."""
     from cnnlab.visualize.layers import choose_gradcam_layer
-    from cnnlab.visualize.source import default_out, resolve
+    from cnnlab.visualize.source import default_out, resolve, writing
 
     subject, image = resolve(subject, image)
     model, shape, cell = subject.model, subject.input_shape, parse_cell(cell)
@@ -181,8 +181,10 @@ def show_receptive_field(subject, image=None, layer: str | None = None, cell: st
     from cnnlab.visualize.featuremaps import feature_maps
 
     fmap = feature_maps(model, image.x, [name])[name]
-    path = plot_receptive_field(image.pixels, erf, name, (y, x), fmap, box, rf,
-                                Path(out) if out is not None else default_out(subject, f"rf-{name}"))
+    target = Path(out) if out is not None else default_out(subject, f"rf-{name}")
+    with writing(subject, target, "show rf") as output:  # into a run: its lock, recorded
+        path = plot_receptive_field(image.pixels, erf, name, (y, x), fmap, box, rf, target)
+        output.record(path)
     return RFResult(path, name, (y, x), out_shape, box, rf, inside, f"{subject.description}, {image.caption}")
 
 

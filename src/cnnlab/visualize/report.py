@@ -136,17 +136,30 @@ def sample_views(subject, data, indices: list[int], scores: Scores | None) -> li
 def build_report(subject, n_images: int = 4, max_eval: int | None = None, out: str | Path | None = None
                  ) -> ReportResult:
     """Write the report of ``subject`` (a run, or a model name with ``--dataset``) to ``out``
-    (default ``RUN/report.html``, or ``report-MODEL.html``)."""
-    from cnnlab.summary import summarize
-    from cnnlab.visualize.filters import filters_figure
-    from cnnlab.visualize.report_html import render_report
-    from cnnlab.visualize.source import load_test_split, resolve
+    (default ``RUN/report.html``, or ``report-MODEL.html``). Into the run directory it holds the
+    run's lock for the whole report, refuses if model.pt changed since the subject was loaded, and
+    records which model.pt the page shows (``RUN/derived.json``)."""
+    from cnnlab.visualize.source import resolve, writing
 
     subject, _ = resolve(subject, need_image=False)
     if n_images < 0 or (max_eval is not None and max_eval < 1):
         raise CnnlabError("--images must be >= 0 and --max-eval >= 1")
     if subject.dataset is None:
         raise CnnlabError(f"{subject.name} is a model name: pass --dataset NAME so the report has test images")
+    path = Path(out) if out is not None else (subject.run_dir / "report.html" if subject.run_dir is not None
+                                               else Path(f"report-{subject.name}.html"))
+    with writing(subject, path, "report") as output:  # into the run: its lock, before any work
+        result = _write_report(subject, n_images, max_eval, path)
+        output.record(path)
+    return result
+
+
+def _write_report(subject, n_images: int, max_eval: int | None, path: Path) -> ReportResult:
+    from cnnlab.summary import summarize
+    from cnnlab.visualize.filters import filters_figure
+    from cnnlab.visualize.report_html import render_report
+    from cnnlab.visualize.source import load_test_split
+
     data = load_test_split(subject, count=max_eval)
     if subject.run is None and len(data.classes) == len(subject.classes):
         subject.classes = list(data.classes)  # a model name with --dataset: the dataset's class names
@@ -159,8 +172,6 @@ def build_report(subject, n_images: int = 4, max_eval: int | None = None, out: s
         "curves": _curves(subject), "summary": summarize(subject.model, subject.input_shape, name=subject.name),
         "samples": sample_views(subject, data, list(range(min(n_images, len(data)))), scores),
     }
-    path = Path(out) if out is not None else (subject.run_dir / "report.html" if subject.run_dir is not None
-                                               else Path(f"report-{subject.name}.html"))
     sections = render_report(subject, parts, path)
     return ReportResult(path, sections, scores.accuracy, len(data), subject.description)
 

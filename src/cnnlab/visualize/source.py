@@ -16,7 +16,7 @@ import torch.nn as nn
 from cnnlab.errors import CnnlabError, UnknownNameError
 
 __all__ = ["Subject", "InputImage", "Source", "resolve", "load_subject", "load_image", "load_test_split", "take",
-           "to_model_input", "parse_target", "default_dir", "default_out"]
+           "to_model_input", "parse_target", "default_dir", "default_out", "writing"]
 
 
 @dataclass
@@ -261,3 +261,14 @@ def default_dir(subject: Subject) -> Path:
 
 def default_out(subject: Subject, stem: str, suffix: str = ".png") -> Path:
     return default_dir(subject) / f"{stem}{suffix}"
+
+
+def writing(subject: Subject, target: str | os.PathLike, command: str):
+    """The context every picture is written in (:class:`cnnlab.runs.RunOutput`): into a run
+    directory (the default ``RUN/visualize``, or an ``--out`` inside any run) only holding that
+    run's lock; into the subject's own run also only while model.pt is still the one the subject
+    was loaded from, each file then recorded in ``RUN/derived.json`` (``.record(path)``)."""
+    from cnnlab.runs import RunOutput
+
+    run = subject.run
+    return RunOutput(run.path if run is not None else None, target, command, run=run)
