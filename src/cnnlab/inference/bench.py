@@ -22,9 +22,14 @@ from typing import Any, Callable, Sequence
 import torch
 import torch.nn as nn
 
-from cnnlab.errors import CnnlabError
+from cnnlab.data import normalization
+from cnnlab.errors import CnnlabError, UnknownNameError
 from cnnlab.inference.modes import MODES, PRECISION, mode_support, optimize
+from cnnlab.inference.onnx import export_onnx_bytes
 from cnnlab.inference.peers import PEERS, ort_peer
+from cnnlab.inference.runs import load_split, predict_labels, run_calibration
+from cnnlab.models import create_model, get_model_info
+from cnnlab.runs import load_run
 from cnnlab.runtime import machine_line, resolve_device, time_fn
 
 __all__ = ["DEFAULT_MODES", "bench_infer", "parse_names", "parse_batch_sizes"]
@@ -64,11 +69,6 @@ def parse_batch_sizes(value: str | Sequence[int]) -> list[int]:
 def _target(spec: str, device: torch.device, *, input_size: int | None, data_dir: str | None, seed: int,
             calibration_images: int) -> _Target:
     """A run directory (its model, test split and training images) or a model name (random weights)."""
-    from cnnlab.data import normalization
-    from cnnlab.inference.runs import load_split, run_calibration
-    from cnnlab.models import create_model, get_model_info
-    from cnnlab.runs import load_run
-
     if Path(spec).is_dir() or "/" in spec:
         run = load_run(spec, device)
         calibration = run_calibration(run, data_dir, images=calibration_images, seed=seed)
@@ -87,8 +87,6 @@ def _build(target: _Target, name: str, x: torch.Tensor, threads: int) -> tuple[C
     """A contender ready to run on ``x``, and the seconds it took (export, calibration, compile)."""
     start = time.perf_counter()
     if name in PEERS:
-        from cnnlab.inference.onnx import export_onnx_bytes
-
         fn = ort_peer(name, export_onnx_bytes(target.model, x), target.calibration, threads)
     else:
         fn = optimize(target.model, name, x.to(next(target.model.parameters()).device), target.calibration)
@@ -128,8 +126,6 @@ def _peer_of(name: str, precision: str) -> str | None:
 
 def _accuracy(target: _Target, fns: dict[str, Callable]) -> dict[str, tuple[float, float]]:
     """Per contender: (test accuracy %, top-1 agreement with eager fp32 %) on the run's test split."""
-    from cnnlab.inference.runs import predict_labels
-
     scores: dict[str, tuple[float, float]] = {}
     reference = None
     for name, fn in fns.items():  # eager comes first
@@ -186,8 +182,6 @@ def _contender_names(modes: Sequence[str] | str | None, peers: bool, device: tor
     names = parse_names(modes) if modes is not None else list(DEFAULT_MODES[device.type])
     for name in names:
         if name not in MODES and name not in PEERS:
-            from cnnlab.errors import UnknownNameError
-
             raise UnknownNameError("mode", name, (*MODES, *PEERS))
         ok, reason = mode_support(name, device) if name in MODES else mode_support("onnxruntime", device)
         if not ok:
@@ -237,9 +231,7 @@ def bench_infer(targets: Sequence[str], *, modes: Sequence[str] | str | None = N
                              calibration_images=calibration_images)
             result["rows"] += _bench_target(target, names, sizes, dev, repeats=repeats, warmup=warmup,
                                             threads=torch.get_num_threads(), seed=seed, on_row=on_row)
-            import torch._dynamo as dynamo
-
-            dynamo.reset()  # the next target's compiles start from a clean cache
+            torch.compiler.reset()  # the next target's compiles start from a clean cache
         return result
     finally:
         torch.set_num_threads(saved_threads)

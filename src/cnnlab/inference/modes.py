@@ -31,6 +31,7 @@ import torch.nn as nn
 from cnnlab.errors import CnnlabError, CnnlabTypeError, CnnlabValueError, UnknownNameError, check_type
 from cnnlab.inference.capability import bf16_support, fp16_support, onnxruntime_support
 from cnnlab.inference.modules import ChannelsLastModule, CompiledModule, EagerModule, InferenceModule
+from cnnlab.inference.onnx import OnnxRuntimeModule, export_onnx_bytes, quantize_int8
 from cnnlab.runtime import time_fn
 
 __all__ = ["MODES", "PRECISION", "AUTO_CANDIDATES", "FP32_TOLERANCE", "MIN_AGREEMENT", "optimize", "mode_support",
@@ -141,8 +142,6 @@ def _build(model: nn.Module, mode: str, example: torch.Tensor, calibration: Any)
     if mode in ("compile", "bf16", "fp16"):
         autocast = {"compile": None, "bf16": torch.bfloat16, "fp16": torch.float16}[mode]
         return CompiledModule(model, example.device, autocast)
-    from cnnlab.inference.onnx import OnnxRuntimeModule, export_onnx_bytes, quantize_int8
-
     onnx_model = export_onnx_bytes(model, example)
     if mode == "int8":
         batches = calibration_batches(calibration) if calibration is not None else [example.detach().cpu()]

@@ -13,6 +13,7 @@ import logging
 
 import torch
 import torch.nn as nn
+from torch.fx.experimental.optimization import fuse
 from torch.utils._pytree import tree_map
 
 __all__ = ["InferenceModule", "EagerModule", "ChannelsLastModule", "CompiledModule", "fold_batchnorm"]
@@ -52,8 +53,6 @@ class EagerModule(InferenceModule):
 def fold_batchnorm(model: nn.Module) -> nn.Module:
     """A copy of ``model`` (eval) with every BatchNorm that follows a conv folded into the conv's
     weights and bias (torch.fx); the model itself where it cannot be traced."""
-    from torch.fx.experimental.optimization import fuse
-
     try:
         return fuse(model.eval(), inplace=False)
     except Exception:  # noqa: BLE001 - data-dependent control flow: keep the unfused copy
@@ -85,16 +84,16 @@ class CompiledModule(InferenceModule):
 
     def __init__(self, model: nn.Module, device: torch.device, autocast: torch.dtype | None = None):
         super().__init__()
-        import torch._dynamo
-
-        # every batch size and every compiled copy of the same forward counts against this limit;
-        # beyond it dynamo silently falls back to eager
-        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
         # inductor's C++ toolchain probe logs "No CUDA runtime is found" on CPU-only machines (as in
         # training/compile.py): stderr carries nothing but errors
         logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
         eager = copy.deepcopy(model).eval().to(memory_format=torch.channels_last)
         self.model = torch.compile(eager, dynamic=False)
+        # torch.compile has loaded torch._dynamo and torch._inductor (torch's lazily loaded submodules,
+        # 1-2 s to import: importing them here at the top would slow every eager or ONNX Runtime user).
+        # Every batch size and every compiled copy of the same forward counts against this limit;
+        # beyond it dynamo silently falls back to eager
+        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
         self.device_type = device.type
         self.autocast = autocast
         self.mode = "compile" if autocast is None else {torch.bfloat16: "bf16", torch.float16: "fp16"}[autocast]
@@ -102,13 +101,11 @@ class CompiledModule(InferenceModule):
         self.batch_sizes: set[int] = set()
 
     def _call(self, x: torch.Tensor):
-        import torch._inductor.config as inductor_config
-
         ctx = (torch.autocast(self.device_type, dtype=self.autocast) if self.autocast is not None
                else contextlib.nullcontext())
         # freezing as a config patch around every call, so that any compile (a new batch size) freezes:
         # measured, torch.compile(options={"freezing": True}) ran resnet18 1.8x slower than this
-        with ctx, inductor_config.patch(freezing=True):
+        with ctx, torch._inductor.config.patch(freezing=True):
             return self.model(x)
 
     @torch.inference_mode()

@@ -23,6 +23,7 @@ import torch
 import torch.nn as nn
 
 from cnnlab.errors import CnnlabError
+from cnnlab.inference.capability import cpu_flags
 from cnnlab.inference.modules import InferenceModule
 
 __all__ = ["export_onnx_bytes", "make_session", "OnnxRuntimeModule", "quantize_int8", "INPUT", "OUTPUT"]
@@ -106,8 +107,6 @@ class _BatchReader:
 
 
 def _vnni() -> bool:
-    from cnnlab.inference.capability import cpu_flags
-
     return bool(cpu_flags() & {"avx512_vnni", "avx_vnni", "amx_int8"})
 
 

@@ -15,6 +15,8 @@ from typing import Callable, Sequence
 
 import torch
 
+from cnnlab.inference.onnx import _BatchReader
+
 __all__ = ["PEERS", "ort_peer"]
 
 PEERS = {"ort-fp32": "fp32", "ort-int8": "int8"}  # peer -> the precision it is compared in
@@ -33,8 +35,6 @@ def _session(model: bytes, threads: int):
 
 def _quantize_defaults(onnx_model: bytes, calibration: Sequence[torch.Tensor]) -> bytes:
     from onnxruntime.quantization import quantize_static
-
-    from cnnlab.inference.onnx import _BatchReader
 
     with tempfile.TemporaryDirectory(prefix="cnnlab-peer-") as tmp, warnings.catch_warnings(), \
             contextlib.redirect_stdout(io.StringIO()):

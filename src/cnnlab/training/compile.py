@@ -12,6 +12,7 @@ import logging
 import time
 from typing import Any
 
+import torch
 import torch.nn as nn
 
 __all__ = ["compile_module", "CompileClock"]
@@ -19,8 +20,6 @@ __all__ = ["compile_module", "CompileClock"]
 
 def compile_module(module: nn.Module) -> nn.Module:
     """``torch.compile(module, dynamic=False)``: one static graph per batch shape (two per run)."""
-    import torch
-
     # inductor's C++ toolchain probe logs "No CUDA runtime is found" on CPU-only machines; a run's
     # stderr carries nothing but errors
     logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
@@ -28,9 +27,9 @@ def compile_module(module: nn.Module) -> nn.Module:
 
 
 def _graphs_compiled() -> int:
-    from torch._dynamo.utils import counters
-
-    return int(counters["stats"]["unique_graphs"])
+    # torch._dynamo is one of torch's lazily loaded submodules (1-2 s to import): torch.compile has
+    # loaded it before a step runs, and a run without --compile never reads the count
+    return int(torch._dynamo.utils.counters["stats"]["unique_graphs"])
 
 
 class CompileClock:

@@ -13,7 +13,9 @@ import sys
 from typing import Sequence
 
 import torch
+import torch.distributed as dist
 import torch.nn as nn
+from torch.nn.parallel import DistributedDataParallel
 
 from cnnlab.errors import CnnlabError
 from cnnlab.runtime import resolve_device
@@ -36,8 +38,6 @@ def local_device(device: torch.device) -> torch.device:
 
 def all_reduce(t: torch.Tensor) -> torch.Tensor:
     """The sum of ``t`` over all processes (a new tensor)."""
-    import torch.distributed as dist
-
     t = t.clone()
     dist.all_reduce(t)
     return t
@@ -48,8 +48,6 @@ def join_process_group(device: torch.device) -> bool:
     already; returns whether this call joined it (and so should leave it)."""
     if distributed_env()[1] == 1:
         return False
-    import torch.distributed as dist
-
     if dist.is_initialized():
         return False
     dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
@@ -59,8 +57,6 @@ def join_process_group(device: torch.device) -> bool:
 def leave_process_group(joined: bool) -> None:
     """Wait for every process, then leave the group :func:`join_process_group` joined."""
     if joined:
-        import torch.distributed as dist
-
         dist.barrier()
         dist.destroy_process_group()
 
@@ -69,8 +65,6 @@ def wrap_ddp(model: nn.Module, device: torch.device) -> nn.Module:
     """``DistributedDataParallel(model)`` under torchrun, the model itself otherwise."""
     if distributed_env()[1] == 1:
         return model
-    from torch.nn.parallel import DistributedDataParallel
-
     return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
 

@@ -12,6 +12,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from cnnlab.data import get_dataset_spec
+
 __all__ = ["SHIFTS", "TTA_KINDS", "tta_kind", "shift_images", "tta_views", "tta_logits"]
 
 SHIFTS = ((1, 0), (-1, 0), (0, 1), (0, -1))  # (dy, dx): one pixel down, up, right, left
@@ -23,8 +25,6 @@ def tta_kind(dataset: str, enabled: bool) -> str | None:
     """None without TTA; "shift+flip" for datasets trained with flips (colour images), else "shift"."""
     if not enabled:
         return None
-    from cnnlab.data import get_dataset_spec
-
     return "shift+flip" if get_dataset_spec(dataset).augment == "crop+flip" else "shift"
 
 

@@ -12,13 +12,14 @@ A transposed convolution is drawn as the direct convolution it equals (Dumoulin 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any, Mapping
 
 import torch
 import torch.nn.functional as F
 
 from cnnlab import arithmetic
+from cnnlab.conv import convolve2d, correlate2d
 from cnnlab.errors import CnnlabError, CnnlabTypeError, CnnlabValueError
 
 __all__ = ["Panel", "Frame", "Animation", "conv_animation", "pool_animation", "xcorr_animation", "parse_padding",
@@ -81,8 +82,6 @@ class Animation:
         return [(u, v, window[0] + d * u, window[1] + d * v) for u in range(k) for v in range(k)]
 
     def to_dict(self) -> dict[str, Any]:
-        from dataclasses import asdict
-
         return asdict(self) | {"output_size": list(self.output_size), "positions": self.positions}
 
 
@@ -281,8 +280,6 @@ def xcorr_animation(i: int = 5, k: int = 3, p: int = 0, *, seed: int = 0,
     """The lecture's "Cross-Correlation vs Convolution" slide: the same window, visited in opposite
     orders; convolution multiplies each input cell by the kernel flipped on both axes.
     ``names``: what messages call the arguments (e.g. :data:`FLAGS`); by default their symbols."""
-    from cnnlab.conv import convolve2d, correlate2d
-
     _check(names, at_least=1, i=i, k=k)
     _check(names, at_least=0, p=p)
     try:

@@ -12,7 +12,9 @@ import torch.nn as nn
 
 from cnnlab.errors import CnnlabError
 from cnnlab.figures import save_figure, show_image, subplots
-from cnnlab.visualize.layers import hw_c
+from cnnlab.visualize.featuremaps import feature_maps
+from cnnlab.visualize.layers import first_conv, hw_c
+from cnnlab.visualize.source import default_out, resolve
 
 __all__ = ["dropout_masks", "DropoutDemo", "show_dropout"]
 
@@ -51,7 +53,8 @@ def _zeroed(before: torch.Tensor, after: torch.Tensor) -> float:
     return float(((after == 0) & live).sum()) / max(int(live.sum()), 1)
 
 
-def _figure(pixels, fmap, plain, spatial, layer: str, p: float, dropped: list[int], frac: float, path: Path) -> Path:
+def _figure(pixels, fmap, plain, spatial, layer: str, p: float, *, dropped: list[int], frac: float,
+            path: Path) -> Path:
     shown = min(fmap.shape[0], MAX_CHANNELS)
     fig, axes = subplots(3, shown + 1, figsize=(1.5 * (shown + 1), 5.2), squeeze=False)
     bound = float(torch.stack([fmap, plain, spatial]).abs().max()) or 1.0  # white = 0: dropped cells show as white
@@ -78,18 +81,26 @@ def show_dropout(subject, image=None, layer: str | None = None, p: float = 0.5, 
                  out: str | Path | None = None) -> DropoutDemo:
     """``cnnlab demo dropout``: one layer's maps (default: the first convolution's), as they are, under
     Dropout and under Dropout2d."""
+<<<<<<< HEAD
     from cnnlab.visualize.featuremaps import feature_maps
     from cnnlab.visualize.layers import first_conv
     from cnnlab.visualize.source import default_out, resolve, writing
 
+=======
+>>>>>>> h18-imp-b
     subject, image = resolve(subject, image)
     name = layer or first_conv(subject.model)[0]
     fmap = feature_maps(subject.model, image.x, [name])[name].float().cpu()
     plain, spatial = dropout_masks(fmap, p, seed)
     dropped = [c for c in range(fmap.shape[0]) if bool((spatial[c] == 0).all()) and bool((fmap[c] != 0).any())]
     frac = _zeroed(fmap, plain)
+<<<<<<< HEAD
     target = Path(out) if out is not None else default_out(subject, f"dropout-{name}")
     with writing(subject, target, "demo dropout") as output:  # into a run: its lock, recorded
         path = _figure(image.pixels, fmap, plain, spatial, name, p, dropped, frac, target)
         output.record(path)
+=======
+    path = _figure(image.pixels, fmap, plain, spatial, name, p, dropped=dropped, frac=frac,
+                   path=Path(out) if out is not None else default_out(subject, f"dropout-{name}"))
+>>>>>>> h18-imp-b
     return DropoutDemo(path, name, p, tuple(fmap.shape), frac, dropped, subject.description, image.caption)

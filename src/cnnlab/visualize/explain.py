@@ -9,10 +9,11 @@ from typing import Sequence
 
 import torch
 
-from cnnlab.errors import CnnlabError
+from cnnlab.errors import CnnlabError, UnknownNameError
 from cnnlab.figures import overlay, save_figure, show_image, subplots
 from cnnlab.visualize.attribution import grad_cam, integrated_gradients, saliency
-from cnnlab.visualize.layers import LayerChoice, choose_gradcam_layer, default_layers, get_layer, hw_c
+from cnnlab.visualize.layers import LayerChoice, choose_gradcam_layer, default_layers, get_layer, hw_c, trace_outputs
+from cnnlab.visualize.source import default_out, parse_target, resolve, to_model_input
 
 __all__ = ["METHODS", "GradCamResult", "show_gradcam", "parse_methods", "plot_attributions"]
 
@@ -36,8 +37,6 @@ class GradCamResult:
 
 
 def parse_methods(text: str | Sequence[str]) -> tuple[str, ...]:
-    from cnnlab.errors import UnknownNameError
-
     names = [m.strip() for m in text.split(",")] if isinstance(text, str) else list(text)
     for name in names:
         if name not in METHODS:
@@ -49,8 +48,6 @@ def parse_methods(text: str | Sequence[str]) -> tuple[str, ...]:
 
 def _strip(model, x: torch.Tensor, target: int) -> list[tuple[str, torch.Tensor]]:
     """Grad-CAM at every default layer (conv/pool, or one per stage) whose output is a feature map."""
-    from cnnlab.visualize.layers import trace_outputs
-
     spatial = {o.name for o in trace_outputs(model, x) if o.spatial}
     return [(name, grad_cam(model, x, name, target)[0]) for name in default_layers(model, x) if name in spatial]
 
@@ -60,8 +57,11 @@ def show_gradcam(subject, image=None, layer: str | None = None, target: int | st
                  ) -> GradCamResult:
     """Explain one image: Grad-CAM at ``layer`` ("all": the automatic layer plus a per-layer strip;
     None: the automatic layer), for class ``target`` (None: the predicted class)."""
+<<<<<<< HEAD
     from cnnlab.visualize.source import default_out, parse_target, resolve, writing
 
+=======
+>>>>>>> h18-imp-b
     methods = parse_methods(methods)
     subject, image = resolve(subject, image)
     target = parse_target(target, subject.classes)
@@ -82,8 +82,6 @@ def show_gradcam(subject, image=None, layer: str | None = None, target: int | st
         panels.append(("saliency |dy/dx|", saliency(model, x, cls)[0], "heat"))
     if "ig" in methods:
         base = torch.zeros_like(image.pixels)
-        from cnnlab.visualize.source import to_model_input
-
         ig = integrated_gradients(model, x, cls, baseline=to_model_input(base, subject), steps=ig_steps)
         panels.append((f"integrated gradients ({ig_steps} steps)", ig[0].abs().sum(0), "heat"))
     strip = _strip(model, x, cls) if strip_all else []
@@ -100,8 +98,6 @@ def show_gradcam(subject, image=None, layer: str | None = None, target: int | st
 
 
 def _shape(model, x: torch.Tensor, name: str) -> tuple[int, ...]:
-    from cnnlab.visualize.layers import trace_outputs
-
     for o in trace_outputs(model, x):
         if o.name == name:
             return o.shape

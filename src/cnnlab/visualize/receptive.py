@@ -17,7 +17,10 @@ from matplotlib.patches import Rectangle
 from cnnlab.errors import CnnlabError
 from cnnlab.figures import save_figure, show_image, subplots
 from cnnlab.trace import receptive_field_map
-from cnnlab.visualize.layers import check_image, first_conv, get_layer, hw_c, layer_name
+from cnnlab.visualize.featuremaps import feature_maps
+from cnnlab.visualize.layers import (
+    check_image, choose_gradcam_layer, first_conv, get_layer, hw_c, layer_name, trace_outputs)
+from cnnlab.visualize.source import default_out, resolve
 
 __all__ = ["theoretical_receptive_field", "rf_box", "effective_receptive_field", "layer_output_shape",
            "parse_cell", "RFResult", "show_receptive_field", "plot_receptive_field"]
@@ -50,8 +53,6 @@ def theoretical_receptive_field(model: nn.Module, layer: str | nn.Module, input_
 
 def layer_output_shape(model: nn.Module, layer: str, input_size: int | Sequence[int]) -> tuple[int, ...]:
     """(C, H, W) of ``layer``'s output for one input (a forward pass in eval mode, no gradients)."""
-    from cnnlab.visualize.layers import trace_outputs
-
     shape = _input_shape(model, input_size)
     p = next(model.parameters(), None)
     x = torch.zeros((1, *shape), device=p.device if p is not None else "cpu")
@@ -161,9 +162,12 @@ class RFResult:
 def show_receptive_field(subject, image=None, layer: str | None = None, cell: str | Sequence[int] | None = None,
                          n_images: int = 16, out: str | Path | None = None) -> RFResult:
     """``cnnlab show rf``: the box of one cell on the image, beside the effective receptive field."""
+<<<<<<< HEAD
     from cnnlab.visualize.layers import choose_gradcam_layer
     from cnnlab.visualize.source import default_out, resolve, writing
 
+=======
+>>>>>>> h18-imp-b
     subject, image = resolve(subject, image)
     model, shape, cell = subject.model, subject.input_shape, parse_cell(cell)
     name = layer or choose_gradcam_layer(model, shape).name
@@ -178,8 +182,6 @@ def show_receptive_field(subject, image=None, layer: str | None = None, cell: st
     outside = erf.clone()
     outside[top:bottom, left:right] = 0
     inside = bool((outside == 0).all())
-    from cnnlab.visualize.featuremaps import feature_maps
-
     fmap = feature_maps(model, image.x, [name])[name]
     target = Path(out) if out is not None else default_out(subject, f"rf-{name}")
     with writing(subject, target, "show rf") as output:  # into a run: its lock, recorded
