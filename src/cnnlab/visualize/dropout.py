@@ -14,7 +14,7 @@ from cnnlab.errors import CnnlabError
 from cnnlab.figures import save_figure, show_image, subplots
 from cnnlab.visualize.featuremaps import feature_maps
 from cnnlab.visualize.layers import first_conv, hw_c
-from cnnlab.visualize.source import default_out, resolve
+from cnnlab.visualize.source import default_out, resolve, writing
 
 __all__ = ["dropout_masks", "DropoutDemo", "show_dropout"]
 
@@ -81,26 +81,14 @@ def show_dropout(subject, image=None, layer: str | None = None, p: float = 0.5, 
                  out: str | Path | None = None) -> DropoutDemo:
     """``cnnlab demo dropout``: one layer's maps (default: the first convolution's), as they are, under
     Dropout and under Dropout2d."""
-<<<<<<< HEAD
-    from cnnlab.visualize.featuremaps import feature_maps
-    from cnnlab.visualize.layers import first_conv
-    from cnnlab.visualize.source import default_out, resolve, writing
-
-=======
->>>>>>> h18-imp-b
     subject, image = resolve(subject, image)
     name = layer or first_conv(subject.model)[0]
     fmap = feature_maps(subject.model, image.x, [name])[name].float().cpu()
     plain, spatial = dropout_masks(fmap, p, seed)
     dropped = [c for c in range(fmap.shape[0]) if bool((spatial[c] == 0).all()) and bool((fmap[c] != 0).any())]
     frac = _zeroed(fmap, plain)
-<<<<<<< HEAD
     target = Path(out) if out is not None else default_out(subject, f"dropout-{name}")
     with writing(subject, target, "demo dropout") as output:  # into a run: its lock, recorded
-        path = _figure(image.pixels, fmap, plain, spatial, name, p, dropped, frac, target)
+        path = _figure(image.pixels, fmap, plain, spatial, name, p, dropped=dropped, frac=frac, path=target)
         output.record(path)
-=======
-    path = _figure(image.pixels, fmap, plain, spatial, name, p, dropped=dropped, frac=frac,
-                   path=Path(out) if out is not None else default_out(subject, f"dropout-{name}"))
->>>>>>> h18-imp-b
     return DropoutDemo(path, name, p, tuple(fmap.shape), frac, dropped, subject.description, image.caption)

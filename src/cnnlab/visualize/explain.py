@@ -13,7 +13,7 @@ from cnnlab.errors import CnnlabError, UnknownNameError
 from cnnlab.figures import overlay, save_figure, show_image, subplots
 from cnnlab.visualize.attribution import grad_cam, integrated_gradients, saliency
 from cnnlab.visualize.layers import LayerChoice, choose_gradcam_layer, default_layers, get_layer, hw_c, trace_outputs
-from cnnlab.visualize.source import default_out, parse_target, resolve, to_model_input
+from cnnlab.visualize.source import default_out, parse_target, resolve, to_model_input, writing
 
 __all__ = ["METHODS", "GradCamResult", "show_gradcam", "parse_methods", "plot_attributions"]
 
@@ -57,11 +57,6 @@ def show_gradcam(subject, image=None, layer: str | None = None, target: int | st
                  ) -> GradCamResult:
     """Explain one image: Grad-CAM at ``layer`` ("all": the automatic layer plus a per-layer strip;
     None: the automatic layer), for class ``target`` (None: the predicted class)."""
-<<<<<<< HEAD
-    from cnnlab.visualize.source import default_out, parse_target, resolve, writing
-
-=======
->>>>>>> h18-imp-b
     methods = parse_methods(methods)
     subject, image = resolve(subject, image)
     target = parse_target(target, subject.classes)

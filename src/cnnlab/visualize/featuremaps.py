@@ -14,7 +14,7 @@ from cnnlab.errors import CnnlabError
 from cnnlab.figures import grid_shape, save_figure, show_image, subplots
 from cnnlab.trace import trace
 from cnnlab.visualize.layers import check_image, default_layers, hw_c, layer_name
-from cnnlab.visualize.source import default_dir, resolve
+from cnnlab.visualize.source import default_dir, resolve, writing
 
 __all__ = ["feature_maps", "layer_titles", "plot_feature_maps", "FeatureMapsResult", "show_featuremaps"]
 
@@ -114,11 +114,6 @@ class FeatureMapsResult:
 def show_featuremaps(subject, image=None, layers: str | Sequence[str] | None = None,
                      out_dir: str | Path | None = None) -> FeatureMapsResult:
     """``cnnlab show featuremaps``: one PNG per layer in ``out_dir`` (default ``RUN_DIR/visualize``)."""
-<<<<<<< HEAD
-    from cnnlab.visualize.source import default_dir, resolve, writing
-
-=======
->>>>>>> h18-imp-b
     subject, image = resolve(subject, image)
     maps = feature_maps(subject.model, image.x, layers)
     titles = layer_titles(subject.model, subject.input_shape, maps)

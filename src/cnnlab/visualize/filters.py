@@ -13,7 +13,7 @@ import torch.nn as nn
 from cnnlab.errors import CnnlabError
 from cnnlab.figures import grid_shape, save_figure, subplots
 from cnnlab.visualize.layers import first_conv, get_layer
-from cnnlab.visualize.source import default_out, resolve
+from cnnlab.visualize.source import default_out, resolve, writing
 
 __all__ = ["conv_layers", "conv_weight", "rgb_filters", "filters_figure", "plot_filters", "FiltersResult",
            "show_filters"]
@@ -116,11 +116,6 @@ class FiltersResult:
 
 def show_filters(subject, layer: str | None = None, out: str | Path | None = None) -> FiltersResult:
     """``cnnlab show filters``: the PNG (default ``RUN_DIR/visualize/filters-<layer>.png``)."""
-<<<<<<< HEAD
-    from cnnlab.visualize.source import default_out, resolve, writing
-
-=======
->>>>>>> h18-imp-b
     subject, _ = resolve(subject, need_image=False)
     name, w = conv_weight(subject.model, layer)
     target = Path(out) if out is not None else default_out(subject, f"filters-{name}")

@@ -20,7 +20,7 @@ from cnnlab.trace import receptive_field_map
 from cnnlab.visualize.featuremaps import feature_maps
 from cnnlab.visualize.layers import (
     check_image, choose_gradcam_layer, first_conv, get_layer, hw_c, layer_name, trace_outputs)
-from cnnlab.visualize.source import default_out, resolve
+from cnnlab.visualize.source import default_out, resolve, writing
 
 __all__ = ["theoretical_receptive_field", "rf_box", "effective_receptive_field", "layer_output_shape",
            "parse_cell", "RFResult", "show_receptive_field", "plot_receptive_field"]
@@ -162,12 +162,6 @@ class RFResult:
 def show_receptive_field(subject, image=None, layer: str | None = None, cell: str | Sequence[int] | None = None,
                          n_images: int = 16, out: str | Path | None = None) -> RFResult:
     """``cnnlab show rf``: the box of one cell on the image, beside the effective receptive field."""
-<<<<<<< HEAD
-    from cnnlab.visualize.layers import choose_gradcam_layer
-    from cnnlab.visualize.source import default_out, resolve, writing
-
-=======
->>>>>>> h18-imp-b
     subject, image = resolve(subject, image)
     model, shape, cell = subject.model, subject.input_shape, parse_cell(cell)
     name = layer or choose_gradcam_layer(model, shape).name
