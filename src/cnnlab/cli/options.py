@@ -71,6 +71,9 @@ class _Checked(click.ParamType):
     def __init__(self, name: str, parser: Callable[[str], Any], keep_text: bool):
         self.name, self.parser, self.keep_text = name, parser, keep_text
 
+    def get_metavar(self, param: click.Parameter, ctx: click.Context | None = None) -> str:
+        return self.name
+
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
         parsed = self.parser(value)
         return value if self.keep_text else parsed
@@ -93,7 +96,7 @@ SEED = RangedInt(Range(*SEED_RANGE, integer=True, hint=" (the range torch.manual
 POSITIVE = RangedInt(Range(1, integer=True))
 NON_NEGATIVE = RangedInt(Range(0, integer=True))
 SHAPE = _Checked("CxHxW", _parse_shape, keep_text=True)  # "1x28x28", checked before the model is built
-BYTES = _Checked("size", _parse_bytes, keep_text=False)  # "8GiB" -> 8589934592
+BYTES = _Checked("SIZE", _parse_bytes, keep_text=False)  # "8GiB" -> 8589934592
 DEVICES = click.Choice(list(DEVICE_NAMES))
 FORMATS = click.Choice(["table", "json"])
 PATH = click.Path(path_type=Path)
