@@ -1,4 +1,4 @@
-"""What every command shares: context settings, option types, output helpers.
+"""What every command shares: context settings, output helpers (the shared options: :mod:`cnnlab.cli.options`).
 
 Nothing here imports torch or rich at import time: ``cnnlab --help`` and ``cnnlab arith``
 start in a fraction of a second.
@@ -10,14 +10,10 @@ import json
 import sys
 from typing import Any, Iterable, Sequence
 
-import click
-
 from cnnlab.errors import CnnlabError
 from cnnlab.terminal import make_console
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
-DEVICES = click.Choice(["auto", "cpu", "cuda"])
-FORMATS = click.Choice(["table", "json"])
 
 _console: Any = None
 _console_stream: Any = None
@@ -46,13 +42,6 @@ def parse_options(items: Iterable[str]) -> dict[str, Any]:
             value = raw
         options[key.strip().replace("-", "_")] = value
     return options
-
-
-def model_options(fn):
-    """``-o/--option KEY=VALUE`` (repeatable), passed to the function as a dict ``option``."""
-    return click.option("--option", "-o", "option", multiple=True, metavar="KEY=VALUE",
-                        callback=lambda ctx, param, value: parse_options(value),
-                        help="Model option, e.g. -o dropout2d=0.2 (repeatable).")(fn)
 
 
 def print_json(obj: Any) -> None:

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import click
 
-from cnnlab.cli._common import CONTEXT, DEVICES, console, print_table
+from cnnlab.cli._common import CONTEXT, console, print_table
+from cnnlab.cli.options import PATH, POSITIVE, SHAPE, device_option
 from cnnlab.paths import check_folder, check_output
 
 __all__ = ["analyze"]
@@ -16,18 +17,19 @@ __all__ = ["analyze"]
 @click.command(context_settings=CONTEXT,
                short_help="The zoo as in Canziani et al. (2016): accuracy, operations, time, memory.")
 @click.argument("models", nargs=-1)
-@click.option("--input", "input", default=None, help="Input shape CxHxW for every model [default: each model's own].")
+@click.option("--input", "input", type=SHAPE, default=None,
+              help="Input shape CxHxW for every model [default: each model's own].")
 @click.option("--batch-sizes", default="1,2,4,8,16,32,64", show_default=True, help="Comma-separated batch sizes.")
-@click.option("--repeats", type=int, default=None, help="Timed runs per batch size [default: 10, --quick 3].")
+@click.option("--repeats", type=POSITIVE, default=None, help="Timed runs per batch size [default: 10, --quick 3].")
 @click.option("--quick", is_flag=True, help="Batch sizes 1 and 8, 3 timed runs.")
 @click.option("--no-timing", is_flag=True, help="Counts only: parameters, operations, memory.")
 @click.option("--per-layer", is_flag=True, help="Include the per-layer breakdown (json output).")
-@click.option("--device", type=DEVICES, default="cpu", show_default=True)
-@click.option("--runs", "runs", multiple=True, type=click.Path(path_type=Path),
+@device_option
+@click.option("--runs", "runs", multiple=True, type=PATH,
               help="cnnlab run directory (or a folder of them) to take test accuracies from (repeatable).")
 @click.option("--format", "format", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
-@click.option("--charts", type=click.Path(path_type=Path), default=None, help="Folder for the four PNG charts.")
-@click.option("--html", "html_path", type=click.Path(path_type=Path), default=None, help="Write one self-contained HTML report.")
+@click.option("--charts", type=PATH, default=None, help="Folder for the four PNG charts.")
+@click.option("--html", "html_path", type=PATH, default=None, help="Write one self-contained HTML report.")
 def analyze(models: tuple[str, ...], input: str | None, batch_sizes: str, repeats: int | None, quick: bool,
             no_timing: bool, per_layer: bool, device: str, runs: tuple[Path, ...], format: str, charts: Path | None,
             html_path: Path | None) -> None:

@@ -27,7 +27,7 @@ def arith(input: int, kernel: int, stride: int, padding: str, dilation: int, cei
     except ValueError:
         pad = padding
     try:
-        _, lines = explain_output_size(input, kernel, stride, pad, dilation, ceil_mode)
+        _, lines = explain_output_size(i=input, k=kernel, s=stride, padding=pad, d=dilation, ceil_mode=ceil_mode)
     except (ValueError, TypeError) as exc:
         raise CnnlabError(str(exc)) from None
     for line in lines:

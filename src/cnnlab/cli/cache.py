@@ -9,7 +9,8 @@ from pathlib import Path
 
 import click
 
-from cnnlab.cli._common import CONTEXT, FORMATS, console, print_json, print_table
+from cnnlab.cli._common import CONTEXT, console, print_json, print_table
+from cnnlab.cli.options import format_option
 from cnnlab.errors import CnnlabError
 
 __all__ = ["cache"]
@@ -63,7 +64,7 @@ def cache() -> None:
 
 
 @cache.command("list", context_settings=CONTEXT)
-@click.option("--format", "format", type=FORMATS, default="table", show_default=True)
+@format_option
 def list_cache(format: str) -> None:
     """List the cached folders and the total size.
 

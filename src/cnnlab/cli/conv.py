@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import click
 
-from cnnlab.cli._common import CONTEXT, DEVICES, FORMATS, console, print_json, print_table
+from cnnlab.cli._common import CONTEXT, console, print_json, print_table
+from cnnlab.cli.options import POSITIVE, device_option, format_option
 
 __all__ = ["demo", "bench"]
 
@@ -34,10 +35,10 @@ def bench() -> None:
 @click.option("--batch-sizes", default="1,8", show_default=True, help="Comma-separated batch sizes.")
 @click.option("--algorithms", default="im2col,fft,winograd,winograd4", show_default=True,
               help="Comma-separated: direct, im2col, fft, winograd, winograd4.")
-@click.option("--runs", type=int, default=None, help="Timed runs per case [default: 5, --quick 3].")
-@click.option("--device", type=DEVICES, default="cpu", show_default=True)
+@click.option("--runs", type=POSITIVE, default=None, help="Timed runs per case [default: 5, --quick 3].")
+@device_option
 @click.option("--errors/--no-errors", default=True, show_default=True, help="Also print the float64 error report.")
-@click.option("--format", "format", type=FORMATS, default="table", show_default=True)
+@format_option
 def bench_conv(quick: bool, batch_sizes: str, algorithms: str, runs: int | None, device: str, errors: bool,
                format: str) -> None:
     """VGG-16's 3x3 layers: each algorithm's ms, GFLOP/s, ratio to F.conv2d, max error and memory."""

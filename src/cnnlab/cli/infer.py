@@ -7,7 +7,9 @@ from typing import Any
 
 import click
 
-from cnnlab.cli._common import CONTEXT, DEVICES, FORMATS, console, print_json, print_table
+from cnnlab.cli._common import CONTEXT, console, print_json, print_table
+from cnnlab.cli.options import NON_NEGATIVE, POSITIVE, data_dir_option, device_option, format_option, \
+    input_size_option, seed_option
 
 __all__ = ["bench_infer"]
 
@@ -23,16 +25,18 @@ def _x(value: float | None) -> str:
 @click.option("--batch-sizes", default="1,16", show_default=True, help="Comma-separated batch sizes.")
 @click.option("--peers/--no-peers", default=True, show_default=True,
               help="Also time ONNX Runtime fp32 and int8 (QDQ, its default settings) as peers.")
-@click.option("--repeats", type=int, default=7, show_default=True, help="Timed rounds (every contender once per round).")
-@click.option("--warmup", type=int, default=2, show_default=True, help="Untimed calls of each contender first.")
+@click.option("--repeats", type=POSITIVE, default=7, show_default=True,
+              help="Timed rounds (every contender once per round).")
+@click.option("--warmup", type=NON_NEGATIVE, default=2, show_default=True,
+              help="Untimed calls of each contender first.")
 @click.option("--threads", type=int, default=None, help="Threads for PyTorch and ONNX Runtime [default: torch's].")
-@click.option("--input-size", type=int, default=None, help="Image side for MODEL names [default: the model's].")
-@click.option("--calibration-images", type=int, default=256, show_default=True,
+@input_size_option
+@click.option("--calibration-images", type=POSITIVE, default=256, show_default=True,
               help="Training images (of a RUN) that calibrate int8, drawn with --seed.")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--data-dir", default=None, help="Where a RUN's dataset is now, if it moved.")
-@click.option("--device", type=DEVICES, default="cpu", show_default=True)
-@click.option("--format", "format", type=FORMATS, default="table", show_default=True)
+@seed_option
+@data_dir_option
+@device_option
+@format_option
 def bench_infer(targets: tuple[str, ...], modes: str | None, batch_sizes: str, peers: bool, repeats: int, warmup: int,
                 threads: int | None, input_size: int | None, calibration_images: int, seed: int,
                 data_dir: str | None, device: str, format: str) -> None:

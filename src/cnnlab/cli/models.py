@@ -7,7 +7,8 @@ from typing import Any
 
 import click
 
-from cnnlab.cli._common import CONTEXT, FORMATS, console, model_options, print_json, print_table
+from cnnlab.cli._common import CONTEXT, console, print_json, print_table
+from cnnlab.cli.options import BYTES, SHAPE, device_option, format_option, model_option, num_classes_option
 
 __all__ = ["models", "summary"]
 
@@ -15,7 +16,7 @@ OPTIMIZER_CHOICES = click.Choice(["sgd", "momentum", "nesterov", "adam", "adamw"
 
 
 @click.command(context_settings=CONTEXT)
-@click.option("--format", "format", type=FORMATS, default="table", show_default=True)
+@format_option
 def models(format: str) -> None:
     """List the registered models with parameters and MACs at their default input."""
     from cnnlab.analysis.modelspec import zoo_rows
@@ -32,10 +33,11 @@ def models(format: str) -> None:
 
 @click.command(context_settings=CONTEXT)
 @click.argument("model")
-@click.option("--input", "input", default=None, help="Input shape CxHxW, e.g. 1x28x28 [default: the model's].")
-@click.option("--num-classes", type=int, default=None, help="Output classes [default: the model's].")
-@click.option("--format", "format", type=FORMATS, default="table", show_default=True)
-@model_options
+@click.option("--input", "input", type=SHAPE, default=None,
+              help="Input shape CxHxW, e.g. 1x28x28 [default: the model's].")
+@num_classes_option
+@format_option
+@model_option
 @click.option("--train", is_flag=True, help="Also the cost of one training step: forward and backward FLOPs per "
               "layer, bytes saved for backward, parameters, gradients, optimizer state and the peak memory.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=1, show_default=True, help="Batch of the step.")
@@ -44,28 +46,32 @@ def models(format: str) -> None:
 @click.option("--momentum", type=float, default=0.0, show_default=True, help="SGD momentum.")
 @click.option("--amp", is_flag=True, help="Autocast: bfloat16 on the CPU, float16 on CUDA.")
 @click.option("--freeze", multiple=True, metavar="MODULE", help="Keep this module's parameters fixed (repeatable).")
-@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
-              help="The device the estimate (and --measure) is for.")
+@device_option
 @click.option("--channels-last/--no-channels-last", default=None,
               help="NHWC memory format [default: on for the CPU, off for CUDA, as cnnlab train].")
 @click.option("--measure", is_flag=True, help="Run two real training steps and print the measured peak beside "
               "the estimate (implies --train).")
-@click.option("--fit-memory", metavar="SIZE", default=None,
+@click.option("--fit-memory", metavar="SIZE", type=BYTES, default=None,
               help="The largest batch whose estimated peak fits SIZE (e.g. 8GiB, 512MiB), for training.")
 @click.option("--eval", "eval_", is_flag=True, help="With --fit-memory: for inference (eval mode, no gradients).")
 def summary(model: str, input: str | None, num_classes: int | None, format: str, option: dict[str, Any],
             train: bool, batch_size: int, optimizer: str, momentum: float, amp: bool, freeze: tuple[str, ...],
-            device: str, channels_last: bool | None, measure: bool, fit_memory: str | None, eval_: bool) -> None:
+            device: str, channels_last: bool | None, measure: bool, fit_memory: int | None, eval_: bool) -> None:
     """Layer-by-layer shapes (28x28x1 => 28x28x4), formulas, parameters, MACs and receptive fields.
 
     MODEL is a registered name (cnnlab models) or your own file, path/to/file.py:ClassName: the
     file is executed (imported as Python) and the class built with no arguments. A model that
     cannot take the input gets its table up to the failing layer and one line saying why.
+    The estimate (and --measure) is for --device: auto is CUDA when this machine has it.
     """
     from cnnlab.analysis.estimate import StepSettings
     from cnnlab.analysis.modelspec import run_summary
     from cnnlab.errors import ShapeError
 
+    if device == "auto":  # the estimate is for this machine's device; cuda may be asked for without one
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
     settings = StepSettings(optimizer=optimizer, momentum=momentum, amp=amp, device=device,
                             channels_last=channels_last, freeze=tuple(freeze))
     try:

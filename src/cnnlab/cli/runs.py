@@ -6,24 +6,22 @@ from pathlib import Path
 
 import click
 
-from cnnlab.cli._common import CONTEXT, DEVICES, FORMATS, console, pct, print_json, print_table
+from cnnlab.cli._common import CONTEXT, console, pct, print_json, print_table
+from cnnlab.cli.options import data_dir_option, device_option, format_option, optimize_option, overwrite_option
 from cnnlab.paths import FIGURE_SUFFIXES, check_output
 
 __all__ = ["evaluate", "predict", "export", "runs"]
 
-OPTIMIZE_HELP = ("Run the model through cnnlab.optimize: eager, channels_last, compile, bf16, fp16, onnxruntime, int8 "
-                 "(calibrated on 256 training images) or auto.")
-
 
 @click.command(context_settings=CONTEXT)
 @click.argument("run_dir", type=click.Path(path_type=Path))
-@click.option("--data-dir", type=click.Path(path_type=Path), default=None, help="Where the dataset is now, if it moved.")
-@click.option("--device", type=DEVICES, default="auto", show_default=True)
+@data_dir_option
+@device_option
 @click.option("--split", type=click.Choice(["val", "test"]), default="test", show_default=True)
 @click.option("--confusion", type=click.Path(path_type=Path), default=None,
               help="Confusion-matrix PNG [default: RUN_DIR/confusion_<split>.png].")
-@click.option("--optimize", "optimize", metavar="MODE", default=None, help=OPTIMIZE_HELP)
-def evaluate(run_dir: Path, data_dir: Path | None, device: str, split: str, confusion: Path | None,
+@optimize_option
+def evaluate(run_dir: Path, data_dir: str | None, device: str, split: str, confusion: Path | None,
              optimize: str | None) -> None:
     """Reload a run's checkpoint: accuracy, per-class precision/recall, confusion-matrix PNG."""
     from cnnlab.training.evaluate import evaluate_with_report
@@ -47,8 +45,8 @@ def evaluate(run_dir: Path, data_dir: Path | None, device: str, split: str, conf
 @click.argument("run_dir", type=click.Path(path_type=Path))
 @click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--top-k", type=int, default=3, show_default=True)
-@click.option("--device", type=DEVICES, default="auto", show_default=True)
-@click.option("--optimize", "optimize", metavar="MODE", default=None, help=OPTIMIZE_HELP)
+@device_option
+@optimize_option
 def predict(run_dir: Path, images: tuple[Path, ...], top_k: int, device: str, optimize: str | None) -> None:
     """Top-k classes for image files (any size or mode), converted the way the run's data was."""
     from cnnlab.training.evaluate import predict as run_predict
@@ -62,13 +60,13 @@ def predict(run_dir: Path, images: tuple[Path, ...], top_k: int, device: str, op
 @click.option("--format", "format", type=click.Choice(["onnx"]), default="onnx", show_default=True)
 @click.option("--out", type=click.Path(path_type=Path), default=None,
               help="[default: RUN_DIR/model.onnx, with --quantize int8 RUN_DIR/model.int8.onnx]")
-@click.option("--overwrite", is_flag=True, help="Replace an existing file.")
+@overwrite_option
 @click.option("--quantize", type=click.Choice(["int8"]), default=None,
               help="Static int8 (QDQ) quantization calibrated on 256 training images; checked for >= 99% top-1 "
                    "agreement with PyTorch on test images.")
-@click.option("--data-dir", type=click.Path(path_type=Path), default=None, help="Where the dataset is now (--quantize).")
+@data_dir_option
 def export(run_dir: Path, format: str, out: Path | None, overwrite: bool, quantize: str | None,
-           data_dir: Path | None) -> None:
+           data_dir: str | None) -> None:
     """Export a run's model to ONNX and check it against onnxruntime (max |diff| <= 1e-4)."""
     from cnnlab.export import export_onnx, export_onnx_int8
 
@@ -87,7 +85,7 @@ def export(run_dir: Path, format: str, out: Path | None, overwrite: bool, quanti
 
 @click.command(context_settings=CONTEXT)
 @click.argument("root", required=False, default="runs", type=click.Path(path_type=Path))
-@click.option("--format", "format", type=FORMATS, default="table", show_default=True)
+@format_option
 def runs(root: Path, format: str) -> None:
     """One table of past runs: model, dataset, epochs, best val / test accuracy, time, status
     (a report, ONNX file or plot made from an older model.pt is named stale)."""

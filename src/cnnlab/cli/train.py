@@ -15,11 +15,14 @@ from typing import Any, Callable
 
 import click
 
-from cnnlab.cli._common import CONTEXT, DEVICES, FORMATS, console, parse_options, print_json, print_table
+from cnnlab.cli._common import CONTEXT, console, parse_options, print_json, print_table
+from cnnlab.cli.options import SettingOption, format_option, overwrite_option
 from cnnlab.paths import check_output
 from cnnlab.training.config import GROUPS, INIT_SCHEMES, TrainConfig, check_resume_options, option_flag, resume_safe
 
 __all__ = ["config_options", "explicit_settings", "train", "experiment", "recipes"]
+
+INIT_SETTINGS = ("model", "dataset", "epochs", "seed", "data_dir", "device")  # experiment inits: train's options
 
 
 def _unwrap_optional(tp: Any) -> tuple[Any, bool]:
@@ -37,12 +40,12 @@ def _option(f: dataclasses.Field, tp: Any) -> Callable:
     default = f.default_factory() if f.default is dataclasses.MISSING else f.default  # type: ignore[misc]
     flag = "--" + f.name.replace("_", "-")
     flags = tuple(meta.get("flags") or (flag,))
-    common: dict[str, Any] = {"help": meta.get("help", ""), "metavar": meta.get("metavar")}
+    common: dict[str, Any] = {"help": meta.get("help", ""), "metavar": meta.get("metavar"), "cls": SettingOption}
     base, optional = _unwrap_optional(tp)
     origin = typing.get_origin(base)
     if base is bool:  # --x/--no-x for every switch: a recipe's "on" must be undoable from the command line
         return click.option(f"{flag}/--no-{flag[2:]}", f.name, default=default, show_default=default is True,
-                            help=common["help"])
+                            help=common["help"], cls=SettingOption)
     if origin is list:
         return click.option(*flags, f.name, multiple=True, callback=lambda ctx, p, v: list(v), **common)
     if origin is dict:
@@ -51,10 +54,13 @@ def _option(f: dataclasses.Field, tp: Any) -> Callable:
     return click.option(*flags, f.name, type=kind, default=default, show_default=not optional, **common)
 
 
-def config_options(config_cls: type = TrainConfig) -> Callable[[Callable], Callable]:
-    """A decorator adding one click option per field of ``config_cls`` (fields marked ``cli=False`` excepted)."""
+def config_options(config_cls: type = TrainConfig, only: tuple[str, ...] | None = None
+                   ) -> Callable[[Callable], Callable]:
+    """A decorator adding one click option per field of ``config_cls`` (fields marked ``cli=False`` excepted;
+    with ``only``: those fields, in that order): a run's settings are declared once, in the config."""
     hints = typing.get_type_hints(config_cls)
-    options = [_option(f, hints[f.name]) for f in dataclasses.fields(config_cls) if f.metadata.get("cli", True)]
+    fields = {f.name: f for f in dataclasses.fields(config_cls) if f.metadata.get("cli", True)}
+    options = [_option(fields[name], hints[name]) for name in (only or fields)]
 
     def decorate(fn: Callable) -> Callable:
         for option in reversed(options):
@@ -97,7 +103,7 @@ class GroupedOptions(click.Command):
 @click.command(cls=GroupedOptions, context_settings=CONTEXT)
 @config_options(TrainConfig)
 @click.option("--resume", "resume_dir", type=click.Path(path_type=Path), default=None, help=_resume_help())
-@click.option("--overwrite", is_flag=True, help="Allow writing into a non-empty --out.")
+@overwrite_option
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar or epoch lines.")
 @click.option("--tensorboard", is_flag=True, help="Also write TensorBoard event files to RUN_DIR/tensorboard.")
 @click.option("--nproc", type=int, default=1, show_default=True,
@@ -135,13 +141,13 @@ def train(resume_dir: Path | None, overwrite: bool, quiet: bool, tensorboard: bo
 
 @click.command(context_settings=CONTEXT)
 @click.argument("name", required=False)
-@click.option("--format", "fmt", type=FORMATS, default="table", show_default=True)
-def recipes(name: str | None, fmt: str) -> None:
+@format_option
+def recipes(name: str | None, format: str) -> None:
     """The named training recipes (`cnnlab train --recipe NAME`); with NAME, its settings file."""
     from cnnlab.training.recipes import list_recipes, load_recipe
 
     chosen = [load_recipe(name)] if name else list_recipes()
-    if fmt == "json":
+    if format == "json":
         print_json([{"name": r.name, "path": str(r.path), "description": r.description, "settings": r.settings,
                      "measured": r.measured} for r in chosen])
     elif name:
@@ -162,31 +168,26 @@ def experiment() -> None:
 @click.option("--out", type=click.Path(path_type=Path), default=Path("runs/inits"), show_default=True,
               help="Folder for one run per init, inits.csv and inits.png.")
 @click.option("--inits", default=",".join(INIT_SCHEMES), show_default=True, help="Comma-separated init schemes.")
-@click.option("--model", default="convnet", show_default=True)
-@click.option("--dataset", default="mnist", show_default=True)
-@click.option("--epochs", type=int, default=10, show_default=True)
-@click.option("--seed", type=int, default=1, show_default=True)
-@click.option("--data-dir", type=click.Path(path_type=Path), default=None)
-@click.option("--device", type=DEVICES, default="auto", show_default=True)
-@click.option("--overwrite", is_flag=True, help="Allow writing into a non-empty --out.")
-def experiment_inits(out: Path, inits: str, model: str, dataset: str, epochs: int, seed: int, data_dir: Path | None,
-                     device: str, overwrite: bool) -> None:
+@config_options(TrainConfig, only=INIT_SETTINGS)
+@overwrite_option
+def experiment_inits(out: Path, inits: str, overwrite: bool, **settings: Any) -> None:
     """Train the ConvNet recipe once per weight init; table and accuracy plot (cnn-with-diff-init)."""
+    base = TrainConfig(**settings)  # the settings are train's own options (declared once, in TrainConfig)
+    base.check_ranges()
+    check_output(out, "folder", writes="a folder of runs, inits.csv and inits.png")
     from cnnlab.experiments import LECTURE_INIT_TABLE, run_init_experiment
     from cnnlab.training.callbacks import ConsoleLogger
 
-    check_output(out, "folder", writes="a folder of runs, inits.csv and inits.png")
     names = [n.strip() for n in inits.split(",") if n.strip()]
-    base = TrainConfig(model=model, dataset=dataset, epochs=epochs, seed=seed, device=device,
-                       data_dir=str(data_dir) if data_dir else None)
     rows = run_init_experiment(out, names, base, [ConsoleLogger(console())], overwrite=overwrite)
+    model, dataset, epochs = base.model, base.dataset, base.epochs
     lecture = (model, dataset, epochs) == ("convnet", "mnist", 10)
 
     def cell(value: float, row, i: int) -> str:
         ref = LECTURE_INIT_TABLE.get(row.init) if lecture else None
         return f"{value:.2f}" + (f" ({ref[i]:.2f})" if ref else "")
 
-    print_table(f"{model} on {dataset}, {epochs} epochs, one run per init (lecture's figures in brackets)",
+    print_table(f"{model} on {dataset}, {epochs:g} epochs, one run per init (lecture's figures in brackets)",
                 ("init", "epoch-1 train %", "final train %", "test %", "seconds"),
                 [(r.init, cell(r.epoch1_train_acc, r, 0), cell(r.final_train_acc, r, 1), cell(r.test_acc, r, 2),
                   f"{r.seconds:.1f}") for r in rows], left=("init",))

@@ -8,7 +8,10 @@ from pathlib import Path
 
 import click
 
-from cnnlab.cli._common import CONTEXT, DEVICES, console, parse_options
+from cnnlab.cli._common import CONTEXT, console
+from cnnlab.cli.options import NON_NEGATIVE, PATH, POSITIVE, convert_option, data_dir_option, dataset_option, \
+    device_option, in_channels_option, index_option, input_size_option, model_option, num_classes_option, seed_option, \
+    weights_option
 from cnnlab.paths import FIGURE_SUFFIXES, check_output
 
 __all__ = ["show", "animate", "report", "demo_dropout"]
@@ -16,28 +19,22 @@ __all__ = ["show", "animate", "report", "demo_dropout"]
 SOURCE_HELP = "RUN is a run directory (its trained weights) or a model name (random weights, or --weights FILE)."
 
 
-def source_options(fn):
-    """RUN [IMAGE] and the options that say which model and which image."""
-    options = [
-        click.argument("source", metavar="RUN"),
-        click.argument("image", required=False, type=click.Path(path_type=Path)),
-        click.option("--index", type=int, default=None, help="Test image N of the run's dataset (or of --dataset) "
-                     "instead of an IMAGE file [default: 0]."),
-        click.option("--dataset", default=None, help="With a model name: the dataset --index reads."),
-        click.option("--data-dir", default=None, help="Where the dataset is, if not where the run found it."),
-        click.option("--weights", type=click.Path(path_type=Path), default=None,
-                     help="With a model name: a state_dict file (torchvision .pth or cnnlab model.pt)."),
-        click.option("--option", "-o", "option", multiple=True, metavar="KEY=VALUE",
-                     help="With a model name: a model option, e.g. -o shortcut=A (repeatable)."),
-        click.option("--num-classes", type=int, default=None, help="With a model name: output classes."),
-        click.option("--in-channels", type=int, default=None, help="With a model name: input channels."),
-        click.option("--input-size", type=int, default=None, help="With a model name: the input side in pixels."),
-        click.option("--convert", is_flag=True, help="Convert an IMAGE whose channel count differs from the model's."),
-        click.option("--device", type=DEVICES, default="cpu", show_default=True),
-    ]
-    for option in reversed(options):
-        fn = option(fn)
+MODEL_OPTIONS = (weights_option, model_option, num_classes_option, in_channels_option, input_size_option)
+SOURCE_FIELDS = ("source", "image", "index", "dataset", "data_dir", "weights", "option", "num_classes",
+                 "in_channels", "input_size", "convert", "device")
+
+
+def _apply(fn, decorators):
+    for decorate in reversed(decorators):
+        fn = decorate(fn)
     return fn
+
+
+def source_options(fn):
+    """RUN [IMAGE] and the options that say which model and which image (the fields of a :class:`Source`)."""
+    return _apply(fn, (click.argument("source", metavar="RUN"),
+                       click.argument("image", required=False, type=PATH),
+                       index_option, dataset_option, data_dir_option, *MODEL_OPTIONS, convert_option, device_option))
 
 
 def _figure(out: Path | None) -> Path | None:
@@ -47,12 +44,14 @@ def _figure(out: Path | None) -> Path | None:
 
 
 def _source(kw: dict):
-    """The parsed model-and-image options as a :class:`cnnlab.visualize.source.Source` (nothing loaded)."""
+    """The parsed model-and-image options (taken out of ``kw``) as a :class:`cnnlab.visualize.source.Source`
+    (nothing loaded yet); a field the command has not is left at the Source's default."""
     from cnnlab.visualize.source import Source
 
-    return Source(kw.pop("source"), kw.pop("image"), kw.pop("index"), kw.pop("dataset"), kw.pop("data_dir"),
-                  kw.pop("weights"), parse_options(kw.pop("option")), kw.pop("num_classes"), kw.pop("in_channels"),
-                  kw.pop("input_size"), kw.pop("convert"), kw.pop("device"))
+    fields = {name: kw.pop(name) for name in SOURCE_FIELDS if name in kw}
+    if "option" in fields:
+        fields["options"] = fields.pop("option")
+    return Source(**fields)
 
 
 @click.group(context_settings=CONTEXT)
@@ -64,7 +63,7 @@ def show() -> None:
 @source_options
 @click.option("--layers", multiple=True, help="Layer names, comma-separated or repeated [default: every conv and "
               "pool layer; one per stage for deep nets].")
-@click.option("--out", type=click.Path(path_type=Path), default=None,
+@click.option("--out", type=PATH, default=None,
               help="Folder for the PNGs [default: RUN/visualize, or visualize/MODEL].")
 def show_featuremaps(layers: tuple[str, ...], out: Path | None, **kw) -> None:
     """Each layer's feature maps for one image: a PNG grid per layer, titled with HxWxC and the arithmetic."""
@@ -72,7 +71,7 @@ def show_featuremaps(layers: tuple[str, ...], out: Path | None, **kw) -> None:
 
     if out is not None:
         out = check_output(out, "folder", writes="a folder of PNGs (one per layer)")
-    result = run(_source(kw), None, layers or None, out)
+    result = run(_source(kw), layers=layers or None, out_dir=out)
     console().print(f"{result.description}, {result.caption}")
     for name, path in result.paths.items():
         console().print(f"  {result.titles[name].splitlines()[0]} -> {path}")
@@ -81,18 +80,16 @@ def show_featuremaps(layers: tuple[str, ...], out: Path | None, **kw) -> None:
 @show.command("filters", context_settings=CONTEXT, epilog=SOURCE_HELP)
 @click.argument("source", metavar="RUN")
 @click.option("--layer", default=None, help="A convolution's name [default: the first one].")
-@click.option("--weights", type=click.Path(path_type=Path), default=None, help="With a model name: a state_dict file.")
-@click.option("--option", "-o", "option", multiple=True, metavar="KEY=VALUE", help="With a model name: a model option.")
-@click.option("--in-channels", type=int, default=None, help="With a model name: input channels.")
-@click.option("--out", type=click.Path(path_type=Path), default=None, help="PNG [default: RUN/visualize/filters-LAYER.png].")
-def show_filters(source: str, layer: str | None, weights: Path | None, option: tuple[str, ...],
-                 in_channels: int | None, out: Path | None) -> None:
+@weights_option
+@model_option
+@in_channels_option
+@click.option("--out", type=PATH, default=None, help="PNG [default: RUN/visualize/filters-LAYER.png].")
+def show_filters(layer: str | None, out: Path | None, **kw) -> None:
     """A convolution's kernels: the first layer's as images (RGB for 3 input channels), deeper ones as grids."""
     from cnnlab.visualize import show_filters as run
-    from cnnlab.visualize.source import Source
 
     out = _figure(out)
-    result = run(Source(source, weights=weights, options=parse_options(option), in_channels=in_channels), layer, out)
+    result = run(_source(kw), layer=layer, out=out)
     o, i, kh, kw = result.shape
     console().print(f"{result.description}: {result.layer}, {o} filters of {i}x{kh}x{kw}")
     console().print(f"Wrote {result.path}")
@@ -105,13 +102,13 @@ def show_filters(source: str, layer: str | None, weights: Path | None, option: t
 @click.option("--target", default=None, help="Class name or index to explain [default: the predicted class].")
 @click.option("--methods", default="gradcam,saliency,ig", show_default=True,
               help="Comma-separated: gradcam, saliency (vanilla gradient), ig (integrated gradients).")
-@click.option("--out", type=click.Path(path_type=Path), default=None, help="PNG [default: RUN/visualize/gradcam-LAYER.png].")
+@click.option("--out", type=PATH, default=None, help="PNG [default: RUN/visualize/gradcam-LAYER.png].")
 def show_gradcam(layer: str | None, target: str | None, methods: str, out: Path | None, **kw) -> None:
     """Where the network looks: Grad-CAM (Selvaraju et al. 2017), saliency and integrated gradients."""
     from cnnlab.visualize import show_gradcam as run
 
     out = _figure(out)
-    result = run(_source(kw), None, layer, target, methods, out)
+    result = run(_source(kw), layer=layer, target=target, methods=methods, out=out)
     console().print(f"{result.description}, {result.caption}")
     console().print(f"predicted {result.predicted_name}; explaining class {result.target_name} "
                     f"(p = {result.probability:.3f})")
@@ -126,15 +123,15 @@ def show_gradcam(layer: str | None, target: str | None, methods: str, out: Path 
 @source_options
 @click.option("--layer", default=None, help="A layer name [default: Grad-CAM's layer].")
 @click.option("--cell", default=None, help="Y,X of the cell in the layer's map [default: its centre].")
-@click.option("--images", "n_images", type=int, default=16, show_default=True,
+@click.option("--images", "n_images", type=POSITIVE, default=16, show_default=True,
               help="Random images the effective receptive field is averaged over.")
-@click.option("--out", type=click.Path(path_type=Path), default=None, help="PNG [default: RUN/visualize/rf-LAYER.png].")
+@click.option("--out", type=PATH, default=None, help="PNG [default: RUN/visualize/rf-LAYER.png].")
 def show_rf(layer: str | None, cell: str | None, n_images: int, out: Path | None, **kw) -> None:
     """A cell's receptive field on the image: the theoretical box beside the effective one (Luo et al. 2016)."""
     from cnnlab.visualize import show_receptive_field
 
     out = _figure(out)
-    result = show_receptive_field(_source(kw), None, layer, cell, n_images, out)
+    result = show_receptive_field(_source(kw), layer=layer, cell=cell, n_images=n_images, out=out)
     top, left, bottom, right = result.box
     console().print(result.description)
     console().print(f"{result.layer} ({result.shape[1]}x{result.shape[2]} map) cell {result.cell}: "
@@ -175,8 +172,8 @@ def _save(anim, out: Path) -> None:
 @click.option("--dilation", "d", type=int, default=1, show_default=True)
 @click.option("--transposed", is_flag=True, help="A transposed convolution (drawn as the direct one it equals).")
 @click.option("--output-padding", type=int, default=0, show_default=True, help="Transposed only.")
-@click.option("--seed", type=int, default=0, show_default=True, help="For the input and kernel values.")
-@click.option("--out", type=click.Path(path_type=Path), default=Path("conv.gif"), show_default=True,
+@seed_option
+@click.option("--out", type=PATH, default=Path("conv.gif"), show_default=True,
               help="FILE.gif or FILE.html.")
 def animate_conv(i: int, k: int, s: int, p: str, d: int, transposed: bool, output_padding: int, seed: int,
                  out: Path) -> None:
@@ -185,8 +182,8 @@ def animate_conv(i: int, k: int, s: int, p: str, d: int, transposed: bool, outpu
     from cnnlab.visualize.animate import FLAGS
 
     out = _animation_out(out)
-    _save(conv_animation(i, k, s, parse_padding(p), d, transposed=transposed, output_padding=output_padding,
-                         seed=seed, names=FLAGS), out)
+    _save(conv_animation(i=i, k=k, s=s, p=parse_padding(p), d=d, transposed=transposed,
+                         output_padding=output_padding, seed=seed, names=FLAGS), out)
 
 
 @animate.command("pool", context_settings=CONTEXT)
@@ -197,8 +194,8 @@ def animate_conv(i: int, k: int, s: int, p: str, d: int, transposed: bool, outpu
 @click.option("--dilation", "d", type=int, default=1, show_default=True)
 @click.option("--mode", type=click.Choice(["max", "avg"]), default="max", show_default=True)
 @click.option("--ceil-mode", is_flag=True, help="Round the output size up (PyTorch's rule).")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--out", type=click.Path(path_type=Path), default=Path("pool.gif"), show_default=True,
+@seed_option
+@click.option("--out", type=PATH, default=Path("pool.gif"), show_default=True,
               help="FILE.gif or FILE.html.")
 def animate_pool(i: int, k: int, s: int | None, p: int, d: int, mode: str, ceil_mode: bool, seed: int,
                  out: Path) -> None:
@@ -207,15 +204,15 @@ def animate_pool(i: int, k: int, s: int | None, p: int, d: int, mode: str, ceil_
     from cnnlab.visualize.animate import FLAGS
 
     out = _animation_out(out)
-    _save(pool_animation(i, k, s, p, d, mode=mode, ceil_mode=ceil_mode, seed=seed, names=FLAGS), out)
+    _save(pool_animation(i=i, k=k, s=s, p=p, d=d, mode=mode, ceil_mode=ceil_mode, seed=seed, names=FLAGS), out)
 
 
 @animate.command("xcorr", context_settings=CONTEXT)
 @click.option("--input", "i", type=int, default=5, show_default=True)
 @click.option("--kernel", "k", type=int, default=3, show_default=True)
 @click.option("--padding", "p", type=int, default=0, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--out", type=click.Path(path_type=Path), default=Path("xcorr.gif"), show_default=True,
+@seed_option
+@click.option("--out", type=PATH, default=Path("xcorr.gif"), show_default=True,
               help="FILE.gif or FILE.html.")
 def animate_xcorr(i: int, k: int, p: int, seed: int, out: Path) -> None:
     """Cross-correlation vs convolution: the same window, the kernel flipped, the visiting order reversed."""
@@ -223,36 +220,30 @@ def animate_xcorr(i: int, k: int, p: int, seed: int, out: Path) -> None:
     from cnnlab.visualize.animate import FLAGS
 
     out = _animation_out(out)
-    _save(xcorr_animation(i, k, p, seed=seed, names=FLAGS), out)
+    _save(xcorr_animation(i=i, k=k, p=p, seed=seed, names=FLAGS), out)
 
 
 @click.command(context_settings=CONTEXT, epilog=SOURCE_HELP)
 @click.argument("source", metavar="RUN")
-@click.option("--images", "n_images", type=int, default=4, show_default=True,
+@click.option("--images", "n_images", type=NON_NEGATIVE, default=4, show_default=True,
               help="Test images with feature maps and Grad-CAM.")
-@click.option("--dataset", default=None, help="With a model name: the dataset to score and show.")
-@click.option("--data-dir", default=None, help="Where the dataset is, if not where the run found it.")
-@click.option("--weights", type=click.Path(path_type=Path), default=None, help="With a model name: a state_dict file.")
-@click.option("--option", "-o", "option", multiple=True, metavar="KEY=VALUE", help="With a model name: a model option.")
-@click.option("--input-size", type=int, default=None, help="With a model name: the input side in pixels.")
-@click.option("--in-channels", type=int, default=None, help="With a model name: input channels.")
-@click.option("--max-eval", type=int, default=None, help="Score only the first N test images [default: all].")
-@click.option("--device", type=DEVICES, default="cpu", show_default=True)
-@click.option("--out", type=click.Path(path_type=Path), default=None,
-              help="HTML file [default: RUN/report.html, or report-MODEL.html].")
-def report(source: str, n_images: int, dataset: str | None, data_dir: str | None, weights: Path | None,
-           option: tuple[str, ...], input_size: int | None, in_channels: int | None, max_eval: int | None,
-           device: str, out: Path | None) -> None:
+@dataset_option
+@data_dir_option
+@weights_option
+@model_option
+@input_size_option
+@in_channels_option
+@click.option("--max-eval", type=POSITIVE, default=None, help="Score only the first N test images [default: all].")
+@device_option
+@click.option("--out", type=PATH, default=None, help="HTML file [default: RUN/report.html, or report-MODEL.html].")
+def report(n_images: int, max_eval: int | None, out: Path | None, **kw) -> None:
     """One self-contained HTML page: curves, confusion, per-class metrics, confident mistakes, filters,
     feature maps (click a cell: its receptive field on the image), Grad-CAM, the layer table."""
     from cnnlab.visualize import build_report
-    from cnnlab.visualize.source import Source
 
     if out is not None:
         out = check_output(out, "file", suffixes=(".html", ".htm"), default_suffix=".html", writes="an HTML page")
-    spec = Source(source, dataset=dataset, data_dir=data_dir, weights=weights, options=parse_options(option),
-                  in_channels=in_channels, input_size=input_size, device=device)
-    result = build_report(spec, n_images=n_images, max_eval=max_eval, out=out)
+    result = build_report(_source(kw), n_images=n_images, max_eval=max_eval, out=out)
     if result.accuracy is not None:
         console().print(f"{result.description}: test accuracy {result.accuracy:.2f}% over {result.scored} images")
     console().print(f"Wrote {result.path} ({result.path.stat().st_size / 1024:.0f} KB; sections: "
@@ -263,14 +254,14 @@ def report(source: str, n_images: int, dataset: str | None, data_dir: str | None
 @source_options
 @click.option("--layer", default=None, help="A layer name [default: the first convolution].")
 @click.option("--p", "p", type=float, default=0.5, show_default=True, help="Drop probability.")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--out", type=click.Path(path_type=Path), default=None, help="PNG [default: RUN/visualize/dropout-LAYER.png].")
+@seed_option
+@click.option("--out", type=PATH, default=None, help="PNG [default: RUN/visualize/dropout-LAYER.png].")
 def demo_dropout(layer: str | None, p: float, seed: int, out: Path | None, **kw) -> None:
     """Spatial dropout on a real feature map: Dropout zeroes activations, Dropout2d whole channels."""
     from cnnlab.visualize import show_dropout
 
     out = _figure(out)
-    result = show_dropout(_source(kw), None, layer, p, seed, out)
+    result = show_dropout(_source(kw), layer=layer, p=p, seed=seed, out=out)
     console().print(f"{result.description}, {result.caption}: {result.layer} ({result.shape[0]} channels)")
     console().print(f"nn.Dropout({p:g}) zeroed {100 * result.dropout_zero_fraction:.1f}% of the activations, "
                     f"scattered over every channel")

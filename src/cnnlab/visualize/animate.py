@@ -111,7 +111,21 @@ def _check(names: Mapping[str, str] | None, *, at_least: int, **values: Any) -> 
             raise CnnlabValueError(f"{label} must be >= {at_least}, got {value}")
 
 
+SEED_LO, SEED_HI = -2**63, 2**64 - 1  # what torch.manual_seed takes; it reads a negative seed modulo 2**64
+
+
+def _next_seed(seed: int) -> int:
+    """The second generator's seed: ``seed + 1`` modulo 2**64, as torch reads seeds, so the top of the range
+    does not leave it (2**64 - 1 is followed by 0; every other seed gives the pictures it always gave)."""
+    return (seed + 1) % 2**64
+
+
 def _ints(shape: tuple[int, ...], lo: int, hi: int, seed: int) -> torch.Tensor:
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise CnnlabTypeError(f"seed must be an integer, got {seed!r}")
+    if not SEED_LO <= seed <= SEED_HI:
+        raise CnnlabValueError(f"seed must be an integer in [{SEED_LO}, {SEED_HI}] (the range torch.manual_seed "
+                               f"takes), got {seed}")
     g = torch.Generator().manual_seed(seed)
     return torch.randint(lo, hi + 1, shape, generator=g).double()
 
@@ -183,7 +197,7 @@ def conv_animation(i: int, k: int, s: int = 1, p: int | str = 0, d: int = 1, *, 
     except ValueError as exc:
         raise _fail(exc) from None
     _check_positions(o, names)
-    a, w = _ints((i, i), 0, 3, seed), _ints((k, k), -1, 1, seed + 1)
+    a, w = _ints((i, i), 0, 3, seed), _ints((k, k), -1, 1, _next_seed(seed))
     grid, kinds = _padded(a, before, after)
     out = F.conv2d(grid[None, None], w[None, None], stride=s, dilation=d)[0, 0]
     panel = Panel("cross-correlation (what nn.Conv2d computes)", _rows(grid), kinds, _rows(out), _rows(w))
@@ -209,7 +223,7 @@ def _transposed_animation(i: int, k: int, s: int, p: int | str, d: int, output_p
     except ValueError as exc:
         raise _fail(exc) from None
     _check_positions(o, names)
-    a, w = _ints((i, i), 0, 3, seed), _ints((k, k), -1, 1, seed + 1)
+    a, w = _ints((i, i), 0, 3, seed), _ints((k, k), -1, 1, _next_seed(seed))
     q = d * (k - 1) - p  # padding of the equivalent direct convolution (negative: cropping)
     n = o + d * (k - 1)  # its grid side
     grid = torch.zeros(n, n, dtype=torch.float64)
@@ -287,7 +301,7 @@ def xcorr_animation(i: int = 5, k: int = 3, p: int = 0, *, seed: int = 0,
     except ValueError as exc:
         raise _fail(exc) from None
     _check_positions(o, names)
-    a, w = _ints((i, i), 0, 3, seed), _ints((k, k), -2, 2, seed + 1)
+    a, w = _ints((i, i), 0, 3, seed), _ints((k, k), -2, 2, _next_seed(seed))
     grid, kinds = _padded(a, p, p)
     xcorr = correlate2d(grid, w, "valid")  # Z[i,j] = sum K[u,v] A[i+u, j+v]
     conv = convolve2d(grid, w, "valid")  # Z[i,j] = sum K[u,v] A[i-u, j-v]: the kernel flipped
