@@ -23,11 +23,13 @@ MAX_CHANNELS = 8
 
 def dropout_masks(fmap: torch.Tensor, p: float = 0.5, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """``(nn.Dropout(p)(fmap), nn.Dropout2d(p)(fmap))`` for one (C, H, W) map, in training mode, with
-    their own seeded random numbers (the global generator is left as it was)."""
+    their own seeded random numbers (the global generator is left as it was). The masks are drawn on the
+    CPU, so a seed drops the same activations and channels whatever device the model ran on."""
     if not 0.0 <= p < 1.0:
         raise CnnlabError(f"--p must be in [0, 1), got {p}")
     if fmap.dim() != 3:
         raise CnnlabError(f"dropout is shown on a feature map (C x H x W); got {hw_c(tuple(fmap.shape))}")
+    fmap = fmap.detach().cpu()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         plain = nn.Dropout(p).train()(fmap.unsqueeze(0))[0]
