@@ -1,7 +1,16 @@
-"""The command line, run as a user runs it: a real subprocess, exit codes, one-line errors."""
+"""The command line, run as a user runs it: a real subprocess, exit codes, one-line errors.
+
+:func:`cnnlab` runs ``python -m cnnlab`` in a subprocess. :func:`cnnlab_in_process` runs the same
+entry point (:func:`cnnlab.cli.run`) in this process, with its own stdout, stderr, working folder and
+environment, and gives the same ``CompletedProcess``: for the many error-path cases whose subject is the
+message, not the process (it saves loading torch once per case). Start-up, signals, locks held by other
+processes and anything torchrun does keep the subprocess.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import subprocess
@@ -20,6 +29,27 @@ def cnnlab(*args: str, cwd: Path | None = None, env: dict | None = None) -> subp
         env={**os.environ, **(env or {})},
         timeout=600,
     )
+
+
+def cnnlab_in_process(*args: str, cwd: Path | None = None, env: dict | None = None) -> subprocess.CompletedProcess:
+    import torch
+
+    from cnnlab.cli import run
+
+    saved_env, saved_cwd, saved_threads = dict(os.environ), os.getcwd(), torch.get_num_threads()
+    out, err = io.StringIO(), io.StringIO()
+    try:
+        os.environ.update(env or {})
+        if cwd is not None:
+            os.chdir(cwd)
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = run(list(args))
+    finally:
+        os.chdir(saved_cwd)
+        os.environ.clear()
+        os.environ.update(saved_env)
+        torch.set_num_threads(saved_threads)
+    return subprocess.CompletedProcess(["cnnlab", *args], code, out.getvalue(), err.getvalue())
 
 
 def assert_user_error(proc: subprocess.CompletedProcess, *fragments: str) -> None:

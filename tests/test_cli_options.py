@@ -17,7 +17,7 @@ import pytest
 from cnnlab.cli import app
 from cnnlab.cli.options import SEED, SHARED, VARIANTS, SettingOption, flag_of
 from cnnlab.training.config import SEED_RANGE, TrainConfig
-from test_cli import assert_user_error, cnnlab
+from test_cli import assert_user_error, cnnlab_in_process as cnnlab
 
 CLI = Path(__file__).resolve().parents[1] / "src" / "cnnlab" / "cli"
 

@@ -19,7 +19,7 @@ from cnnlab.errors import PathError
 from cnnlab.models import create_model
 from cnnlab.paths import check_file, check_folder, check_output
 from cnnlab.training import TrainConfig, train
-from test_cli import assert_user_error, cnnlab
+from test_cli import assert_user_error, cnnlab_in_process as cnnlab
 
 ROOT = os.geteuid() == 0 if hasattr(os, "geteuid") else False
 

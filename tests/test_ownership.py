@@ -21,7 +21,7 @@ from cnnlab.errors import RunDirError
 from cnnlab.runs import load_run
 from cnnlab.storage import RunLock, atomic_write
 from cnnlab.training import TrainConfig, resume, train
-from test_cli import assert_user_error, cnnlab
+from test_cli import assert_user_error, cnnlab_in_process as cnnlab
 from test_reliability import snapshot
 
 CONFIG = dict(dataset="digits", epochs=1, batch_size=256, lr=0.1, momentum=0.9)

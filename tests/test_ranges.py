@@ -18,7 +18,7 @@ from cnnlab.errors import CnnlabError
 from cnnlab.training import TrainConfig
 from cnnlab.training.config import Range, option_flag
 from cnnlab.training.distributed import cpu_cores
-from test_cli import assert_user_error, cnnlab
+from test_cli import assert_user_error, cnnlab_in_process as cnnlab
 
 TINY = ["--dataset", "digits", "--epochs", "1", "--batch-size", "256", "-q", "--device", "cpu"]
 FLAGS = {option_flag(f.name).split("/")[0] for f in dataclasses.fields(TrainConfig)}

@@ -17,7 +17,7 @@ import torch
 from cnnlab.cli.train import train as train_command
 from cnnlab.training import TrainConfig, resume, train
 from cnnlab.training.config import LAUNCH_OPTIONS, ResumeOptionError, option_flag, resume_safe
-from test_cli import assert_user_error, cnnlab
+from test_cli import assert_user_error, cnnlab_in_process as cnnlab
 
 SMALL = dict(dataset="digits", epochs=1, batch_size=256)
 HINTS = typing.get_type_hints(TrainConfig)
@@ -91,7 +91,7 @@ def test_resume_names_every_refused_option_at_once(run):
 def test_resume_refuses_a_setting_even_at_the_runs_own_value(run):
     before = state(run)
     assert_user_error(cnnlab("train", "--resume", str(run), "--dataset", "digits", "--model", "convnet"),
-                      "leave out --model and --dataset")
+                      "leave out --dataset and --model")
     assert state(run) == before
 
 
