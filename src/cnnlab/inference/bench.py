@@ -64,16 +64,15 @@ def parse_batch_sizes(value: str | Sequence[int]) -> list[int]:
 def _target(spec: str, device: torch.device, *, input_size: int | None, data_dir: str | None, seed: int,
             calibration_images: int) -> _Target:
     """A run directory (its model, test split and training images) or a model name (random weights)."""
-    from cnnlab.data import normalization
-    from cnnlab.inference.runs import load_split, run_calibration
+    from cnnlab.inference.runs import run_calibration
     from cnnlab.models import create_model, get_model_info
     from cnnlab.runs import load_run
 
     if Path(spec).is_dir() or "/" in spec:
         run = load_run(spec, device)
         calibration = run_calibration(run, data_dir, images=calibration_images, seed=seed)
-        return _Target(str(spec), run.model, run.input_shape, calibration, load_split(run, "test", data_dir, device),
-                       normalization(run.config.dataset, run.config.normalize), run.config.eval_batch_size)
+        return _Target(str(spec), run.model, run.input_shape, calibration, run.split("test", data_dir),
+                       run.preprocessing.normalize, run.config.eval_batch_size)
     torch.manual_seed(seed)
     model = create_model(spec, input_size=input_size).to(device).eval()
     info = get_model_info(spec)
