@@ -7,8 +7,9 @@ from pathlib import Path
 
 import torch
 
-from cnnlab.data import normalization
 from cnnlab.errors import CnnlabError, RunDirError
+from cnnlab.inference.onnx import OnnxRuntimeModule, export_onnx_bytes, quantize_int8
+from cnnlab.inference.runs import predict_labels, run_calibration
 from cnnlab.runs import LoadedRun, RunOutput, load_run
 from cnnlab.storage import atomic_write
 
@@ -38,7 +39,7 @@ def _need_onnxruntime() -> None:
 def _model_taking_unit_images(run: LoadedRun) -> torch.nn.Module:
     """The run's model, normalising its input itself where the run's data was normalised."""
     model = run.model.to(memory_format=torch.contiguous_format).eval()
-    stats = normalization(run.config.dataset, run.config.normalize)
+    stats = run.preprocessing.normalize
     if stats is not None:  # the ONNX file takes [0, 1] images, like the run's data before Normalize
         model = torch.nn.Sequential(_Normalize(*stats), model).eval()
     return model
@@ -62,8 +63,6 @@ def export_onnx(run_dir: str | os.PathLike, out: str | os.PathLike | None = None
     Into the run directory (the default) it holds the run's lock while it reads model.pt and
     writes, and records which model.pt the file came from (:class:`cnnlab.runs.RunOutput`)."""
     _need_onnxruntime()
-    from cnnlab.inference.onnx import OnnxRuntimeModule, export_onnx_bytes
-
     path = _export_path(run_dir, out, "model.onnx", overwrite)
     with RunOutput(run_dir, path, "export") as output:
         run = load_run(run_dir, "cpu")
@@ -89,16 +88,13 @@ def export_onnx_int8(run_dir: str | os.PathLike, out: str | os.PathLike | None =
     only if its top-1 agrees with PyTorch fp32 on >= 99% of them. Returns (path, agreement, checked).
     Locked and recorded as :func:`export_onnx`."""
     _need_onnxruntime()
-    from cnnlab.inference.onnx import OnnxRuntimeModule, export_onnx_bytes, quantize_int8
-    from cnnlab.inference.runs import load_split, predict_labels, run_calibration
-
     path = _export_path(run_dir, out, "model.int8.onnx", overwrite)
     with RunOutput(run_dir, path, "export --quantize int8") as output:
         run = load_run(run_dir, "cpu")
         model = _model_taking_unit_images(run)
         calibration = run_calibration(run, data_dir, images=calibration_images, seed=seed, normalized=False)
         onnx_int8 = quantize_int8(export_onnx_bytes(model, calibration[0]), calibration)
-        test = load_split(run, "test", data_dir)
+        test = run.split("test", data_dir)
         test = test.subset(torch.arange(min(check_images, len(test))))
         got, _ = predict_labels(OnnxRuntimeModule(onnx_int8), test, 256)
         expected, _ = predict_labels(model, test, 256)

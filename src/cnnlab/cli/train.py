@@ -18,7 +18,7 @@ import click
 from cnnlab.cli._common import CONTEXT, console, parse_options, print_json, print_table
 from cnnlab.cli.options import SettingOption, format_option, overwrite_option
 from cnnlab.paths import check_output
-from cnnlab.training.config import GROUPS, INIT_SCHEMES, TrainConfig, check_resume_options, option_flag, resume_safe
+from cnnlab.training.config import GROUPS, INIT_SCHEMES, TrainConfig, option_flag, resume_safe
 
 __all__ = ["config_options", "explicit_settings", "train", "experiment", "recipes"]
 
@@ -116,7 +116,9 @@ def train(resume_dir: Path | None, overwrite: bool, quiet: bool, tensorboard: bo
     ctx = click.get_current_context()
     explicit = explicit_settings(ctx, {name: None for name in ctx.params if name != "resume_dir"})
     config = TrainConfig(**settings)
-    if resume_dir is not None:  # one line before torch loads; launch() checks both again
+    if resume_dir is not None:  # one line before anything is read; launch() checks both again
+        from cnnlab.training.launcher import check_resume_options
+
         check_resume_options(resume_dir, config, explicit)
     config.check_ranges()
     if config.out:

@@ -22,12 +22,11 @@ from typing import Any, Callable, Sequence
 import torch
 import torch.nn as nn
 
-from cnnlab.data import normalization
 from cnnlab.errors import CnnlabError, UnknownNameError
 from cnnlab.inference.modes import MODES, PRECISION, mode_support, optimize
 from cnnlab.inference.onnx import export_onnx_bytes
 from cnnlab.inference.peers import PEERS, ort_peer
-from cnnlab.inference.runs import load_split, predict_labels, run_calibration
+from cnnlab.inference.runs import predict_labels, run_calibration
 from cnnlab.models import create_model, get_model_info
 from cnnlab.runs import load_run
 from cnnlab.runtime import machine_line, resolve_device, time_fn
@@ -72,8 +71,8 @@ def _target(spec: str, device: torch.device, *, input_size: int | None, data_dir
     if Path(spec).is_dir() or "/" in spec:
         run = load_run(spec, device)
         calibration = run_calibration(run, data_dir, images=calibration_images, seed=seed)
-        return _Target(str(spec), run.model, run.input_shape, calibration, load_split(run, "test", data_dir, device),
-                       normalization(run.config.dataset, run.config.normalize), run.config.eval_batch_size)
+        return _Target(str(spec), run.model, run.input_shape, calibration, run.split("test", data_dir),
+                       run.preprocessing.normalize, run.config.eval_batch_size)
     torch.manual_seed(seed)
     model = create_model(spec, input_size=input_size).to(device).eval()
     info = get_model_info(spec)

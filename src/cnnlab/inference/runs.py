@@ -11,10 +11,10 @@ from typing import Any, Callable
 
 import torch
 
-from cnnlab.data import LoadOptions, iterate_batches, load_splits, normalization
+from cnnlab.data import iterate_batches
 from cnnlab.errors import CnnlabError
 from cnnlab.inference.modes import optimize
-from cnnlab.runs import LoadedRun
+from cnnlab.runs import LoadedRun, Run
 
 __all__ = ["CALIBRATION_IMAGES", "CALIBRATION_BATCH", "load_split", "calibration_from", "run_calibration",
            "optimize_run", "predict_labels"]
@@ -23,16 +23,10 @@ CALIBRATION_IMAGES = 256  # training images whose activation ranges calibrate in
 CALIBRATION_BATCH = 32
 
 
-def load_split(run: LoadedRun, split: str, data_dir: str | None = None, device: torch.device | str = "cpu"):
-    """The run's ``train``, ``val`` or ``test`` split, resized and converted as in training."""
-    c, h, _ = run.input_shape
-    cfg = run.config
-    options = LoadOptions(cfg.download, h, c, cfg.skip_bad_images, cfg.stream, cfg.workers)
-    splits = load_splits(cfg.dataset, data_dir or cfg.data_dir, options, val_fraction=cfg.val_fraction, seed=cfg.seed)
-    chosen = {"train": splits.train, "val": splits.val, "test": splits.test}[split]
-    if chosen is None:
-        raise CnnlabError(f"{run.path} was trained without --val-fraction, so it has no validation split; use --split test")
-    return chosen.to(device)
+def load_split(run: Run, split: str, data_dir: str | None = None, device: torch.device | str = "cpu"):
+    """The run's ``train``, ``val`` or ``test`` split, resized and converted as in training
+    (:meth:`cnnlab.runs.Run.split`)."""
+    return run.split(split, data_dir, device)
 
 
 def calibration_from(data, normalize=None, *, images: int = CALIBRATION_IMAGES, seed: int = 0,
@@ -46,12 +40,12 @@ def calibration_from(data, normalize=None, *, images: int = CALIBRATION_IMAGES, 
     return [x for x, _ in iterate_batches(subset, batch_size, normalize=normalize)]
 
 
-def run_calibration(run: LoadedRun, data_dir: str | None = None, *, images: int = CALIBRATION_IMAGES,
+def run_calibration(run: Run, data_dir: str | None = None, *, images: int = CALIBRATION_IMAGES,
                     seed: int = 0, normalized: bool = True) -> list[torch.Tensor]:
     """Calibration batches from the run's training split (CPU, float32), normalised as the model
     sees them (``normalized=False``: in [0, 1], for an exported model that normalises itself)."""
-    train = load_split(run, "train", data_dir)
-    stats = normalization(run.config.dataset, run.config.normalize) if normalized else None
+    train = run.split("train", data_dir, "cpu")
+    stats = run.preprocessing.normalize if normalized else None
     return calibration_from(train, stats, images=images, seed=seed)
 
 

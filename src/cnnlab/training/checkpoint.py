@@ -2,40 +2,64 @@
 
 :func:`capture_state` / :func:`restore_state` hold everything a run needs to continue exactly
 (model, optimizer, schedule, RNG states, history). :class:`RunDirWriter` is the callback that
-writes the run directory (format: :mod:`cnnlab.runs`).
+writes the run directory through the writers of :mod:`cnnlab.runs.format`, beside their readers.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import itertools
-import json
 import os
 import uuid
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import torch
+import torch.nn as nn
 
 from cnnlab.errors import RunDirError
-from cnnlab.runs import check_run_dir, end_artefacts_missing, read_config_doc
-from cnnlab.storage import RunLock, atomic_write, clear_artefacts, make_run_dir
+from cnnlab.figures import plot_curves
+from cnnlab.runs import (CURVES_FILE, METRICS_HEADER, check_run_dir, checkpoint_payload, config_document, end_artefacts_missing,
+                         model_payload, read_config_doc, write_checkpoint, write_config_doc, write_metrics, write_model,
+                         write_result)
 from cnnlab.runtime import environment_info
+from cnnlab.storage import RunLock, atomic_write, clear_artefacts, make_run_dir
 from cnnlab.training.callbacks import Callback
+from cnnlab.training.config import TrainConfig
 from cnnlab.training.records import EpochRecord, LoopState, TrainResult
+from cnnlab.training.setup import RunParts
 
-if TYPE_CHECKING:
-    from cnnlab.training.loop import Trainer
-    from cnnlab.training.setup import RunParts
+__all__ = ["capture_state", "restore_state", "RunDirWriter", "TrainerView"]
 
-__all__ = ["capture_state", "restore_state", "RunDirWriter"]
+
+class TrainerView(Protocol):
+    """What :class:`RunDirWriter` reads of the trainer (``cnnlab.training.loop.Trainer``)."""
+
+    config: TrainConfig
+    parts: RunParts
+    state: LoopState
+    device: torch.device
+    classes: list[str]
+    input_shape: tuple[int, int, int]
+    skipped: tuple[str, ...]
+    tta: str | None
+    steps_per_epoch: int
+
+    @property
+    def history(self) -> list[EpochRecord]: ...
+
+    @property
+    def best(self) -> dict[str, Any] | None: ...
+
+    @property
+    def eval_model(self) -> nn.Module: ...
 
 
 def _cpu_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu() for k, v in model.state_dict().items()}
 
 
-def capture_state(parts: "RunParts", loop: LoopState, epoch: int) -> dict[str, Any]:
+def capture_state(parts: RunParts, loop: LoopState, epoch: int) -> dict[str, Any]:
     """Everything needed to continue after ``epoch`` bit for bit: the parts' weights, optimizer,
     schedule, RNGs and tricks, and the loop's state."""
     state = {
@@ -59,7 +83,7 @@ def capture_state(parts: "RunParts", loop: LoopState, epoch: int) -> dict[str, A
     return state
 
 
-def restore_state(parts: "RunParts", state: dict[str, Any]) -> LoopState:
+def restore_state(parts: RunParts, state: dict[str, Any]) -> LoopState:
     """Load a :func:`capture_state` dict into ``parts`` (weights, optimizer, schedule, RNGs, tricks);
     returns the loop's state, ready to go on with the epoch after the checkpoint's."""
     try:
@@ -92,7 +116,7 @@ def process_seconds() -> float | None:
         return None
 
 
-def result_document(trainer: "Trainer", result: "TrainResult") -> dict[str, Any]:
+def result_document(trainer: TrainerView, result: TrainResult) -> dict[str, Any]:
     """result.json: the final test accuracy, and time to accuracy: seconds and test accuracy per epoch."""
     best = trainer.best
     return {
@@ -128,7 +152,7 @@ class RunDirWriter(Callback):
     or "restart" (a run killed before its first checkpoint: start it again in place).
     """
 
-    METRICS_HEADER = "epoch,train_loss,train_acc,val_acc,test_acc,seconds,elapsed\n"
+    METRICS_HEADER = METRICS_HEADER  # metrics.csv's first line (cnnlab.runs.format)
 
     def __init__(self, path: str | os.PathLike, overwrite: bool = False, plot: bool = True, mode: str = "new",
                  lock: RunLock | None = None, run_id: str | None = None):
@@ -140,16 +164,10 @@ class RunDirWriter(Callback):
         self.run_id = run_id or uuid.uuid4().hex
         self.run_dir = self.path  # declared to the trainer (Trainer.run_dir); the trainer is never written
 
-    @staticmethod
-    def _row(record: "EpochRecord") -> str:
-        pct = lambda v: "" if v is None else f"{v:.4f}"  # noqa: E731
-        return (f"{record.epoch},{record.train_loss:.6f},{record.train_acc:.4f},{pct(record.val_acc)},"
-                f"{pct(record.test_acc)},{record.seconds:.3f},{record.elapsed:.3f}\n")
+    def _write_metrics(self, trainer: TrainerView) -> None:
+        write_metrics(self.path, trainer.history)
 
-    def _write_metrics(self, trainer: "Trainer") -> None:
-        atomic_write(self.path / "metrics.csv", self.METRICS_HEADER + "".join(self._row(r) for r in trainer.history))
-
-    def on_train_start(self, trainer: "Trainer") -> None:
+    def on_train_start(self, trainer: TrainerView) -> None:
         if self.mode == "new":
             check_run_dir(self.path, self.overwrite)
             make_run_dir(self.path)
@@ -159,55 +177,38 @@ class RunDirWriter(Callback):
             clear_artefacts(self.path)  # --overwrite, or a restart: no stale file of an older run stays
         config = trainer.config.to_dict()
         config["out"] = str(self.path)
-        doc = {
-            "config": config,
-            "run_id": self.run_id,
-            "classes": trainer.classes,
-            "input_shape": list(trainer.input_shape),
-            "skipped_files": list(trainer.skipped),
-            "environment": environment_info(trainer.device),
-        }
+        doc = config_document(config, run_id=self.run_id, classes=trainer.classes, input_shape=trainer.input_shape,
+                              skipped=trainer.skipped, environment=environment_info(trainer.device))
         old = read_config_doc(self.path) if self.mode == "resume" else None
         if old is None or old.get("config") != config:  # on resume only when a setting changed (--epochs)
-            atomic_write(self.path / "config.json", json.dumps(doc, indent=2) + "\n")
+            write_config_doc(self.path, doc)
         self._write_metrics(trainer)  # on resume: the epochs the checkpoint holds, nothing after them
 
-    def on_epoch_end(self, trainer: "Trainer", record: "EpochRecord") -> None:
+    def on_epoch_end(self, trainer: TrainerView, record: EpochRecord) -> None:
         state = capture_state(trainer.parts, trainer.state, record.epoch)
-        state.update(run_id=self.run_id, classes=list(trainer.classes), input_shape=list(trainer.input_shape))
-        atomic_write(self.path / "checkpoint.pt", lambda fh: torch.save(state, fh))
+        write_checkpoint(self.path, checkpoint_payload(state, run_id=self.run_id, classes=trainer.classes,
+                                                       input_shape=trainer.input_shape))
         self._write_metrics(trainer)
 
-    def on_train_end(self, trainer: "Trainer", result: "TrainResult") -> None:
-        from cnnlab import __version__
-
+    def on_train_end(self, trainer: TrainerView, result: TrainResult) -> None:
         best_epoch = trainer.best["epoch"] if trainer.best else None
-        checkpoint = {
-            "state_dict": _cpu_state_dict(trainer.eval_model),  # the moving average with --ema-decay
-            "config": trainer.config.to_dict(),
-            "classes": list(trainer.classes),
-            "input_shape": list(trainer.input_shape),
-            "test_correct": result.test_correct,
-            "test_total": result.test_total,
-            "best_epoch": best_epoch,
-            "run_id": self.run_id,
-            "cnnlab_version": __version__,
-        }
-        atomic_write(self.path / "result.json", json.dumps(result_document(trainer, result), indent=2) + "\n")
-        atomic_write(self.path / "model.pt", lambda fh: torch.save(checkpoint, fh))
+        model = model_payload(_cpu_state_dict(trainer.eval_model),  # the moving average with --ema-decay
+                              trainer.config.to_dict(), classes=trainer.classes, input_shape=trainer.input_shape,
+                              run_id=self.run_id, test_correct=result.test_correct, test_total=result.test_total,
+                              best_epoch=best_epoch)
+        write_result(self.path, result_document(trainer, result))
+        write_model(self.path, model)
         if self.plot:
-            from cnnlab.figures import plot_curves
-
-            atomic_write(self.path / "curves.png", lambda fh: plot_curves(result.batch_losses, result.history, fh,
-                                                                          trainer.steps_per_epoch))
+            atomic_write(self.path / CURVES_FILE, lambda fh: plot_curves(result.batch_losses, result.history, fh,
+                                                                         trainer.steps_per_epoch))
         self._release()
 
-    def on_exception(self, trainer: "Trainer", exc: BaseException) -> None:
+    def on_exception(self, trainer: TrainerView, exc: BaseException) -> None:
         if isinstance(exc, KeyboardInterrupt) and self._resumable(trainer):
             exc.resume_dir = self.path  # type: ignore[attr-defined]  # the CLI's one line says what to resume
         self._release()
 
-    def _resumable(self, trainer: "Trainer") -> bool:
+    def _resumable(self, trainer: TrainerView) -> bool:
         """Whether `cnnlab train --resume` has something to do: the run exists and is not complete."""
         done = bool(trainer.history) and trainer.history[-1].epoch >= trainer.config.epoch_count
         return (self.path / "config.json").is_file() and not (done and not end_artefacts_missing(self.path))

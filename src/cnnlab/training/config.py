@@ -13,14 +13,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 from cnnlab.errors import CnnlabError, UnknownNameError
-from cnnlab.runs import read_run_config
 
-__all__ = ["TrainConfig", "setting", "Range", "GROUPS", "LAUNCH_OPTIONS", "resume_safe", "option_flag", "check_resume_options",
+__all__ = ["TrainConfig", "setting", "Range", "GROUPS", "LAUNCH_OPTIONS", "resume_safe", "option_flag",
            "ResumeOptionError", "OPTIMIZERS", "SCHEDULES", "TRAIN_EVALS", "INIT_SCHEMES", "DEVICES"]
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
@@ -228,18 +226,11 @@ class TrainConfig:
         return max(1, round(self.epochs * steps_per_epoch))
 
     def validate(self) -> None:
-        """One line for the first setting that cannot work (before any data is read)."""
+        """One line for the first setting that cannot work (before any data is read). What depends on
+        the dataset (--normalize, --augment, --stream) is checked by
+        :func:`cnnlab.training.setup.check_data_settings`, which knows the datasets."""
         self.check_ranges()
         self._validate_names()
-        from cnnlab.data import get_dataset_spec  # the dataset registry (torch); only here
-
-        spec = get_dataset_spec(self.dataset)
-        if self.normalize and spec.mean is None:
-            raise CnnlabError(f"--normalize: {self.dataset} has no standard mean/std; leave it out")
-        if self.augment and spec.augment is None:
-            raise CnnlabError(f"--augment has no augmentation for {self.dataset} (its images are too small to crop)")
-        if self.stream and not spec.needs_data_dir:
-            raise CnnlabError("--stream is for --dataset imagefolder (the other datasets fit in memory)")
 
     def check_ranges(self) -> None:
         """Each numeric field against its ``range``: one message naming the option, its value and the range."""
@@ -310,43 +301,3 @@ def resume_safe() -> tuple[str, ...]:
 
 class ResumeOptionError(CnnlabError, ValueError):
     """A setting given with ``--resume`` that the run would not take (see :func:`resume_safe`)."""
-
-
-def _trained_with(name: str, saved: Any, given: Any) -> str:
-    """``--lr 0.05, not 0.5``; ``--amp, not --no-amp`` for a switch."""
-    flag = option_flag(name).split("/")[0]
-    if isinstance(saved, bool) and isinstance(given, bool):
-        return f"{flag if saved else '--no-' + flag[2:]}, not {flag if given else '--no-' + flag[2:]}"
-    return f"{flag} {_shown(saved)}, not {_shown(given)}"
-
-
-def _shown(value: Any) -> str:
-    """A setting's value as the command line spells it."""
-    if isinstance(value, dict):
-        return ",".join(f"{k}={v}" for k, v in value.items()) or "none"
-    if isinstance(value, (list, tuple)):
-        return ",".join(map(str, value)) or "none"
-    return "none" if value is None else str(value)
-
-
-def check_resume_options(run_dir: str | os.PathLike, config: TrainConfig | None, given: set[str]) -> None:
-    """``--resume`` continues a run with its own settings: every setting or option given with it
-    but :func:`resume_safe` is refused, all of them in one line, before anything is read or written."""
-    fields = [f.name for f in dataclasses.fields(TrainConfig)]
-    order = [*fields, *LAUNCH_OPTIONS]
-    refused = sorted(set(given) - set(resume_safe()), key=lambda n: (order.index(n) if n in order else len(order), n))
-    if not refused:
-        return
-    saved = read_run_config(run_dir)  # {} if unreadable: then no "trained with" part
-    differ = [_trained_with(n, saved[n], getattr(config, n)) for n in refused
-              if config is not None and n in saved and n in fields and saved[n] != getattr(config, n)]
-    flags = [option_flag(n) for n in refused]
-    safe = [option_flag(n) for n in resume_safe()]
-    raise ResumeOptionError(
-        f"--resume {run_dir} continues the run with its own settings: leave out {_and(flags)}"
-        + (f" (it was trained with {'; with '.join(differ)})" if differ else "")
-        + f"; only {_and(safe)} may be given with --resume (start a new run to change anything else)")
-
-
-def _and(items: Sequence[str]) -> str:
-    return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} and {items[-1]}"

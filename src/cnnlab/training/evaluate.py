@@ -11,10 +11,14 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from cnnlab.data import LoadOptions, TensorData, iterate_batches, load_splits, normalization
+from cnnlab.data import TensorData, iterate_batches
+from cnnlab.data.decode import decode_image
 from cnnlab.errors import CnnlabError
-from cnnlab.runs import LoadedRun, RunOutput, load_run
-from cnnlab.runtime import determinism, memory_format_for, resolve_device
+from cnnlab.figures import plot_confusion
+from cnnlab.inference import check_mode
+from cnnlab.inference.runs import optimize_run
+from cnnlab.runs import LoadedRun, Run, RunOutput, confusion_counts, load_run, per_class_metrics
+from cnnlab.runtime import determinism, resolve_device
 from cnnlab.training.tta import tta_kind, tta_logits
 
 __all__ = ["evaluate_accuracy", "confusion_matrix", "evaluate_run", "evaluate_run_detailed", "per_class_metrics",
@@ -44,18 +48,12 @@ def evaluate_accuracy(
     return int(correct), len(data), float(loss_sum) / max(len(data), 1)
 
 
-def run_split(run: LoadedRun, split: str, data_dir: str | None, device: torch.device):
-    """The run's ``val`` or ``test`` split, prepared exactly as in training, on ``device``."""
+def run_split(run: Run, split: str, data_dir: str | None, device: torch.device):
+    """The run's ``val`` or ``test`` split, prepared exactly as in training, on ``device``
+    (:meth:`cnnlab.runs.Run.split`)."""
     if split not in ("val", "test"):
         raise CnnlabError(f"--split must be val or test, got {split!r}")
-    c, h, _ = run.input_shape
-    cfg = run.config
-    options = LoadOptions(cfg.download, h, c, cfg.skip_bad_images, cfg.stream, cfg.workers)
-    splits = load_splits(cfg.dataset, data_dir or cfg.data_dir, options, val_fraction=cfg.val_fraction, seed=cfg.seed)
-    chosen = splits.test if split == "test" else splits.val
-    if chosen is None:
-        raise CnnlabError(f"{run.path} was trained without --val-fraction, so it has no validation split; use --split test")
-    return chosen.to(device)
+    return run.split(split, data_dir, device)
 
 
 @torch.inference_mode()
@@ -65,12 +63,10 @@ def confusion_matrix(model: nn.Module, data, num_classes: int, batch_size: int,
                      tta: str | None = None) -> torch.Tensor:
     """Counts per (true class, predicted class) of ``model`` on ``data`` (rows: true); ``tta`` as in
     :func:`evaluate_accuracy` (a run trained with --tta is scored as it was)."""
-    k = num_classes
-    confusion = torch.zeros(k, k, dtype=torch.long)
+    confusion = torch.zeros(num_classes, num_classes, dtype=torch.long)
     model.eval()
     for x, y in iterate_batches(data, batch_size, memory_format=memory_format, normalize=normalize):
-        pred = tta_logits(model, x, tta).argmax(dim=1)
-        confusion += torch.bincount((y * k + pred).cpu(), minlength=k * k).view(k, k)
+        confusion += confusion_counts(y, tta_logits(model, x, tta).argmax(dim=1), num_classes)
     return confusion
 
 
@@ -89,37 +85,19 @@ def evaluate_run_detailed(run_dir: str | os.PathLike, *, data_dir: str | None = 
     the run's training images)."""
     dev = resolve_device(device)
     if optimize is not None:
-        from cnnlab.inference import check_mode
-
         check_mode(optimize, dev)  # before any data is read
     run = load_run(run_dir, dev)
     data = run_split(run, split, data_dir, dev)
+    prep = run.preprocessing
     with determinism(run.config.deterministic, dev):
-        fmt = memory_format_for(run.config.channels_last, dev)
-        run.model.to(memory_format=fmt)
-        norm = normalization(run.config.dataset, run.config.normalize)
+        run.model.to(memory_format=prep.memory_format)
         model = run.model
         if optimize is not None:
-            from cnnlab.inference.runs import optimize_run
-
-            example, _ = next(iterate_batches(data, run.config.eval_batch_size, memory_format=fmt, normalize=norm))
+            example, _ = next(prep.batches(data, run.config.eval_batch_size))
             model = optimize_run(run, optimize, example, data_dir=data_dir)
-        confusion = confusion_matrix(model, data, len(run.classes), run.config.eval_batch_size, fmt, norm,
-                                     tta_kind(run.config.dataset, run.config.tta))
+        confusion = confusion_matrix(model, data, len(run.classes), run.config.eval_batch_size, prep.memory_format,
+                                     prep.normalize, tta_kind(run.config.dataset, run.config.tta))
     return int(confusion.diagonal().sum()), int(confusion.sum()), run, confusion
-
-
-def per_class_metrics(confusion: torch.Tensor, classes: Sequence[str]) -> list[dict[str, Any]]:
-    """Precision, recall, F1 and support per class from a confusion matrix (rows: true)."""
-    rows = []
-    for i, name in enumerate(classes):
-        tp = int(confusion[i, i])
-        predicted, support = int(confusion[:, i].sum()), int(confusion[i].sum())
-        precision = tp / predicted if predicted else 0.0
-        recall = tp / support if support else 0.0
-        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-        rows.append({"class": name, "precision": precision, "recall": recall, "f1": f1, "support": support})
-    return rows
 
 
 @torch.inference_mode()
@@ -128,28 +106,19 @@ def predict(run_dir: str | os.PathLike, images: Sequence[str | os.PathLike], *, 
     """Top-k classes with probabilities for image files of any size and mode, converted the way
     the run's data was (channels, square side, ``ToTensor`` scaling); ``optimize``: through
     ``cnnlab.optimize`` in that mode."""
-    from cnnlab.data.decode import decode_image
-
     if top_k < 1:
         raise CnnlabError(f"--top-k must be a positive integer, got {top_k}")
     dev = resolve_device(device)
     if optimize is not None:
-        from cnnlab.inference import check_mode
-
         check_mode(optimize, dev)
     run = load_run(run_dir, dev)
-    c, h, _ = run.input_shape
-    data = TensorData(torch.stack([decode_image(p, c, h) for p in images]), torch.zeros(len(images), dtype=torch.long),
-                      run.classes).to(dev)
-    fmt = memory_format_for(run.config.channels_last, dev)
-    run.model.to(memory_format=fmt)
-    # the same scaling and normalisation as training, through the same batching code
-    norm = normalization(run.config.dataset, run.config.normalize)
-    x, _ = next(iterate_batches(data, len(data), memory_format=fmt, normalize=norm))
+    prep = run.preprocessing
+    data = TensorData(torch.stack([decode_image(p, prep.channels, prep.side) for p in images]),
+                      torch.zeros(len(images), dtype=torch.long), run.classes).to(dev)
+    run.model.to(memory_format=prep.memory_format)
+    x, _ = next(prep.batches(data, len(data)))  # the same scaling and normalisation as training, same code
     model = run.model
     if optimize is not None:
-        from cnnlab.inference.runs import optimize_run
-
         model = optimize_run(run, optimize, x)
     probs = torch.softmax(model(x).float(), dim=1)
     k = min(top_k, probs.shape[1])
@@ -181,8 +150,6 @@ def evaluate_with_report(run_dir: str | os.PathLike, *, data_dir: str | None = N
     """Score one split of a run, per class too, and draw its confusion matrix
     (default ``RUN_DIR/confusion_<split>.png``). Drawn into the run directory, it holds the run's
     lock from reading model.pt to the PNG, and records the PNG in derived.json (:class:`RunOutput`)."""
-    from cnnlab.figures import plot_confusion
-
     png = Path(confusion_png) if confusion_png is not None else Path(run_dir) / f"confusion_{split}.png"
     with RunOutput(run_dir, png, f"evaluate --split {split}") as output:
         correct, total, run, matrix = evaluate_run_detailed(run_dir, data_dir=data_dir, device=device, split=split,

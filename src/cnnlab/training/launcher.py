@@ -11,17 +11,18 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from cnnlab.errors import CnnlabError, RunDirError
-from cnnlab.runs import (CHECKPOINT_KEYS, check_run_dir, default_run_dir, end_artefacts_missing, read_checkpoint,
-                         read_config_doc, read_run_config)
+from cnnlab.runs import (check_run_dir, default_run_dir, end_artefacts_missing, identity_differences, read_config_doc,
+                         read_run_config, read_training_checkpoint)
 from cnnlab.storage import RunLock
-from cnnlab.training.callbacks import Callback
+from cnnlab.training.callbacks import Callback, ConsoleLogger, TensorBoardLogger
 from cnnlab.training.checkpoint import RunDirWriter
-from cnnlab.training.config import TrainConfig, check_resume_options, resume_safe
+from cnnlab.training.config import LAUNCH_OPTIONS, ResumeOptionError, TrainConfig, option_flag, resume_safe
 from cnnlab.training.distributed import check_nproc, distributed_env, relaunch_with_torchrun
 from cnnlab.training.loop import Trainer, TrainResult
 from cnnlab.training.recipes import recipe_config
+from cnnlab.training.setup import check_data_settings
 
-__all__ = ["train", "resume", "launch", "resolve_launch", "relaunch", "needs_relaunch"]
+__all__ = ["train", "resume", "launch", "resolve_launch", "relaunch", "needs_relaunch", "check_resume_options"]
 
 _FIELDS = {f.name for f in dataclasses.fields(TrainConfig)}
 
@@ -40,6 +41,7 @@ def train(config: TrainConfig | None = None, callbacks: Sequence[Callback] = (),
     else:
         config = dataclasses.replace(config or TrainConfig(), **overrides)
     config.validate()
+    check_data_settings(config)
     rank = distributed_env()[0]
     writer = None
     if write_run_dir and rank == 0:
@@ -75,7 +77,7 @@ def resume(run_dir: str | os.PathLike, callbacks: Sequence[Callback] = (), *, ep
         raise RunDirError(f"--resume {path}: no checkpoint.pt there (runs write one after every epoch)")
     lock = RunLock(path).acquire()  # before reading: another process may be writing this run
     try:
-        state = read_checkpoint(ckpt, CHECKPOINT_KEYS, "training checkpoint") if ckpt.is_file() else None
+        state = read_training_checkpoint(path) if ckpt.is_file() else None
         doc = read_config_doc(path)
         if doc is None:
             raise RunDirError(f"--resume {path}: config.json is missing or damaged, so checkpoint.pt cannot be checked "
@@ -101,17 +103,9 @@ def resume(run_dir: str | os.PathLike, callbacks: Sequence[Callback] = (), *, ep
 
 
 def _check_checkpoint_identity(path: Path, doc: dict[str, Any], state: dict[str, Any]) -> None:
-    """checkpoint.pt must be this run's: same run id (when both have one), model, dataset, shapes."""
-    saved, ckpt = doc["config"], state["config"] if isinstance(state["config"], dict) else {}
-    differences = []
-    if doc.get("run_id") and state.get("run_id") and doc["run_id"] != state["run_id"]:
-        differences.append(f"run id {state['run_id'][:8]} vs {doc['run_id'][:8]}")
-    for key in ("model", "dataset", "model_options", "input_size", "in_channels"):
-        if ckpt.get(key) != saved.get(key):
-            differences.append(f"{key} {ckpt.get(key)!r} vs {saved.get(key)!r}")
-    for key in ("input_shape", "classes"):
-        if key in state and key in doc and list(state[key]) != list(doc[key]):
-            differences.append(f"{key} differ")
+    """checkpoint.pt must be this run's: same run id (when both have one), model, dataset, shapes
+    (:func:`cnnlab.runs.identity_differences`, the comparison model.pt is checked with too)."""
+    differences = identity_differences(doc, state)
     if differences:
         raise RunDirError(f"--resume {path}: checkpoint.pt belongs to another run than config.json "
                           f"({'; '.join(differences[:3])}); put the run's own checkpoint.pt back, or start a new run")
@@ -132,6 +126,7 @@ def resolve_launch(config: TrainConfig, explicit: set[str] = frozenset(), *,
         config = recipe_config(config.recipe, {name: getattr(config, name) for name in explicit
                                                if name != "recipe" and name in _FIELDS})
     config.validate()  # with --resume: the settings it may change (--epochs ...); the rest are the run's
+    check_data_settings(config)
     check_nproc(nproc, config.device, config.batch_size, force=force_nproc)
     return config
 
@@ -165,12 +160,8 @@ def launch(config: TrainConfig, explicit: set[str] = frozenset(), *, resume_dir:
     rank = distributed_env()[0]
     callbacks: list[Callback] = []
     if not quiet and rank == 0:
-        from cnnlab.training.callbacks import ConsoleLogger
-
         callbacks.append(ConsoleLogger(console))
     if tensorboard and rank == 0:
-        from cnnlab.training.callbacks import TensorBoardLogger
-
         callbacks.append(TensorBoardLogger())
     if resume_dir is not None:
         given = set(explicit) & set(resume_safe()) & _FIELDS
@@ -178,3 +169,43 @@ def launch(config: TrainConfig, explicit: set[str] = frozenset(), *, resume_dir:
     else:
         result = train(config, callbacks, overwrite=overwrite)
     return result if rank == 0 else None
+
+
+def _trained_with(name: str, saved: Any, given: Any) -> str:
+    """``--lr 0.05, not 0.5``; ``--amp, not --no-amp`` for a switch."""
+    flag = option_flag(name).split("/")[0]
+    if isinstance(saved, bool) and isinstance(given, bool):
+        return f"{flag if saved else '--no-' + flag[2:]}, not {flag if given else '--no-' + flag[2:]}"
+    return f"{flag} {_shown(saved)}, not {_shown(given)}"
+
+
+def _shown(value: Any) -> str:
+    """A setting's value as the command line spells it."""
+    if isinstance(value, dict):
+        return ",".join(f"{k}={v}" for k, v in value.items()) or "none"
+    if isinstance(value, (list, tuple)):
+        return ",".join(map(str, value)) or "none"
+    return "none" if value is None else str(value)
+
+
+def check_resume_options(run_dir: str | os.PathLike, config: TrainConfig | None, given: set[str]) -> None:
+    """``--resume`` continues a run with its own settings: every setting or option given with it
+    but :func:`resume_safe` is refused, all of them in one line, before anything is read or written."""
+    fields = [f.name for f in dataclasses.fields(TrainConfig)]
+    order = [*fields, *LAUNCH_OPTIONS]
+    refused = sorted(set(given) - set(resume_safe()), key=lambda n: (order.index(n) if n in order else len(order), n))
+    if not refused:
+        return
+    saved = read_run_config(run_dir)  # {} if unreadable: then no "trained with" part
+    differ = [_trained_with(n, saved[n], getattr(config, n)) for n in refused
+              if config is not None and n in saved and n in fields and saved[n] != getattr(config, n)]
+    flags = [option_flag(n) for n in refused]
+    safe = [option_flag(n) for n in resume_safe()]
+    raise ResumeOptionError(
+        f"--resume {run_dir} continues the run with its own settings: leave out {_and(flags)}"
+        + (f" (it was trained with {'; with '.join(differ)})" if differ else "")
+        + f"; only {_and(safe)} may be given with --resume (start a new run to change anything else)")
+
+
+def _and(items: Sequence[str]) -> str:
+    return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} and {items[-1]}"

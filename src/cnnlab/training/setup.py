@@ -18,10 +18,11 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from cnnlab.data import BatchSource, LoadOptions, get_dataset_spec, load_splits, normalization
+from cnnlab.data import BatchSource, get_dataset_spec
 from cnnlab.errors import CnnlabError
 from cnnlab.models import (create_model, first_conv_key, freeze, get_model_info, init_weights, load_weights,
                            weights_in_channels)
+from cnnlab.runs import Preprocessing, load_run_splits, preprocessing_of
 from cnnlab.runtime import determinism, explain_out_of_memory, memory_format_for, resolve_device
 from cnnlab.training.compile import CompileClock, compile_module
 from cnnlab.training.config import TrainConfig
@@ -32,7 +33,8 @@ from cnnlab.training.optim import build_optimizer, build_scheduler
 from cnnlab.training.rewrite import pool_before_relu
 from cnnlab.training.tta import tta_kind
 
-__all__ = ["RunData", "Preprocessing", "RunParts", "prepare", "load_data", "resolve_config", "build_model"]
+__all__ = ["RunData", "Preprocessing", "RunParts", "prepare", "load_data", "resolve_config", "build_model",
+           "check_data_settings"]
 
 
 @dataclass(frozen=True)
@@ -49,15 +51,6 @@ class RunData:
 
 
 @dataclass(frozen=True)
-class Preprocessing:
-    """What happens to a batch on its way into the model."""
-
-    memory_format: torch.memory_format  # NHWC by default on the CPU
-    normalize: tuple[tuple[float, ...], tuple[float, ...]] | None  # (mean, std) after ToTensor scaling
-    augment: str | None  # the dataset's batch-wise augmentation with --augment
-
-
-@dataclass(frozen=True)
 class RunParts:
     """Everything one run trains with, built by :func:`prepare`. The fields are fixed; the objects
     they hold (model, optimizer, RNG) change as the run trains."""
@@ -67,7 +60,7 @@ class RunParts:
     rank: int
     world: int  # processes under torchrun (1 alone)
     data: RunData
-    prep: Preprocessing
+    prep: Preprocessing  # cnnlab.runs.Preprocessing: what evaluate, predict, export ... apply to the run too
     model: nn.Module  # built, initialised, loaded, frozen, on the device
     net: nn.Module  # what the training forward calls: pool-before-ReLU graph, DDP, compiled, as configured
     replaced_head: list[str]  # head tensors left as initialised (--weights with other classes)
@@ -92,17 +85,16 @@ class RunParts:
 def prepare(config: TrainConfig, *, device: str | torch.device | None = None) -> RunParts:
     """The parts of a run of ``config`` (validated first); ``device`` overrides ``config.device``."""
     config.validate()
+    check_data_settings(config)
     rank, world = distributed_env()
     if world > 1 and config.batch_size % world:
         raise CnnlabError(f"--batch-size {config.batch_size} is the global batch and must divide by the "
                           f"{world} processes")
     device = local_device(resolve_device(device if device is not None else config.device))
     get_model_info(config.model)  # unknown model: fail before loading any data
-    data = load_data(config, device)
+    prep = preprocessing_of(config, device)  # the same derivation as cnnlab.runs.Run.preprocessing
+    data = load_data(config, device, prep)
     config = resolve_config(config, data.input_shape)
-    prep = Preprocessing(memory_format=memory_format_for(config.channels_last, device),
-                         normalize=normalization(config.dataset, config.normalize),
-                         augment=get_dataset_spec(config.dataset).augment if config.augment else None)
     steps_per_epoch = math.ceil(len(data.train) / config.batch_size)
     if config.limit_batches is not None:
         steps_per_epoch = min(steps_per_epoch, config.limit_batches)
@@ -125,14 +117,25 @@ def prepare(config: TrainConfig, *, device: str | torch.device | None = None) ->
         steps_per_epoch=steps_per_epoch, total_steps=config.total_steps(steps_per_epoch), joined_group=joined_group)
 
 
-def load_data(config: TrainConfig, device: torch.device) -> RunData:
-    """The dataset's splits (with a seeded validation split if asked) moved to ``device``."""
+def check_data_settings(config: TrainConfig) -> None:
+    """One line for a setting the dataset cannot take (before any data is read): --normalize without
+    a standard mean/std, --augment without an augmentation, --stream outside an image folder."""
+    spec = get_dataset_spec(config.dataset)
+    if config.normalize and spec.mean is None:
+        raise CnnlabError(f"--normalize: {config.dataset} has no standard mean/std; leave it out")
+    if config.augment and spec.augment is None:
+        raise CnnlabError(f"--augment has no augmentation for {config.dataset} (its images are too small to crop)")
+    if config.stream and not spec.needs_data_dir:
+        raise CnnlabError("--stream is for --dataset imagefolder (the other datasets fit in memory)")
+
+
+def load_data(config: TrainConfig, device: torch.device, prep: Preprocessing | None = None) -> RunData:
+    """The dataset's splits (with a seeded validation split if asked) moved to ``device``, read as
+    ``prep`` says (default: :func:`cnnlab.runs.preprocessing_of` ``config``)."""
     started = time.perf_counter()
-    options = LoadOptions(config.download, config.input_size, config.in_channels, config.skip_bad_images,
-                          config.stream, config.workers)
+    prep = prep if prep is not None else preprocessing_of(config, device)
     with explain_out_of_memory(f"loading {config.dataset}"):
-        splits = load_splits(config.dataset, config.data_dir, options, val_fraction=config.val_fraction,
-                             seed=config.seed)
+        splits = load_run_splits(config, prep)
         train, test = splits.train.to(device), splits.test.to(device)
         val = splits.val.to(device) if splits.val is not None else None
     return RunData(train=train, val=val, test=test, classes=splits.train.classes,

@@ -10,8 +10,18 @@ from pathlib import Path
 
 import torch
 
+from cnnlab.data import iterate_batches
 from cnnlab.errors import CnnlabError
 from cnnlab.figures import array_to_png, colorize, confusion_figure, png_data_url, uint8_image
+from cnnlab.runs import confusion_counts, per_class_metrics
+from cnnlab.summary import summarize
+from cnnlab.trace import trace
+from cnnlab.visualize.attribution import grad_cam
+from cnnlab.visualize.featuremaps import feature_maps
+from cnnlab.visualize.filters import filters_figure
+from cnnlab.visualize.layers import check_image, choice_from_trace, layers_from_trace
+from cnnlab.visualize.report_html import render_report
+from cnnlab.visualize.source import load_test_split, resolve, take, to_model_input, writing
 
 __all__ = ["ReportResult", "Scores", "score_split", "sample_views", "build_report"]
 
@@ -46,8 +56,6 @@ class ReportResult:
 @torch.inference_mode()
 def score_split(subject, data, batch_size: int = 256) -> Scores:
     """Softmax probabilities of every image of ``data``, prepared as in training."""
-    from cnnlab.data import iterate_batches
-
     k = len(subject.classes)
     probs, labels = [], []
     for x, y in iterate_batches(data, batch_size, device=subject.device, normalize=subject.normalize):
@@ -56,13 +64,10 @@ def score_split(subject, data, batch_size: int = 256) -> Scores:
     p, y = torch.cat(probs), torch.cat(labels)
     if p.shape[1] != k:
         raise CnnlabError(f"the model gives {p.shape[1]} classes but the dataset has {k}")
-    confusion = torch.bincount(y * k + p.argmax(1), minlength=k * k).view(k, k)
-    return Scores(p, y, confusion)
+    return Scores(p, y, confusion_counts(y, p.argmax(1), k))
 
 
 def _mistakes(data, scores: Scores, classes: list[str]) -> list[dict]:
-    from cnnlab.visualize.source import take
-
     wrong = (scores.predicted != scores.labels).nonzero().flatten()
     confidence = scores.probs.max(dim=1).values[wrong]
     order = wrong[confidence.argsort(descending=True)][:MAX_MISTAKES].tolist()
@@ -85,8 +90,6 @@ def _cam_overlay(pixels: torch.Tensor, cam: torch.Tensor) -> bytes:
 
 
 def _layer_views(subject, x: torch.Tensor, names: list[str], rfs: dict) -> list[dict]:
-    from cnnlab.visualize.featuremaps import feature_maps
-
     views = []
     for name, fmap in feature_maps(subject.model, x, names).items():
         if fmap.dim() != 3:
@@ -106,11 +109,6 @@ def _layer_views(subject, x: torch.Tensor, names: list[str], rfs: dict) -> list[
 def sample_views(subject, data, indices: list[int], scores: Scores | None) -> list[dict]:
     """Per test image: the input, prediction, Grad-CAM overlay, and clickable feature maps with the
     receptive-field intervals of every row and column of each map (from :mod:`cnnlab.trace`)."""
-    from cnnlab.trace import trace
-    from cnnlab.visualize.attribution import grad_cam
-    from cnnlab.visualize.layers import check_image, choice_from_trace, layers_from_trace
-    from cnnlab.visualize.source import take, to_model_input
-
     model = subject.model
     probe = check_image(model, torch.zeros((1, *subject.input_shape), device=subject.device))
     traced = trace(model, probe)  # one pass: receptive fields, the default layers, Grad-CAM's layer
@@ -139,8 +137,6 @@ def build_report(subject, n_images: int = 4, max_eval: int | None = None, out: s
     (default ``RUN/report.html``, or ``report-MODEL.html``). Into the run directory it holds the
     run's lock for the whole report, refuses if model.pt changed since the subject was loaded, and
     records which model.pt the page shows (``RUN/derived.json``)."""
-    from cnnlab.visualize.source import resolve, writing
-
     subject, _ = resolve(subject, need_image=False)
     if n_images < 0 or (max_eval is not None and max_eval < 1):
         raise CnnlabError("--images must be >= 0 and --max-eval >= 1")
@@ -155,11 +151,6 @@ def build_report(subject, n_images: int = 4, max_eval: int | None = None, out: s
 
 
 def _write_report(subject, n_images: int, max_eval: int | None, path: Path) -> ReportResult:
-    from cnnlab.summary import summarize
-    from cnnlab.visualize.filters import filters_figure
-    from cnnlab.visualize.report_html import render_report
-    from cnnlab.visualize.source import load_test_split
-
     data = load_test_split(subject, count=max_eval)
     if subject.run is None and len(data.classes) == len(subject.classes):
         subject.classes = list(data.classes)  # a model name with --dataset: the dataset's class names
@@ -177,8 +168,6 @@ def _write_report(subject, n_images: int, max_eval: int | None, path: Path) -> R
 
 
 def _per_class(scores: Scores, classes: list[str]) -> list[dict]:
-    from cnnlab.training.evaluate import per_class_metrics
-
     return per_class_metrics(scores.confusion, classes)
 
 

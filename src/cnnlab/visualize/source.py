@@ -10,10 +10,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+import numpy as np
 import torch
 import torch.nn as nn
+from PIL import Image, UnidentifiedImageError
 
+from cnnlab.data import LoadOptions, get_dataset_spec, load_splits, normalization, repeat_channels, resize_images
+from cnnlab.data.imagefolder import decode_image
 from cnnlab.errors import CnnlabError, UnknownNameError
+from cnnlab.models import create_model, get_model_info, list_models, load_weights
+from cnnlab.runs import Run, RunOutput, load_run, normalized_input
+from cnnlab.runtime import resolve_device
 
 __all__ = ["Subject", "InputImage", "Source", "resolve", "load_subject", "load_image", "load_test_split", "take",
            "to_model_input", "parse_target", "default_dir", "default_out", "writing"]
@@ -31,7 +38,7 @@ class Subject:
     normalize: tuple[tuple[float, ...], tuple[float, ...]] | None = None  # (mean, std) after ToTensor
     dataset: str | None = None  # for --index
     data_dir: str | None = None
-    run: Any = None  # a cnnlab.runs.LoadedRun, or None for a registry model
+    run: Run | None = None  # the run (a cnnlab.runs.LoadedRun), or None for a registry model
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
 
     @property
@@ -52,9 +59,6 @@ class InputImage:
 def _registry_subject(source: str, *, weights: str | os.PathLike | None, options: dict[str, Any],
                       num_classes: int | None, in_channels: int | None, input_size: int | None,
                       dataset: str | None, data_dir: str | None, device: torch.device) -> Subject:
-    from cnnlab.data import get_dataset_spec, normalization
-    from cnnlab.models import create_model, get_model_info, load_weights
-
     info = get_model_info(source)
     spec = get_dataset_spec(dataset) if dataset else None
     if num_classes is None and spec is not None and spec.num_classes:
@@ -76,9 +80,6 @@ def load_subject(source: str | os.PathLike, *, weights: str | os.PathLike | None
                  in_channels: int | None = None, input_size: int | None = None, dataset: str | None = None,
                  data_dir: str | None = None, device: str = "cpu") -> Subject:
     """A run directory (its ``model.pt``) or a registry model name (random weights, or ``weights``)."""
-    from cnnlab.models import list_models
-    from cnnlab.runtime import resolve_device
-
     dev = resolve_device(device)
     path = Path(source)
     if path.is_dir():
@@ -87,13 +88,10 @@ def load_subject(source: str | os.PathLike, *, weights: str | os.PathLike | None
         if given:
             raise CnnlabError(f"{path} is a run directory: it has its own weights and settings; {given[0]} is for a "
                               f"model name")
-        from cnnlab.data import normalization
-        from cnnlab.runs import load_run
-
         run = load_run(path, dev)
         cfg = run.config
         return Subject(run.model.eval(), cfg.model, f"run {path} ({cfg.model} on {cfg.dataset})", run.input_shape,
-                       list(run.classes), normalization(cfg.dataset, cfg.normalize), dataset or cfg.dataset,
+                       list(run.classes), run.preprocessing.normalize, dataset or cfg.dataset,
                        data_dir or cfg.data_dir, run, dev)
     if str(source) in list_models():
         return _registry_subject(str(source), weights=weights, options=options or {}, num_classes=num_classes,
@@ -140,20 +138,12 @@ def resolve(target: "Subject | Source", image: "InputImage | None" = None, *, ne
 
 def to_model_input(pixels: torch.Tensor, subject: Subject) -> torch.Tensor:
     """(N, C, H, W) or (C, H, W) in [0, 1] -> the model's input: normalised as in training, on its device."""
-    x = pixels if pixels.dim() == 4 else pixels.unsqueeze(0)
-    x = x.to(subject.device, torch.float32)
-    if subject.normalize is not None:
-        mean, std = (torch.tensor(v, dtype=torch.float32, device=x.device).view(1, -1, 1, 1) for v in subject.normalize)
-        x = (x - mean) / std  # Normalize(mean, std)
-    return x
+    return normalized_input(pixels, subject.normalize, subject.device)
 
 
 def _file_channels(path: Path) -> tuple[int, set[int]] | None:
     """(channels the file has, channel counts it can feed losslessly): a gray image stored as RGB or
     with a gray palette (as ``torchvision.utils.save_image`` writes one) feeds a gray model too."""
-    import numpy as np
-    from PIL import Image, UnidentifiedImageError
-
     try:
         with Image.open(path) as im:
             if im.mode in ("1", "L", "LA", "I", "I;16", "F"):
@@ -166,8 +156,6 @@ def _file_channels(path: Path) -> tuple[int, set[int]] | None:
 
 
 def _image_file(subject: Subject, path: Path, convert: bool) -> InputImage:
-    from cnnlab.data.imagefolder import decode_image
-
     c, side, _ = subject.input_shape
     channels = _file_channels(path) if path.is_file() else None
     found = None if channels is None or c in channels[1] else channels[0]
@@ -185,13 +173,9 @@ def load_test_split(subject: Subject, *, count: int | None = None):
     if subject.dataset is None:
         raise CnnlabError("--index needs a dataset: pass a run directory, or --dataset NAME with a model name")
     c, side, _ = subject.input_shape
-    if subject.run is not None:
-        from cnnlab.training.evaluate import run_split
-
-        data = run_split(subject.run, "test", subject.data_dir, torch.device("cpu"))
+    if subject.run is not None:  # prepared exactly as training prepared it
+        data = subject.run.split("test", subject.data_dir, "cpu")
         return data if count is None else data.subset(torch.arange(min(count, len(data))))
-    from cnnlab.data import LoadOptions, load_splits, repeat_channels, resize_images
-
     test = load_splits(subject.dataset, subject.data_dir, LoadOptions()).test
     if count is not None:
         test = test.subset(torch.arange(min(count, len(test))))
@@ -268,7 +252,5 @@ def writing(subject: Subject, target: str | os.PathLike, command: str):
     directory (the default ``RUN/visualize``, or an ``--out`` inside any run) only holding that
     run's lock; into the subject's own run also only while model.pt is still the one the subject
     was loaded from, each file then recorded in ``RUN/derived.json`` (``.record(path)``)."""
-    from cnnlab.runs import RunOutput
-
     run = subject.run
     return RunOutput(run.path if run is not None else None, target, command, run=run)
