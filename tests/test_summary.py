@@ -9,7 +9,8 @@ import torch
 import torch.nn as nn
 
 import cnnlab
-from cnnlab.summary import parse_int_list, parse_shape, receptive_field_map, summarize, summarize_model
+from cnnlab.parsing import parse_int_list, parse_shape
+from cnnlab.summary import receptive_field_map, summarize, summarize_model
 from cnnlab.errors import CnnlabError
 
 
