@@ -131,7 +131,8 @@ def _load_cifar10(root: Path, options: LoadOptions) -> Splits:
     files = ["data_batch_1..5", "test_batch", "batches.meta"]
     splits = []
     for train in (True, False):
-        ds = _torchvision_split(torchvision.datasets.CIFAR10, root, train, options.download, "CIFAR-10", root / "cifar-10-batches-py", files)
+        ds = _torchvision_split(torchvision.datasets.CIFAR10, root, train, options.download, "CIFAR-10",
+                                root / "cifar-10-batches-py", files)
         images = torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous()  # (N, 32, 32, 3) -> (N, 3, 32, 32)
         splits.append(TensorData(images, torch.as_tensor(ds.targets, dtype=torch.long), list(ds.classes)))
     return Splits(splits[0], splits[1])
