@@ -17,10 +17,11 @@ from torch.utils._python_dispatch import TorchDispatchMode
 import cnnlab
 from cnnlab.analysis.estimate import StepSettings, simulate_training
 from cnnlab.analysis.measure import measure_inference_peak, measure_training_peak
-from cnnlab.analysis.modelspec import load_model_file, run_summary
-from cnnlab.analysis.training import fit_batch_size, format_bytes, parse_bytes, peaks_by_batch, training_cost
+from cnnlab.analysis.training import fit_batch_size, peaks_by_batch, training_cost
+from cnnlab.cli.modelspec import load_model_file, run_summary
 from cnnlab.errors import CnnlabError, ShapeError
 from cnnlab.models import freeze
+from cnnlab.parsing import format_bytes, parse_bytes
 from cnnlab.summary import summarize, summarize_model
 
 from test_cli import assert_user_error, cnnlab as run_cli

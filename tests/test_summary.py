@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import pytest
 import torch
 import torch.nn as nn
 
 import cnnlab
-from cnnlab.summary import parse_int_list, parse_shape, receptive_field_map, summarize, summarize_model
+from cnnlab.parsing import parse_int_list, parse_shape
+from cnnlab.summary import receptive_field_map, summarize, summarize_model
 from cnnlab.errors import CnnlabError
+
+from conftest import REPO
 
 
 def test_convnet_trace_is_the_lecture_comments():
@@ -192,3 +197,11 @@ def test_parse_int_list():
     for bad in ["", "a,b", "0", "-1,2"]:
         with pytest.raises(CnnlabError, match="--batch-sizes takes comma-separated positive integers"):
             parse_int_list(bad, "--batch-sizes")
+
+
+def test_parsers_import_without_torch():
+    """cnnlab.parsing is what the command line reads options with: importing it loads no torch, rich or numpy."""
+    code = ("import sys, cnnlab.parsing as p; assert p.parse_shape('1x8x8') == (1, 8, 8); "
+            "bad = [m for m in ('torch', 'rich', 'numpy') if m in sys.modules]; assert not bad, bad")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr

@@ -21,6 +21,8 @@ import math
 from dataclasses import dataclass
 from typing import Iterable, Sequence
 
+from cnnlab.errors import ShapeError  # errors.py holds no torch either
+
 from cnnlab.errors import CnnlabTypeError, CnnlabValueError
 
 __all__ = [
@@ -316,8 +318,6 @@ def feature_side(i: int, layers: Iterable[Sequence], *, model: str = "model") ->
     :class:`cnnlab.errors.ShapeError` naming the layer where the map vanishes, with the
     formula and its numbers, so a model can size its head from ``input_size``.
     """
-    from cnnlab.errors import ShapeError  # errors.py holds no torch either
-
     side = i
     for name, k, s, p, *rest in layers:
         d = rest[0] if rest else 1
@@ -384,7 +384,7 @@ def training_flops(forward_macs: int, input_grad: bool, weight_grad: bool) -> tu
     return 2 * forward_macs, 2 * forward_macs * bool(input_grad), 2 * forward_macs * bool(weight_grad)
 
 
-def conv_buffer_bytes(algorithm: str, n: int, c: int, k: int, h: int, w: int, kernel: int = 3, m: int = 2,
+def conv_buffer_bytes(algorithm: str, n: int, c: int, k: int, h: int, w: int, *, kernel: int = 3, m: int = 2,
                       itemsize: int = 4) -> int:
     """Bytes of the buffer that defines an algorithm for a stride-1 'same' kernel x kernel convolution of
     n x c x h x w into k channels: im2col the unfolded input (n h w rows of c kernel^2); fft the complex spectra

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Sequence
 
 from cnnlab.errors import UnknownNameError
+from cnnlab.figures import plot_init_experiment
 from cnnlab.runs import check_run_dir
 from cnnlab.training.callbacks import Callback
 from cnnlab.training.config import INIT_SCHEMES, TrainConfig
@@ -78,7 +79,5 @@ def run_init_experiment(
             lecture = LECTURE_INIT_TABLE.get(r.init, ("", "", ""))
             writer.writerow([r.init, f"{r.epoch1_train_acc:.2f}", f"{r.final_train_acc:.2f}", f"{r.test_acc:.2f}",
                              f"{r.seconds:.1f}", *lecture])
-    from cnnlab.figures import plot_init_experiment
-
     plot_init_experiment(rows, out / "inits.png")
     return rows

@@ -25,6 +25,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from PIL import Image  # noqa: E402
 
 from cnnlab.storage import atomic_write, disk_error  # noqa: E402
 
@@ -131,8 +132,6 @@ def colorize(values, cmap: str = "viridis", vmin: float | None = None, vmax: flo
 
 def array_to_png(array: np.ndarray, scale: int = 1) -> bytes:
     """A PNG of an (H, W) or (H, W, 3) uint8 array, each pixel ``scale`` x ``scale`` (no smoothing)."""
-    from PIL import Image
-
     image = Image.fromarray(array)
     if scale > 1:
         image = image.resize((image.width * scale, image.height * scale), Image.NEAREST)

@@ -18,6 +18,7 @@ from typing import Any, Callable, Iterator
 
 import torch
 
+from cnnlab import __version__
 from cnnlab.errors import CnnlabError
 
 __all__ = [
@@ -196,8 +197,6 @@ def machine_line(device: torch.device | str = "cpu") -> str:
 
 def environment_info(device: torch.device) -> dict[str, Any]:
     """Versions, processor, threads and device, as saved in a run's ``config.json``."""
-    from cnnlab import __version__
-
     info: dict[str, Any] = {
         "cnnlab_version": __version__,
         "torch_version": torch.__version__,

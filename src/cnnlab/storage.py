@@ -30,6 +30,11 @@ import time
 from pathlib import Path
 from typing import IO, Any, Callable, Iterator
 
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not POSIX: no locking
+    fcntl = None  # type: ignore[assignment]
+
 from cnnlab.errors import RunDirError
 
 __all__ = ["ARTEFACTS", "DERIVED_NAME", "LOCK_NAME", "atomic_write", "RunLock", "make_run_dir", "clear_artefacts",
@@ -127,9 +132,7 @@ class RunLock:
         self._fh: IO[str] | None = None
 
     def acquire(self, hint: str = "wait for it to finish, or choose another --out") -> "RunLock":
-        try:
-            import fcntl
-        except ImportError:  # pragma: no cover - not POSIX: no locking
+        if fcntl is None:  # pragma: no cover - not POSIX: no locking
             return self
         try:
             fh = open(self.path, "a+")

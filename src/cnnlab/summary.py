@@ -16,15 +16,16 @@ from typing import Any, Sequence
 import torch
 import torch.nn as nn
 
-from cnnlab.analysis.modelspec import parse_int_list, parse_shape  # (they lived here; re-exported)
+from cnnlab.analysis.estimate import StepSettings
+from cnnlab.analysis.shapes import registry_fallback, shape_error
+from cnnlab.analysis.training import attach_training
 from cnnlab.errors import CnnlabError, CnnlabTypeError, check_shape, check_type
-from cnnlab.models import create_model
+from cnnlab.models import create_model, get_model_info
 from cnnlab.trace import LayerCall, trace
 from cnnlab.trace import chw as _chw
 from cnnlab.trace import ReceptiveField, first_tensor, receptive_field_map  # noqa: F401 -- (they lived here)
 
-__all__ = ["LayerRow", "ModelSummary", "ReceptiveField", "summarize", "summarize_model", "receptive_field_map",
-           "parse_shape", "parse_int_list"]
+__all__ = ["LayerRow", "ModelSummary", "ReceptiveField", "summarize", "summarize_model", "receptive_field_map"]
 
 
 @dataclass
@@ -65,7 +66,7 @@ class ModelSummary:
     trainable_params: int = 0
     total_macs: int = 0
     training: Any = None  # cnnlab.analysis.training.TrainingCost (train=True)
-    fit: Any = None  # cnnlab.analysis.training.FitResult (run_summary with fit_memory)
+    fit: Any = None  # cnnlab.analysis.training.FitResult (cnnlab summary --fit-memory)
     note: str | None = None  # how the input shape was chosen, where the user gave none
     module: Any = field(default=None, repr=False)  # the traced model (not serialised)
 
@@ -109,8 +110,6 @@ def _trace(model: nn.Module, input_shape: Sequence[int], name: str | None, small
     if isinstance(result.error, CnnlabError):
         raise result.error
     if result.error is not None:  # explained in one line by the shape debugger, never a traceback
-        from cnnlab.analysis.shapes import shape_error
-
         partial = ModelSummary(name or type(model).__name__, list(input_shape), [], rows)
         raise shape_error(model, input_shape, smallest=smallest, partial=partial) from None
     out = first_tensor(result.output)
@@ -142,8 +141,6 @@ def summarize(model: nn.Module, input_shape: Sequence[int], *, name: str | None 
     input_shape = check_shape(input_shape, "input_shape", (1, 2, 3))
     result = _trace(model, input_shape, name)
     if train or measure:
-        from cnnlab.analysis.training import attach_training
-
         attach_training(result, model, input_shape, batch_size, settings, measure=measure, **step)
     return result
 
@@ -154,9 +151,6 @@ def summarize_model(name: str, input_shape: Sequence[int] | None = None, *, num_
     """Summarize a registry model, built on the ``meta`` device (no memory, no arithmetic).
     ``options`` are the model's options (``dropout2d=0.2``) and, with ``train=True``, the step's
     (``optimizer="adam"``, ``amp=True``, ``freeze=("features",)``; see :func:`summarize`)."""
-    from cnnlab.analysis.estimate import StepSettings
-    from cnnlab.models import get_model_info
-
     if isinstance(name, nn.Module):
         raise CnnlabTypeError("summarize_model takes a registry model's name; for a model object use "
                               "summarize(model, input_shape)")
@@ -169,8 +163,6 @@ def summarize_model(name: str, input_shape: Sequence[int] | None = None, *, num_
         with torch.device("meta"):
             model = create_model(name, num_classes=num_classes, in_channels=c, input_size=h, **options)
     except CnnlabError as exc:  # too small for the architecture? the table up to the layer where it vanishes
-        from cnnlab.analysis.shapes import registry_fallback
-
         model, smallest = registry_fallback(name, (c, h, w), exc, num_classes, options)
         _trace(model, (c, h, w), name, smallest=smallest)
         raise exc from None  # the default-size model took it after all: the builder's own message

@@ -8,16 +8,16 @@ by the training log (:class:`cnnlab.training.callbacks.ConsoleLogger`).
   natural width (one row per line, no cell cut or wrapped).
 
 Messages are text, not rich markup or emoji codes: a file named ``runs/[old]/a:b:.pt`` prints
-as it is. rich is imported on first use, so ``cnnlab --help`` starts without it.
+as it is. The command line imports this module when a command first prints, so ``cnnlab --help``
+starts without rich.
 """
 
 from __future__ import annotations
 
 import sys
-from typing import IO, TYPE_CHECKING
+from typing import IO
 
-if TYPE_CHECKING:
-    from rich.console import Console
+from rich.console import Console
 
 __all__ = ["is_terminal", "make_console", "PLAIN_WIDTH"]
 
@@ -33,11 +33,9 @@ def is_terminal(stream: object) -> bool:
         return False
 
 
-def make_console(file: IO[str] | None = None) -> "Console":
+def make_console(file: IO[str] | None = None) -> Console:
     """A rich Console writing to ``file`` (default: ``sys.stdout`` at the moment of each print),
     rich on a terminal, plain and unwrapped otherwise (see the module's docstring)."""
-    from rich.console import Console
-
     common = dict(file=file, highlight=False, markup=False, emoji=False)
     if is_terminal(sys.stdout if file is None else file):
         return Console(**common)

@@ -25,8 +25,8 @@ What a training step costs (``cnnlab summary --train``): ``simulate.py`` (the al
 fake tensors over the trainer's step), ``workspace.py`` (CPU kernel buffers the simulation cannot
 see), ``estimate.py`` (the step's settings, per-layer FLOPs and saved bytes), ``training.py``
 (``training_cost``, ``fit_batch_size``, ``peaks_by_batch``), ``measure.py`` (measured peaks:
-profiler on the CPU, ``max_memory_allocated`` on CUDA), ``shapes.py`` (the shape debugger),
-``modelspec.py`` (registry names or users' model files, ``run_summary``).
+profiler on the CPU, ``max_memory_allocated`` on CUDA), ``shapes.py`` (the shape debugger). Users'
+model files and ``cnnlab summary`` as one call live on the command line's side (:mod:`cnnlab.cli.modelspec`).
 """
 
 from cnnlab.analysis.html import write_html

@@ -17,6 +17,7 @@ from typing import Any, Sequence
 
 import torch
 import torch.nn as nn
+from torch._subclasses.fake_tensor import FakeTensorMode
 
 from cnnlab import arithmetic
 from cnnlab.analysis.ops import _convolution_macs
@@ -25,6 +26,7 @@ from cnnlab.analysis.simulate import (OPTIMIZERS, AllocationTracker, Simulation,
 from cnnlab.analysis.workspace import CUBLAS_WORKSPACE, CUDA_ROUNDING, workspace_rule
 from cnnlab.errors import CnnlabError, UnknownNameError
 from cnnlab.geometry import module_macs
+from cnnlab.models.weights import freeze
 
 __all__ = ["StepSettings", "LayerRecord", "simulate_training", "simulate_inference"]
 
@@ -155,8 +157,6 @@ class Estimate:
 
 
 def _fake_mode():
-    from torch._subclasses.fake_tensor import FakeTensorMode
-
     return FakeTensorMode(allow_non_fake_inputs=True)
 
 
@@ -169,8 +169,6 @@ def _batch(mode, input_shape: Sequence[int], batch: int, memory_format: torch.me
 def _prepare(model: nn.Module, input_shape, batch: int, settings: StepSettings, train: bool):
     """The fake model (train mode, frozen as asked), its input batch and, for training, an
     optimizer in its steady state: the previous step's gradients alive, its state created."""
-    from cnnlab.models.weights import freeze
-
     settings.check()
     if batch < 1:
         raise CnnlabError(f"--batch-size must be a positive integer, got {batch}")

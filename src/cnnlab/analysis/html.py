@@ -12,6 +12,7 @@ from typing import Any, NamedTuple, Sequence
 
 from cnnlab.analysis.charts import chart_pngs
 from cnnlab.figures import png_data_url
+from cnnlab.parsing import format_bytes
 from cnnlab.pages import write_page
 
 __all__ = ["write_html", "findings"]
@@ -47,8 +48,6 @@ def _at(m, key: str, batch: int) -> Any:
 
 def findings(report) -> list[str]:
     """The headline sentences: what the numbers say."""
-    from cnnlab.analysis.training import format_bytes
-
     out = []
     timed = [m for m in report.models if m.timing]
     if len(timed) >= 3:

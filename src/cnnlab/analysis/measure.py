@@ -25,10 +25,13 @@ from typing import Callable, Iterator, Sequence
 
 import torch
 import torch.nn as nn
+from torch._C._profiler import _EventType
+from torch.profiler import ProfilerActivity, profile, record_function
 
 from cnnlab.analysis.estimate import StepSettings
 from cnnlab.analysis.simulate import build_optimizer, training_step
-from cnnlab.runtime import determinism
+from cnnlab.models.weights import freeze
+from cnnlab.runtime import determinism, resolve_device
 
 __all__ = ["Measurement", "measure_training_peak", "measure_inference_peak", "peak_bytes_of", "CPU_METHOD",
            "CUDA_METHOD"]
@@ -45,8 +48,6 @@ class Measurement:
 
 
 def _device(settings: StepSettings) -> torch.device:
-    from cnnlab.runtime import resolve_device
-
     return resolve_device(settings.device)
 
 
@@ -62,8 +63,6 @@ def _real(model: nn.Module, input_shape: Sequence[int], batch: int, settings: St
           train: bool):
     """A copy of ``model`` on ``device`` (frozen, train or eval mode as the trainer sets it) and a
     random batch with labels."""
-    from cnnlab.models.weights import freeze
-
     if any(t.is_meta for t in [*model.parameters(), *model.buffers()]):  # a registry model built on meta
         real = copy.deepcopy(model).to_empty(device=device)
         with torch.no_grad():
@@ -101,9 +100,6 @@ def _quiet_stderr() -> Iterator[None]:
 
 def _cpu_peaks(run: Callable[[], None], alive: Callable[[], int], steps: int) -> list[int]:
     """Peak bytes of each of ``steps`` calls of ``run`` from one profiler session."""
-    from torch._C._profiler import _EventType
-    from torch.profiler import ProfilerActivity, profile, record_function
-
     base = alive()
     with _quiet_stderr(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         for k in range(steps):

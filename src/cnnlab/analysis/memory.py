@@ -3,6 +3,7 @@ computed on the ``meta`` device; on CUDA also the measured peak."""
 
 from __future__ import annotations
 
+import copy
 from typing import Sequence
 
 import torch
@@ -72,8 +73,6 @@ def activation_memory(model: nn.Module, input_shape: Sequence[int], batch_sizes:
 def to_meta(model: nn.Module) -> nn.Module:
     if device_of(model).type == "meta":
         return model
-    import copy
-
     meta = copy.deepcopy(model).to("meta")  # deepcopy of a small module; registry models come on meta
     return meta
 

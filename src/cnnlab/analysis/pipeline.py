@@ -10,12 +10,21 @@ from typing import Callable, Sequence
 import torch
 import torch.nn as nn
 
+from cnnlab.analysis.charts import analysis_charts
+from cnnlab.analysis.estimate import StepSettings
+from cnnlab.analysis.html import write_html
+from cnnlab.analysis.measure import measure_inference_peak
 from cnnlab.analysis.memory import activation_memory, cuda_peaks, to_meta
 from cnnlab.analysis.ops import count_ops, device_of
 from cnnlab.analysis.report import IMAGENET_SOURCE, IMAGENET_TOP1, ModelReport, Report, run_accuracies
 from cnnlab.analysis.timing import machine_info, raise_roof, roof_measurements, time_model
+from cnnlab.analysis.training import memory_curves
 from cnnlab.errors import CnnlabError, check_shape, check_type
+from cnnlab.models import create_model, get_model_info, list_models
+from cnnlab.parsing import parse_int_list, parse_shape
 from cnnlab.paths import check_output
+from cnnlab.runtime import resolve_device
+from cnnlab.trace import trace
 
 __all__ = ["analyze", "analyze_models", "run_analyze"]
 
@@ -23,10 +32,9 @@ DEFAULT_BATCH_SIZES = (1, 2, 4, 8, 16, 32, 64)
 
 
 def _per_layer(model: nn.Module, input_shape: Sequence[int], name: str) -> list[dict]:
-    from cnnlab.summary import summarize
-
-    return [{"layer": r.name, "type": r.type, "output": r.output_shape, "params": r.params, "macs": r.macs}
-            for r in summarize(model, input_shape, name=name).layers]
+    """The layer table of :mod:`cnnlab.summary` (one row per leaf call), from the tracer."""
+    return [{"layer": c.name, "type": c.type, "output": list(c.output_shape), "params": c.params, "macs": c.macs}
+            for c in trace(model, input_shape).layers()]
 
 
 def analyze(
@@ -50,8 +58,9 @@ def analyze(
     batch_sizes = check_shape(batch_sizes, "batch_sizes", None)
     device = torch.device(device)
     roof = _roof(device, timing, roof_gflops)
-    report = _analyze_one(model, list(input_shape), batch_sizes, device, name or type(model).__name__, timing,
-                          repeats, per_layer, accuracy, accuracy_source, roof and roof["gflops"], meta_model)
+    report = _analyze_one(model, list(input_shape), batch_sizes, device, name=name or type(model).__name__,
+                          timing=timing, repeats=repeats, per_layer=per_layer, accuracy=accuracy,
+                          accuracy_source=accuracy_source, roof=roof and roof["gflops"], meta_model=meta_model)
     return _report([report], device, roof, batch_sizes)
 
 
@@ -70,9 +79,6 @@ def _report(reports: list[ModelReport], device: torch.device, roof: dict | None,
 def _memory_estimates(meta: nn.Module, input_shape, memory: list[dict], device: torch.device) -> int:
     """Estimated peaks of a training step and of inference at every batch size (into ``memory``);
     returns the training FLOPs per image (forward + backward)."""
-    from cnnlab.analysis.estimate import StepSettings
-    from cnnlab.analysis.training import memory_curves
-
     settings = StepSettings(device="cuda" if device.type == "cuda" else "cpu")
     try:
         flops, train, infer = memory_curves(meta, input_shape, [m["batch"] for m in memory], settings)
@@ -84,16 +90,13 @@ def _memory_estimates(meta: nn.Module, input_shape, memory: list[dict], device: 
 
 
 def _measure_inference(real: nn.Module, input_shape, memory: list[dict], device: torch.device) -> None:
-    from cnnlab.analysis.estimate import StepSettings
-    from cnnlab.analysis.measure import measure_inference_peak
-
     settings = StepSettings(device="cuda" if device.type == "cuda" else "cpu")
     for m in memory:
         got = measure_inference_peak(real, input_shape, m["batch"], settings)
         m["measured_inference_peak_bytes"], m["measured_method"] = got.peak_bytes, got.method
 
 
-def _analyze_one(model, input_shape, batch_sizes, device, name, timing, repeats, per_layer, accuracy,
+def _analyze_one(model, input_shape, batch_sizes, device, *, name, timing, repeats, per_layer, accuracy,
                  accuracy_source, roof, meta_model=None, estimates: bool = True) -> ModelReport:
     meta = meta_model if meta_model is not None else to_meta(model)
     counter = count_ops(meta, input_shape)
@@ -136,8 +139,6 @@ def analyze_models(
 ) -> Report:
     """Analyse registry models at their default input (or ``input_shape``); ``estimates=False``
     leaves out the simulated training and inference peaks and the training FLOPs (counts only)."""
-    from cnnlab.models import create_model, get_model_info
-
     device = torch.device(device)
     infos = [get_model_info(n) for n in names]  # unknown names fail before any work
     accuracies = run_accuracies(run_dirs)
@@ -151,8 +152,9 @@ def analyze_models(
         acc, source = accuracies.get(info.name, (IMAGENET_TOP1.get(info.name), IMAGENET_SOURCE))
         if info.name not in accuracies and info.name not in IMAGENET_TOP1:
             source = None
-        rep = _analyze_one(model, shape, batch_sizes, device, info.name, timing, repeats, per_layer, acc, source,
-                           roof and roof["gflops"], meta_model=meta, estimates=estimates)
+        rep = _analyze_one(model, shape, batch_sizes, device, name=info.name, timing=timing, repeats=repeats,
+                           per_layer=per_layer, accuracy=acc, accuracy_source=source, roof=roof and roof["gflops"],
+                           meta_model=meta, estimates=estimates)
         reports.append(rep)
         del model
         if on_model is not None:
@@ -161,8 +163,6 @@ def analyze_models(
 
 
 def _batch_sizes(batch_sizes: str | Sequence[int]) -> list[int]:
-    from cnnlab.summary import parse_int_list
-
     text = batch_sizes if isinstance(batch_sizes, str) else ",".join(str(b) for b in batch_sizes)
     return parse_int_list(text, "--batch-sizes")
 
@@ -207,10 +207,6 @@ def run_analyze(
         charts: folder for the four PNG charts; html: file for the self-contained report.
         on_model: called with each :class:`ModelReport` as soon as it is done.
     """
-    from cnnlab.models import get_model_info, list_models
-    from cnnlab.runtime import resolve_device
-    from cnnlab.summary import parse_shape
-
     names = list(models) or list_models()
     for name in names:
         get_model_info(name)  # unknown names: one line before any work
@@ -224,11 +220,7 @@ def run_analyze(
     report = analyze_models(names, sizes, dev, input_shape=shape, timing=not no_timing, repeats=repeats,
                             per_layer=per_layer, run_dirs=runs, on_model=on_model)
     if charts is not None:
-        from cnnlab.analysis.charts import analysis_charts
-
         analysis_charts(report, charts)
     if html is not None:
-        from cnnlab.analysis.html import write_html
-
         write_html(report, html)
     return report

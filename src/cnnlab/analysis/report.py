@@ -11,6 +11,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
+import pandas as pd
+
+from cnnlab.errors import RunDirError
+from cnnlab.paths import check_folder
+from cnnlab.runs import read_run_config, read_test_accuracy, run_dirs_under
+
 __all__ = ["ModelReport", "Report", "IMAGENET_TOP1", "IMAGENET_SOURCE", "run_accuracies"]
 
 # torchvision's documented ImageNet-1k top-1 accuracy (%) of its IMAGENET1K_V1 weights
@@ -92,8 +98,6 @@ class Report:
 
     def to_frame(self):
         """A pandas DataFrame with :meth:`to_rows` (pandas is a dependency of cnnlab)."""
-        import pandas as pd
-
         return pd.DataFrame(self.to_rows())
 
     def to_csv(self) -> str:
@@ -114,11 +118,6 @@ class Report:
 
 def run_accuracies(run_dirs: Iterable[str | os.PathLike]) -> dict[str, tuple[float, str]]:
     """Best test accuracy per model name found in cnnlab run directories (metrics.csv)."""
-    from cnnlab.errors import RunDirError
-    from cnnlab.paths import check_folder
-
-    from cnnlab.runs import read_run_config, read_test_accuracy, run_dirs_under
-
     found: dict[str, tuple[float, str]] = {}
     for run_dir in map(Path, run_dirs):
         if not os.path.lexists(run_dir):

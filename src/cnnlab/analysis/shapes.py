@@ -21,8 +21,9 @@ import torch.nn as nn
 
 from cnnlab import arithmetic
 from cnnlab.analysis.simulate import meta_copy
-from cnnlab.errors import ShapeError
+from cnnlab.errors import CnnlabError, ShapeError
 from cnnlab.geometry import layer_geometry
+from cnnlab.models import create_model, get_model_info
 from cnnlab.trace import trace
 
 __all__ = ["Failure", "probe", "smallest_square_input", "square_input_search", "explain", "shape_error", "registry_fallback"]
@@ -205,9 +206,6 @@ def registry_fallback(name: str, input_shape: Sequence[int], error: Exception, n
     """A registry model refused ``input_shape`` when built: if the input is below the smallest side
     the architecture takes, return the model at its default size (to trace up to the layer where the
     map vanishes) and that smallest side; otherwise re-raise ``error``."""
-    from cnnlab.errors import CnnlabError
-    from cnnlab.models import create_model, get_model_info
-
     c, h = input_shape[0], input_shape[1]
 
     def ok(side: int) -> bool:

@@ -20,6 +20,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from cnnlab.conv.algorithms import gemm
 from cnnlab.runtime import machine_line, time_fn
 
 __all__ = ["measure_roof", "roof_measurements", "theoretical_peak", "raise_roof", "time_model", "machine_info"]
@@ -79,8 +80,6 @@ def theoretical_peak(device: torch.device) -> dict[str, Any] | None:
 def roof_measurements(device: torch.device, repeats: int = 3) -> dict[str, Any]:
     """GFLOP/s of each roof candidate (best of ``repeats`` runs) and the best: ``{"measurements",
     "gflops", "source"}``."""
-    from cnnlab.conv.algorithms import gemm
-
     device = torch.device(device)
     found: dict[str, float] = {}
     with torch.inference_mode():

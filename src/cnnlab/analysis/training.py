@@ -12,46 +12,20 @@ follows all of it; ``sum_bytes`` is the naive sum, for comparison.
 
 from __future__ import annotations
 
-import re
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Sequence
 
+import torch
 import torch.nn as nn
 
 from cnnlab.analysis.estimate import LayerRecord, StepSettings, simulate_inference, simulate_training
-from cnnlab.analysis.simulate import STATE_BUFFERS
+from cnnlab.analysis.measure import measure_training_peak
+from cnnlab.analysis.simulate import STATE_BUFFERS, peak_at_batch
 from cnnlab.errors import CnnlabError
+from cnnlab.parsing import format_bytes, parse_bytes
 
 __all__ = ["TrainingMemory", "TrainingCost", "FitResult", "training_cost", "attach_training", "inference_peak",
-           "fit_batch_size", "peaks_by_batch", "memory_curves", "parse_bytes", "format_bytes"]
-
-_UNITS = {"": 1, "b": 1, "k": 2**10, "kb": 10**3, "kib": 2**10, "m": 2**20, "mb": 10**6, "mib": 2**20,
-          "g": 2**30, "gb": 10**9, "gib": 2**30, "t": 2**40, "tb": 10**12, "tib": 2**40}
-
-
-def parse_bytes(text: str | int) -> int:
-    """``"8GiB"`` -> 8589934592. KiB/MiB/GiB/TiB (and K/M/G/T) are powers of 1024, kB/MB/GB/TB of 1000."""
-    if isinstance(text, int):
-        value = text
-    else:
-        match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([a-zA-Z]*)\s*", str(text))
-        unit = match.group(2).lower() if match else None
-        if unit not in _UNITS:
-            raise CnnlabError(f"--fit-memory takes a size such as 8GiB, 512MiB or 2GB; got {text!r}")
-        value = int(float(match.group(1)) * _UNITS[unit])
-    if value <= 0:
-        raise CnnlabError(f"--fit-memory must be a positive size, got {text!r}")
-    return value
-
-
-def format_bytes(n: int | float | None) -> str:
-    """Bytes in binary units: ``1.23 GiB``, ``456.7 MiB``, ``12.0 KiB``, ``512 B``."""
-    if n is None:
-        return "-"
-    for unit, size in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
-        if abs(n) >= 1000 * size // 1024:  # 1000 MiB reads as 0.98 GiB
-            return f"{n / size:.2f} {unit}" if unit in ("TiB", "GiB") else f"{n / size:.1f} {unit}"
-    return f"{int(n)} B"
+           "fit_batch_size", "peaks_by_batch", "memory_curves"]
 
 
 @dataclass
@@ -158,8 +132,6 @@ def training_cost(model: nn.Module, input_shape: Sequence[int], batch_size: int 
     cost = TrainingCost(batch_size, settings, layers, _memory(est),
                         other_flops=max(0, sum(est.dispatched_flops.values()) - rows_flops))
     if measure:
-        from cnnlab.analysis.measure import measure_training_peak
-
         m = measure_training_peak(model, input_shape, batch_size, settings)
         cost.memory.measured_peak_bytes, cost.memory.measured_method = m.peak_bytes, m.method
     return cost
@@ -223,10 +195,6 @@ def peaks_by_batch(model: nn.Module, input_shape: Sequence[int], batch_sizes: Se
     (:func:`cnnlab.analysis.simulate.peak_at_batch`). Simulated one by one: batch 1 (PyTorch runs a
     single small image through another convolution kernel), with one thread every batch below 16
     (1x1 convolutions too), and every size where the two simulations ran different ops."""
-    import torch
-
-    from cnnlab.analysis.simulate import peak_at_batch
-
     settings = settings or StepSettings()
 
     def sim(b: int):

@@ -11,7 +11,6 @@ import sys
 from typing import Any, Iterable, Sequence
 
 from cnnlab.errors import CnnlabError
-from cnnlab.terminal import make_console
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -24,6 +23,8 @@ def console():
     piped or redirected, plain text with one message per line, never hard-wrapped. Made again
     when ``sys.stdout`` is replaced (a test capturing output, a redirect in-process)."""
     global _console, _console_stream
+    from cnnlab.terminal import make_console  # rich: not for cnnlab --help
+
     if _console is None or _console_stream is not sys.stdout:
         _console, _console_stream = make_console(), sys.stdout
     return _console

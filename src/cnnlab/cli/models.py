@@ -19,7 +19,7 @@ OPTIMIZER_CHOICES = click.Choice(["sgd", "momentum", "nesterov", "adam", "adamw"
 @format_option
 def models(format: str) -> None:
     """List the registered models with parameters and MACs at their default input."""
-    from cnnlab.analysis.modelspec import zoo_rows
+    from cnnlab.cli.modelspec import zoo_rows
 
     rows = zoo_rows()
     if format == "json":
@@ -65,7 +65,7 @@ def summary(model: str, input: str | None, num_classes: int | None, format: str,
     The estimate (and --measure) is for --device: auto is CUDA when this machine has it.
     """
     from cnnlab.analysis.estimate import StepSettings
-    from cnnlab.analysis.modelspec import run_summary
+    from cnnlab.cli.modelspec import run_summary
     from cnnlab.errors import ShapeError
 
     if device == "auto":  # the estimate is for this machine's device; cuda may be asked for without one
@@ -136,7 +136,7 @@ def _count(n: int) -> str:
 
 
 def _print_training(result) -> None:
-    from cnnlab.analysis.training import format_bytes
+    from cnnlab.parsing import format_bytes
 
     cost = result.training
     rows = [(r.name, r.type, r.transition, f"{r.params:,}", f"{r.forward_macs or 0:,}", f"{r.forward_flops or 0:,}",
@@ -170,7 +170,7 @@ def _print_training(result) -> None:
 
 
 def _print_fit(result) -> None:
-    from cnnlab.analysis.training import format_bytes
+    from cnnlab.parsing import format_bytes
 
     fit = result.fit
     what = "a training step" if fit.train else "inference"

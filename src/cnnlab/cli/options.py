@@ -25,6 +25,7 @@ from typing import Any, Callable
 import click
 
 from cnnlab.cli._common import parse_options
+from cnnlab.parsing import parse_bytes, parse_shape
 from cnnlab.training.config import DEVICES as DEVICE_NAMES
 from cnnlab.training.config import SEED_RANGE, Range, TrainConfig
 
@@ -79,24 +80,12 @@ class _Checked(click.ParamType):
         return value if self.keep_text else parsed
 
 
-def _parse_shape(text: str):
-    from cnnlab.analysis.modelspec import parse_shape
-
-    return parse_shape(text)
-
-
-def _parse_bytes(text: str) -> int:
-    from cnnlab.analysis.training import parse_bytes
-
-    return parse_bytes(text)
-
-
 SEED = RangedInt(Range(*SEED_RANGE, integer=True, hint=" (the range torch.manual_seed takes)"),
                  help_range="-2**63<=x<=2**64-1")
 POSITIVE = RangedInt(Range(1, integer=True))
 NON_NEGATIVE = RangedInt(Range(0, integer=True))
-SHAPE = _Checked("CxHxW", _parse_shape, keep_text=True)  # "1x28x28", checked before the model is built
-BYTES = _Checked("SIZE", _parse_bytes, keep_text=False)  # "8GiB" -> 8589934592
+SHAPE = _Checked("CxHxW", parse_shape, keep_text=True)  # "1x28x28", checked before the model is built
+BYTES = _Checked("SIZE", parse_bytes, keep_text=False)  # "8GiB" -> 8589934592
 DEVICES = click.Choice(list(DEVICE_NAMES))
 FORMATS = click.Choice(["table", "json"])
 PATH = click.Path(path_type=Path)

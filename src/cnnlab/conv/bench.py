@@ -14,8 +14,11 @@ from typing import Any, Callable, Sequence
 import torch
 import torch.nn.functional as F
 
+from cnnlab.analysis.measure import peak_bytes_of
+from cnnlab.arithmetic import conv_buffer_bytes
 from cnnlab.conv import ALGORITHMS, conv2d
 from cnnlab.errors import CnnlabError, UnknownNameError
+from cnnlab.parsing import parse_int_list
 from cnnlab.runtime import machine_line, resolve_device, time_fn
 
 __all__ = [
@@ -97,9 +100,6 @@ def bench_conv(
 def _memory(name: str, x: torch.Tensor, w: torch.Tensor, y: torch.Tensor, device: torch.device) -> tuple:
     """(computed buffer bytes, measured extra bytes) of one call of algorithm ``name`` -- the lecture's
     "take up much more memory" as a number: what the call needs beyond its input, weight and output."""
-    from cnnlab.analysis.measure import peak_bytes_of
-    from cnnlab.arithmetic import conv_buffer_bytes
-
     n, c, h, wd = x.shape
     computed = None if name == "F.conv2d" else conv_buffer_bytes(
         name, n, c, w.shape[0], h, wd, kernel=w.shape[-1], m=4 if name == "winograd4" else 2)
@@ -196,8 +196,6 @@ def run_bench(
         errors: add the float64 error report.
         on_row: called with each :class:`BenchRow` as soon as it is measured.
     """
-    from cnnlab.summary import parse_int_list
-
     dev = resolve_device(device)
     names = [a.strip() for a in algorithms.split(",") if a.strip()] if isinstance(algorithms, str) else list(algorithms)
     for name in names:

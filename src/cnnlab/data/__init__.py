@@ -5,7 +5,6 @@ from cnnlab.data.datasets import (
     DATASETS,
     DatasetSpec,
     LoadOptions,
-    Splits,
     data_root,
     get_dataset_spec,
     list_datasets,
@@ -13,7 +12,7 @@ from cnnlab.data.datasets import (
     load_splits,
     normalization,
 )
-from cnnlab.data.splits import split_validation, stratified_holdout
+from cnnlab.data.splits import Splits, split_validation, stratified_holdout
 from cnnlab.data.tensors import BatchSource, TensorData, index_batches, iterate_batches
 from cnnlab.data.transforms import augment_batch, repeat_channels, resize_images
 

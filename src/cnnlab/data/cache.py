@@ -27,6 +27,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not POSIX: no locking
+    fcntl = None  # type: ignore[assignment]
+
 import PIL
 import torch
 
@@ -281,9 +286,7 @@ def cached(folder: Path, items: list[tuple[Path, int]], settings: dict[str, Any]
 
 
 def _flock(fh) -> None:
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - not POSIX: no locking
+    if fcntl is None:  # pragma: no cover - not POSIX: no locking
         return
     try:
         fcntl.flock(fh.fileno(), fcntl.LOCK_EX)  # released when the file is closed

@@ -16,11 +16,14 @@ import io
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Callable, Sequence
 
 import torch
+import torchvision.datasets
+from sklearn.datasets import load_digits
 
-from cnnlab.data.splits import split_validation, stratified_holdout
+from cnnlab.data.imagefolder import image_folder_splits
+from cnnlab.data.splits import Splits, split_validation, stratified_holdout
 from cnnlab.data.tensors import TensorData
 from cnnlab.data.transforms import repeat_channels, resize_images
 from cnnlab.errors import CnnlabError, DataNotFoundError, UnknownNameError
@@ -28,7 +31,6 @@ from cnnlab.paths import check_folder
 
 __all__ = [
     "LoadOptions",
-    "Splits",
     "DatasetSpec",
     "DATASETS",
     "data_root",
@@ -57,20 +59,6 @@ class LoadOptions:
     skip_bad_images: bool = False  # image folders: skip and count unreadable files
     stream: bool = False  # image folders: decode per batch in DataLoader workers
     workers: int = 2
-
-
-@dataclass
-class Splits:
-    """A dataset's splits. ``val`` is None unless the dataset ships one (an image folder's
-    ``val/``) or a validation fraction was carved out of ``train``."""
-
-    train: Any  # a BatchSource
-    test: Any
-    val: Any = None
-
-    @property
-    def skipped(self) -> tuple[str, ...]:
-        return tuple(self.train.skipped)
 
 
 @dataclass(frozen=True)
@@ -128,8 +116,6 @@ def _idx_loader(class_name: str, label: str, subdir: str, classes: list[str]) ->
     """MNIST-layout datasets (idx files) through torchvision's loader, decoded once."""
 
     def load(root: Path, options: LoadOptions) -> Splits:
-        import torchvision.datasets
-
         cls = getattr(torchvision.datasets, class_name)
         splits = []
         for train in (True, False):
@@ -142,12 +128,11 @@ def _idx_loader(class_name: str, label: str, subdir: str, classes: list[str]) ->
 
 
 def _load_cifar10(root: Path, options: LoadOptions) -> Splits:
-    from torchvision.datasets import CIFAR10
-
     files = ["data_batch_1..5", "test_batch", "batches.meta"]
     splits = []
     for train in (True, False):
-        ds = _torchvision_split(CIFAR10, root, train, options.download, "CIFAR-10", root / "cifar-10-batches-py", files)
+        ds = _torchvision_split(torchvision.datasets.CIFAR10, root, train, options.download, "CIFAR-10",
+                                root / "cifar-10-batches-py", files)
         images = torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous()  # (N, 32, 32, 3) -> (N, 3, 32, 32)
         splits.append(TensorData(images, torch.as_tensor(ds.targets, dtype=torch.long), list(ds.classes)))
     return Splits(splits[0], splits[1])
@@ -155,8 +140,6 @@ def _load_cifar10(root: Path, options: LoadOptions) -> Splits:
 
 def _load_digits(root: Path, options: LoadOptions) -> Splits:
     """scikit-learn's bundled 1,797 8x8 digits (UCI), a fixed stratified 80/20 split."""
-    from sklearn.datasets import load_digits
-
     bunch = load_digits()
     pixels = torch.as_tensor(bunch.images, dtype=torch.float64)  # (1797, 8, 8), values 0..16
     images = torch.round(pixels * (255.0 / 16.0)).to(torch.uint8).unsqueeze(1)  # (N, 1, 8, 8)
@@ -169,8 +152,6 @@ def _load_digits(root: Path, options: LoadOptions) -> Splits:
 
 
 def _load_imagefolder(root: Path, options: LoadOptions) -> Splits:
-    from cnnlab.data.imagefolder import image_folder_splits
-
     return image_folder_splits(root, options.input_size, options.in_channels, skip_bad=options.skip_bad_images,
                              stream=options.stream, workers=options.workers)
 

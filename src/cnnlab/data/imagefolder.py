@@ -12,18 +12,15 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import torch
 
 from cnnlab.data.cache import cached, legacy_caches, note
 from cnnlab.data.decode import GRAY_MODES, BadImageError, decode_image, image_mode
-from cnnlab.data.splits import stratified_holdout
+from cnnlab.data.splits import Splits, stratified_holdout
 from cnnlab.data.tensors import Batch, TensorData
 from cnnlab.errors import CnnlabError, DataNotFoundError
-
-if TYPE_CHECKING:
-    from cnnlab.data.datasets import Splits
 
 __all__ = ["IMAGE_EXTENSIONS", "decode_image", "image_folder_splits", "load_image_folder", "StreamingImages",
            "DEFAULT_SIDE"]
@@ -222,8 +219,6 @@ def image_folder_splits(
     ``stream=True`` decodes nothing up front: the splits are :class:`StreamingImages` whose
     batches DataLoader workers decode on the fly (unreadable files then stop the run when met).
     """
-    from cnnlab.data.datasets import Splits
-
     root = Path(root)
     side = side or DEFAULT_SIDE
     classes, items = _folder_split(root, "train", None)

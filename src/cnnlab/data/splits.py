@@ -1,14 +1,31 @@
-"""Seeded splits: a per-class hold-out (test or validation) and a random validation split."""
+"""A dataset's splits (:class:`Splits`, what every loader returns) and seeded splitting: a per-class
+hold-out (test or validation) and a random validation split."""
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 
 from cnnlab.errors import CnnlabError
 
-__all__ = ["stratified_holdout", "split_validation"]
+__all__ = ["Splits", "stratified_holdout", "split_validation"]
+
+
+@dataclass
+class Splits:
+    """A dataset's splits. ``val`` is None unless the dataset ships one (an image folder's
+    ``val/``) or a validation fraction was carved out of ``train``."""
+
+    train: Any  # a BatchSource
+    test: Any
+    val: Any = None
+
+    @property
+    def skipped(self) -> tuple[str, ...]:
+        return tuple(self.train.skipped)
 
 
 def stratified_holdout(labels: torch.Tensor, n_classes: int, fraction: float, seed: int) -> torch.Tensor:

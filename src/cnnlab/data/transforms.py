@@ -7,6 +7,7 @@ import torch.nn.functional as F
 
 from cnnlab.data.tensors import TensorData
 from cnnlab.errors import CnnlabError
+from cnnlab.runtime import available_memory_bytes
 
 __all__ = ["augment_batch", "resize_images", "repeat_channels"]
 
@@ -53,8 +54,6 @@ def resize_images(data, size: int, chunk: int = 4096):
 
 def _check_fits(n: int, channels: int, size: int, chunk: int) -> None:
     """Refuse (one line) a resize whose result would not fit in the memory left, naming the size that would."""
-    from cnnlab.runtime import available_memory_bytes
-
     free = available_memory_bytes()
     per_pixel = n * channels + 2 * 4 * min(n, chunk) * channels  # uint8 result + float32 chunk in and out
     if free is None or per_pixel * size * size <= 0.8 * free:

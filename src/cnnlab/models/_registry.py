@@ -11,9 +11,10 @@ import inspect
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+import torch
 import torch.nn as nn
 
-from cnnlab.errors import CnnlabError, CnnlabTypeError, CnnlabValueError, UnknownNameError, shown
+from cnnlab.errors import CnnlabError, CnnlabTypeError, CnnlabValueError, ShapeError, UnknownNameError, shown
 
 __all__ = ["ModelInfo", "register_model", "create_model", "list_models", "get_model_info", "min_input_size"]
 
@@ -152,10 +153,6 @@ def _check_option_types(info: ModelInfo, options: dict[str, Any]) -> None:
 def min_input_size(name: str, **options: Any) -> int:
     """The smallest square input side the architecture accepts (found on the ``meta`` device,
     so no memory or arithmetic is spent)."""
-    import torch
-
-    from cnnlab.errors import ShapeError
-
     info = get_model_info(name)
 
     def ok(side: int) -> bool:

@@ -1,6 +1,10 @@
 """Models named on the command line: a registry name, or a Python file of the user's own
-(``path/to/file.py:ClassName``); input shapes and lists as typed (``1x28x28``, ``1,8``); and
-``cnnlab summary`` as one library call (:func:`run_summary`).
+(``path/to/file.py:ClassName``); ``cnnlab summary`` as one call (:func:`run_summary`) and the
+rows of ``cnnlab models`` (:func:`zoo_rows`). Shapes, lists and sizes as typed are read by
+:mod:`cnnlab.parsing`.
+
+This module imports torch and the library at its top: the commands import it when they run
+(``cnnlab --help`` never loads it).
 
 A model file is *executed* (imported with :mod:`importlib`, its folder first on ``sys.path`` so
 it can import its neighbours): it is the user's own code, run as ``python file.py`` would run it.
@@ -16,34 +20,17 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import torch.nn as nn
+
+from cnnlab.analysis.shapes import MAX_SIDE, probe, square_input_search
+from cnnlab.analysis.training import fit_batch_size
 from cnnlab.errors import CnnlabError
+from cnnlab.models import get_model_info, list_models
+from cnnlab.parsing import parse_bytes, parse_shape
 from cnnlab.paths import check_file
+from cnnlab.summary import summarize, summarize_model
 
-__all__ = ["parse_shape", "parse_int_list", "is_model_file", "load_model_file", "guess_input_shape", "run_summary",
-           "zoo_rows"]
-
-
-def parse_shape(text: str) -> tuple[int, int, int]:
-    """``"1x28x28"`` -> (1, 28, 28)."""
-    parts = text.lower().replace("×", "x").split("x")
-    try:
-        dims = tuple(int(p) for p in parts)
-    except ValueError:
-        dims = ()
-    if len(dims) != 3 or min(dims) < 1:
-        raise CnnlabError(f"--input must look like CxHxW with positive integers (e.g. 1x28x28), got {text!r}")
-    return dims  # type: ignore[return-value]
-
-
-def parse_int_list(text: str, name: str) -> list[int]:
-    """``"1,8"`` -> [1, 8]; ``name`` is the option named in the error (e.g. ``--batch-sizes``)."""
-    try:
-        values = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        values = []
-    if not values or min(values) < 1:
-        raise CnnlabError(f"{name} takes comma-separated positive integers, e.g. 1,8; got {text!r}")
-    return values
+__all__ = ["is_model_file", "load_model_file", "guess_input_shape", "run_summary", "zoo_rows"]
 
 
 def is_model_file(spec: str) -> bool:
@@ -84,8 +71,6 @@ def _exit_call(exc: SystemExit) -> str:
 def load_model_file(spec: str) -> tuple[Any, str]:
     """Import ``path/to/file.py[:ClassName]`` (executing it) and build the class with no arguments.
     Without ``:ClassName`` the file must define exactly one ``nn.Module`` subclass. Returns (model, class name)."""
-    import torch.nn as nn
-
     file, _, class_name = spec.partition(":")
     path = check_file(file, "model file")
     module = _import(path)
@@ -122,10 +107,6 @@ def guess_input_shape(model) -> tuple[tuple[int, ...], str]:
     """An input for a model that names none: the first layer's channels (or features) and, for
     images, 28 px for one channel (MNIST) and 32 px otherwise (CIFAR), or the smallest square
     input that fits where those do not. Returns (shape, how it was chosen)."""
-    import torch.nn as nn
-
-    from cnnlab.analysis.shapes import MAX_SIDE, probe, square_input_search
-
     first = next((m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))), None)
     if isinstance(first, nn.Linear):
         return (first.in_features,), f"the first layer takes {first.in_features} features"
@@ -146,9 +127,6 @@ def run_summary(model: str, *, input: str | None = None, num_classes: int | None
                 settings: Any = None):
     """``cnnlab summary``: a registry model or ``file.py:Class``, traced (and costed for
     training, measured, or fitted to a memory budget) -- every argument checked first."""
-    from cnnlab.analysis.training import fit_batch_size, parse_bytes
-    from cnnlab.summary import summarize, summarize_model
-
     if eval and fit_memory is None:
         raise CnnlabError("--eval goes with --fit-memory (the largest batch for inference)")
     budget = parse_bytes(fit_memory) if fit_memory is not None else None
@@ -172,9 +150,6 @@ def run_summary(model: str, *, input: str | None = None, num_classes: int | None
 
 def zoo_rows() -> list[dict[str, Any]]:
     """One row per registered model at its default input: family, input, parameters, MACs, paper."""
-    from cnnlab.models import get_model_info, list_models
-    from cnnlab.summary import summarize_model
-
     rows = []
     for name in list_models():
         info = get_model_info(name)
