@@ -1,8 +1,9 @@
 """Imports point down, counting every import: at the top of a file, inside functions and under
-``TYPE_CHECKING`` alike. A deferred import (inside a function) may only serve start-up time, and only in
-``cli/`` (a command imports the library when it runs, so ``cnnlab --help`` never loads torch); elsewhere a
-function may import only an optional extra (captum, onnxruntime, ...), which must not be needed to import
-the module. Functions outside ``cli/`` take at most 8 positional parameters (a click command takes one per
+``TYPE_CHECKING`` alike. A deferred import of a cnnlab module (inside a function) may only serve start-up
+time, and only in ``cli/`` (a command imports the library when it runs, so ``cnnlab --help`` never loads
+torch); elsewhere a function may import only a third-party package listed in OPTIONAL: an optional extra
+(captum, onnxruntime, ...), which must not be needed to import the module, or a heavy loader of one dataset
+or method. Functions outside ``cli/`` take at most 8 positional parameters (a click command takes one per
 option)."""
 
 from __future__ import annotations
@@ -16,9 +17,12 @@ import pytest
 from conftest import REPO
 
 SRC = REPO / "src" / "cnnlab"
-# optional extras (pyproject's [project.optional-dependencies]) and what only a benchmark or a GPU needs:
-# imported where used, so that the core install imports every module
-OPTIONAL = {"captum", "onnx", "onnxruntime", "onnxscript", "tensorboard", "torch.utils.tensorboard", "optuna",
+# Third-party packages a function may import where it uses them: the optional extras (pyproject's
+# [project.optional-dependencies]: the core install must import every module without them), what only a
+# benchmark or a GPU needs, and the heavy loaders of one dataset or one method (torchvision's dataset readers,
+# scikit-learn's digits, pandas for a DataFrame: seconds of import time every run would pay otherwise).
+# cnnlab's own modules are never among them: a deferred cnnlab import would hide a cycle.
+OPTIONAL = {"torchvision", "sklearn", "pandas","captum", "onnx", "onnxruntime", "onnxscript", "tensorboard", "torch.utils.tensorboard", "optuna",
             "fastapi", "starlette", "uvicorn", "anywidget", "selenium", "torchao", "scipy", "nbclient", "nbformat"}
 MAX_POSITIONAL = 8
 

@@ -11,7 +11,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-import pandas as pd
 
 from cnnlab.errors import RunDirError
 from cnnlab.paths import check_folder
@@ -98,6 +97,8 @@ class Report:
 
     def to_frame(self):
         """A pandas DataFrame with :meth:`to_rows` (pandas is a dependency of cnnlab)."""
+        import pandas as pd  # ~0.5 s to import, paid by the callers of to_frame() alone
+
         return pd.DataFrame(self.to_rows())
 
     def to_csv(self) -> str:

@@ -19,8 +19,6 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 import torch
-import torchvision.datasets
-from sklearn.datasets import load_digits
 
 from cnnlab.data.imagefolder import image_folder_splits
 from cnnlab.data.splits import Splits, split_validation, stratified_holdout
@@ -116,6 +114,8 @@ def _idx_loader(class_name: str, label: str, subdir: str, classes: list[str]) ->
     """MNIST-layout datasets (idx files) through torchvision's loader, decoded once."""
 
     def load(root: Path, options: LoadOptions) -> Splits:
+        import torchvision.datasets  # a dataset's own loader: ~2 s to import, paid by the runs that read it
+
         cls = getattr(torchvision.datasets, class_name)
         splits = []
         for train in (True, False):
@@ -128,6 +128,8 @@ def _idx_loader(class_name: str, label: str, subdir: str, classes: list[str]) ->
 
 
 def _load_cifar10(root: Path, options: LoadOptions) -> Splits:
+    import torchvision.datasets  # a dataset's own loader: ~2 s to import, paid by the runs that read it
+
     files = ["data_batch_1..5", "test_batch", "batches.meta"]
     splits = []
     for train in (True, False):
@@ -140,6 +142,8 @@ def _load_cifar10(root: Path, options: LoadOptions) -> Splits:
 
 def _load_digits(root: Path, options: LoadOptions) -> Splits:
     """scikit-learn's bundled 1,797 8x8 digits (UCI), a fixed stratified 80/20 split."""
+    from sklearn.datasets import load_digits  # ~1.5 s to import, paid by the runs that read the digits
+
     bunch = load_digits()
     pixels = torch.as_tensor(bunch.images, dtype=torch.float64)  # (1797, 8, 8), values 0..16
     images = torch.round(pixels * (255.0 / 16.0)).to(torch.uint8).unsqueeze(1)  # (N, 1, 8, 8)
