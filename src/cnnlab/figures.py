@@ -27,7 +27,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from cnnlab.storage import atomic_write, disk_error  # noqa: E402
+from cnnlab.storage import atomic_write  # noqa: E402
 
 __all__ = ["subplots", "close", "figure_to_png", "png_data_url", "save_figure", "image_array", "uint8_image",
            "show_image", "overlay", "grid_shape", "colorize", "array_to_png", "plot_curves", "plot_init_experiment",
@@ -68,11 +68,7 @@ def save_figure(fig, path: str | Path | IO[bytes], *, dpi: int = 100, tight: boo
         path.write(png)
         return path
     path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise disk_error(path, exc) from None
-    atomic_write(path, png)
+    atomic_write(path, png, parents=True)
     return path
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 from markupsafe import Markup
 
-from cnnlab.storage import atomic_write, disk_error
+from cnnlab.storage import atomic_write
 
 __all__ = ["environment", "asset", "render", "write_page"]
 
@@ -49,10 +49,5 @@ def render(template: str, **context) -> str:
 def write_page(path: str | Path, template: str, **context) -> Path:
     """Render ``template`` into ``path`` (its folder created; the old file or the new one, never a part)."""
     path = Path(path)
-    text = render(template, **context)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise disk_error(path, exc) from None
-    atomic_write(path, text)
+    atomic_write(path, render(template, **context), parents=True)
     return path

@@ -97,11 +97,18 @@ def _signals_held() -> Iterator[None]:
             previous[signum](signum, frame)
 
 
-def atomic_write(path: str | os.PathLike, content: bytes | str | Callable[[IO[bytes]], Any]) -> None:
+def atomic_write(path: str | os.PathLike, content: bytes | str | Callable[[IO[bytes]], Any], *,
+                 parents: bool = False) -> None:
     """Write ``content`` (bytes, text, or a function writing into a binary file) to ``path``
     atomically: temporary file beside it, fsync, rename. On failure the old file stays as it was
-    and the temporary file is removed; a Ctrl-C or SIGTERM is handled once the rename is done."""
+    and the temporary file is removed; a Ctrl-C or SIGTERM is handled once the rename is done.
+    ``parents``: create the missing folders first (a failure is the same one-line error)."""
     path = Path(path)
+    if parents:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise disk_error(path, exc) from None
     tmp = path.with_name(f".{path.name}.tmp")
     with _signals_held():
         try:
