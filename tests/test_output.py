@@ -75,7 +75,9 @@ def test_export_evaluate_and_runs_keep_paths_whole(trained):
 def test_visualize_commands_keep_paths_whole(trained):
     run, _ = trained
     png = run.parent / "first-layer-filters.png"
-    line_with(piped("show", "filters", str(run), "--out", str(png)).stdout, f"-> {png}", "filters of 1x3x3")
+    out = piped("show", "filters", str(run), "--out", str(png)).stdout
+    line_with(out, "filters of 1x3x3")
+    line_with(out, f"Wrote {png}")
     html = run.parent / "the-report.html"
     line_with(piped("report", str(run), "--images", "1", "--max-eval", "64", "--out", str(html)).stdout,
               f"Wrote {html} (", "sections: ")
