@@ -16,7 +16,7 @@ import cnnlab
 from cnnlab.analysis import IMAGENET_TOP1, activation_bytes, analyze, analyze_models
 from cnnlab.errors import CnnlabError
 
-from test_cli import assert_user_error, cnnlab as run_cli
+from test_cli import assert_user_error, cnnlab_in_process as run_cli
 
 # torchvision's documented "GFLOPS" column, which counts multiply-accumulates (GMACs)
 TORCHVISION_GMACS = {"vgg11": 7.609, "vgg13": 11.308, "vgg16": 15.470, "vgg19": 19.632, "resnet18": 1.814,

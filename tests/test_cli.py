@@ -3,7 +3,8 @@
 :func:`cnnlab` runs ``python -m cnnlab`` in a subprocess. :func:`cnnlab_in_process` runs the same
 entry point (:func:`cnnlab.cli.run`) in this process, with its own stdout, stderr, working folder and
 environment, and gives the same ``CompletedProcess``: for the many error-path cases whose subject is the
-message, not the process (it saves loading torch once per case). Start-up, signals, locks held by other
+message, not the process (it saves loading torch once per case). Start-up, environment read when torch
+starts (ATEN_CPU_CAPABILITY), signals, locks held by other
 processes and anything torchrun does keep the subprocess.
 """
 

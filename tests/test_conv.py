@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from cnnlab.conv import ALGORITHMS, conv2d, convolve2d, correlate2d
 from cnnlab.conv.bench import bench_conv, error_report
 
-from test_cli import assert_user_error, cnnlab as run_cli
+from test_cli import assert_user_error, cnnlab_in_process as run_cli
 
 GENERAL = ["direct", "im2col", "fft"]  # any kernel, stride, dilation, groups
 WINOGRAD = ["winograd", "winograd4"]  # 3x3, stride 1, dilation 1 (groups and padding fine)

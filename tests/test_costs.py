@@ -24,7 +24,7 @@ from cnnlab.models import freeze
 from cnnlab.parsing import format_bytes, parse_bytes
 from cnnlab.summary import summarize, summarize_model
 
-from test_cli import assert_user_error, cnnlab as run_cli
+from test_cli import assert_user_error, cnnlab_in_process as run_cli
 
 # The lecture notebook's own ConvNet (cnn-with-diff-init/default.ipynb), as a learner writes it:
 # a fixed-size head and a view() in forward, returning (logits, probas).

@@ -12,7 +12,7 @@ from cnnlab.errors import CnnlabError
 from cnnlab.experiments import run_init_experiment
 from cnnlab.training import TrainConfig, Trainer, train
 
-from test_cli import assert_user_error, cnnlab as run_cli
+from test_cli import assert_user_error, cnnlab_in_process as run_cli
 
 
 @pytest.mark.parametrize("scheme", ["normal", "xavier_uniform", "kaiming_normal"])

@@ -12,7 +12,7 @@ from cnnlab.data.imagefolder import load_image_folder
 from cnnlab.training import TrainConfig, evaluate_run, predict, train
 from cnnlab.training.setup import check_data_settings
 
-from test_cli import assert_user_error, cnnlab as run_cli
+from test_cli import assert_user_error, cnnlab_in_process as run_cli
 
 MODES = ["L", "RGB", "RGBA", "P"]
 

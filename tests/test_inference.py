@@ -17,7 +17,7 @@ from cnnlab.errors import CnnlabError, RunDirError
 from cnnlab.inference import FP32_TOLERANCE, MIN_AGREEMENT, mode_support, optimize, relative_error, top1_agreement
 from cnnlab.models import create_model
 
-from test_cli import assert_user_error, cnnlab as run_cli
+from test_cli import assert_user_error, cnnlab, cnnlab_in_process as run_cli
 
 pytest.importorskip("onnxruntime")
 
@@ -173,7 +173,7 @@ def in_process(capsys, *args: str) -> tuple[int, str, str]:
 
 def test_cli_unsupported_modes_are_one_line_exit_2(digits_run, tmp_path, capsys):
     assert_user_error(run_cli("evaluate", str(digits_run), "--optimize", "fp16"), "fp16 runs on CUDA only")
-    assert_user_error(run_cli("predict", str(digits_run), digit_png(tmp_path), "--optimize", "bf16",
+    assert_user_error(cnnlab("predict", str(digits_run), digit_png(tmp_path), "--optimize", "bf16",
                               env={"ATEN_CPU_CAPABILITY": "avx2"}), "bf16 needs a CPU with AVX-512-BF16 or AMX")
     for args, fragment in [(("bench", "infer", "convnet", "--modes", "eager,int4"), "unknown mode 'int4'"),
                            (("bench", "infer", "convnet", "--batch-sizes", "0"), "--batch-sizes"),

@@ -22,7 +22,7 @@ from cnnlab.training.recipes import RECIPE_DIR, load_recipe, recipe_config, reci
 from cnnlab.training.tta import shift_images, tta_kind, tta_logits, tta_views
 
 from conftest import REPO
-from test_cli import assert_user_error, cnnlab as run_cli
+from test_cli import assert_user_error, cnnlab_in_process as run_cli
 from test_training_system import StopAfter
 
 SMALL = dict(dataset="digits", batch_size=32, lr=0.05)  # 1,438 training images: 45 steps per epoch

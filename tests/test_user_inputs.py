@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 
 from cnnlab.training import TrainConfig, train
-from test_cli import assert_user_error, cnnlab
+from test_cli import assert_user_error, cnnlab_in_process as cnnlab
 from test_reliability import RECIPE, assert_unchanged_error, snapshot
 
 ONE_EPOCH = [*RECIPE[:3], "1", *RECIPE[4:]]
