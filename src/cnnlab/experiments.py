@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import io
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,10 +19,11 @@ from typing import Sequence
 from cnnlab.errors import UnknownNameError
 from cnnlab.figures import plot_init_experiment
 from cnnlab.runs import check_run_dir
+from cnnlab.storage import atomic_write
 from cnnlab.training.callbacks import Callback
 from cnnlab.training.config import INIT_SCHEMES, TrainConfig
 from cnnlab.training.launcher import train
-from cnnlab.training.loop import TrainResult
+from cnnlab.training.records import TrainResult
 
 __all__ = ["InitRow", "LECTURE_INIT_TABLE", "run_init_experiment"]
 
@@ -71,13 +73,14 @@ def run_init_experiment(
         result: TrainResult = train(config, callbacks, overwrite=overwrite)
         rows.append(InitRow(name, result.history[0].train_acc, result.history[-1].train_acc, result.test_acc,
                             result.seconds, result.history))
-    with open(out / "inits.csv", "w", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(["init", "epoch1_train_acc", "final_train_acc", "test_acc", "seconds",
-                         "lecture_epoch1_train_acc", "lecture_final_train_acc", "lecture_test_acc"])
-        for r in rows:
-            lecture = LECTURE_INIT_TABLE.get(r.init, ("", "", ""))
-            writer.writerow([r.init, f"{r.epoch1_train_acc:.2f}", f"{r.final_train_acc:.2f}", f"{r.test_acc:.2f}",
-                             f"{r.seconds:.1f}", *lecture])
+    table = io.StringIO(newline="")
+    writer = csv.writer(table)
+    writer.writerow(["init", "epoch1_train_acc", "final_train_acc", "test_acc", "seconds",
+                     "lecture_epoch1_train_acc", "lecture_final_train_acc", "lecture_test_acc"])
+    for r in rows:
+        lecture = LECTURE_INIT_TABLE.get(r.init, ("", "", ""))
+        writer.writerow([r.init, f"{r.epoch1_train_acc:.2f}", f"{r.final_train_acc:.2f}", f"{r.test_acc:.2f}",
+                         f"{r.seconds:.1f}", *lecture])
+    atomic_write(out / "inits.csv", table.getvalue())  # the old table or the new one, never a part
     plot_init_experiment(rows, out / "inits.png")
     return rows

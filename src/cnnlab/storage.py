@@ -153,10 +153,17 @@ class RunLock:
             fh.close()
             raise RunDirError(f"run directory {self.path.parent} is in use by another cnnlab process (pid {owner}); "
                               f"{hint}") from None
-        fh.seek(0)
-        fh.truncate()
-        fh.write(str(os.getpid()))
-        fh.flush()
+        except OSError as exc:  # e.g. ENOLCK on a network file system: the file is closed, not leaked
+            fh.close()
+            raise disk_error(self.path, exc) from None
+        try:
+            fh.seek(0)
+            fh.truncate()
+            fh.write(str(os.getpid()))
+            fh.flush()
+        except OSError as exc:  # a full disk: the lock is released with the file, never held without an owner
+            fh.close()
+            raise disk_error(self.path, exc) from None
         self._fh = fh
         return self
 

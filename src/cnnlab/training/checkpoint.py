@@ -19,7 +19,7 @@ import torch.nn as nn
 
 from cnnlab.errors import RunDirError
 from cnnlab.figures import plot_curves
-from cnnlab.runs import (CURVES_FILE, METRICS_HEADER, check_run_dir, checkpoint_payload, config_document, end_artefacts_missing,
+from cnnlab.runs import (CURVES_FILE, check_run_dir, checkpoint_payload, config_document, end_artefacts_missing,
                          model_payload, read_config_doc, write_checkpoint, write_config_doc, write_metrics, write_model,
                          write_result)
 from cnnlab.runtime import environment_info
@@ -152,7 +152,6 @@ class RunDirWriter(Callback):
     or "restart" (a run killed before its first checkpoint: start it again in place).
     """
 
-    METRICS_HEADER = METRICS_HEADER  # metrics.csv's first line (cnnlab.runs.format)
 
     def __init__(self, path: str | os.PathLike, overwrite: bool = False, plot: bool = True, mode: str = "new",
                  lock: RunLock | None = None, run_id: str | None = None):

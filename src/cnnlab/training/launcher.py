@@ -18,7 +18,8 @@ from cnnlab.training.callbacks import Callback, ConsoleLogger, TensorBoardLogger
 from cnnlab.training.checkpoint import RunDirWriter
 from cnnlab.training.config import LAUNCH_OPTIONS, ResumeOptionError, TrainConfig, option_flag, resume_safe
 from cnnlab.training.distributed import check_nproc, distributed_env, relaunch_with_torchrun
-from cnnlab.training.loop import Trainer, TrainResult
+from cnnlab.training.loop import Trainer
+from cnnlab.training.records import TrainResult
 from cnnlab.training.recipes import recipe_config
 from cnnlab.training.setup import check_data_settings
 
