@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import copy
 import time
-from typing import Any, Iterable
+from typing import Any
 
 import torch
 import torch.nn as nn
