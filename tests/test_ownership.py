@@ -289,3 +289,39 @@ def test_overwrite_clears_derived_files_of_the_old_run(run):
     (run / "report.html").write_text("old")
     train(TrainConfig(**CONFIG), out=str(run), overwrite=True)
     assert not any((run / name).exists() for name in ("report.html", "visualize", "derived.json"))
+
+
+def test_a_lock_that_cannot_be_taken_or_written_is_one_line_and_left_free(tmp_path, monkeypatch):
+    """No flock on the file system (ENOLCK), or a full disk while writing the pid: one line naming the lock
+    file, and the file is closed, so the run is not left locked by this process."""
+    import errno
+
+    from cnnlab import storage
+    from cnnlab.errors import RunDirError
+
+    real_flock = storage.fcntl.flock
+
+    def no_locks(fd, op):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(storage.fcntl, "flock", no_locks)
+    with pytest.raises(RunDirError, match=r"\.cnnlab\.lock"):
+        storage.RunLock(tmp_path).acquire()
+    monkeypatch.setattr(storage.fcntl, "flock", real_flock)
+
+    class FullDisk:
+        def __init__(self, fh):
+            self.fh = fh
+
+        def __getattr__(self, name):
+            return getattr(self.fh, name)
+
+        def write(self, text):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    real_open = open
+    monkeypatch.setattr("builtins.open", lambda *a, **k: FullDisk(real_open(*a, **k)))
+    with pytest.raises(RunDirError, match="no space left"):
+        storage.RunLock(tmp_path).acquire()
+    monkeypatch.setattr("builtins.open", real_open)
+    storage.RunLock(tmp_path).acquire().release()  # nothing was left held
