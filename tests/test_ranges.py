@@ -156,3 +156,25 @@ def test_zero_is_not_the_default(args, fragment):
 def test_cpu_cores_is_what_this_process_may_use():
     expected = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     assert cpu_cores() == expected >= 1
+
+
+HUGE = str(10**30)  # beyond torch's int64: refused with the option's name, not torch's overflow traceback
+
+
+@pytest.mark.parametrize("args,flag", [
+    (["analyze", "--repeats", HUGE], "--repeats"),
+    (["analyze", "--no-timing", "--batch-sizes", f"1,{HUGE}"], "--batch-sizes"),
+    (["bench", "conv", "--quick", "--batch-sizes", HUGE], "--batch-sizes"),
+    (["bench", "conv", "--quick", "--runs", HUGE], "--runs"),
+    (["bench", "infer", "convnet", "--warmup", HUGE], "--warmup"),
+    (["bench", "infer", "convnet", "--batch-sizes", HUGE], "--batch-sizes"),
+    (["bench", "infer", "convnet", "--input-size", HUGE], "--input-size"),
+    (["summary", "convnet", "--num-classes", HUGE], "--num-classes"),
+    (["summary", "convnet", "--train", "--batch-size", HUGE], "--batch-size"),
+    (["summary", "convnet", "--input", f"1x{HUGE}x{HUGE}"], "--input"),
+    (["predict", "convnet", "x.png", "--top-k", HUGE], "--top-k"),
+    (["predict", "convnet", "x.png", "--top-k", "0"], "--top-k"),
+    (["cache", "clear", "--older-than", "nan"], "--older-than"),
+])
+def test_huge_or_nan_count_of_any_command_names_its_option(args, flag):
+    assert_user_error(cnnlab(*args), flag)

@@ -13,7 +13,9 @@ import re
 
 from cnnlab.errors import CnnlabError
 
-__all__ = ["parse_shape", "parse_int_list", "parse_bytes", "format_bytes"]
+__all__ = ["MAX_INT", "parse_shape", "parse_int_list", "parse_bytes", "format_bytes"]
+
+MAX_INT = 2**63 - 1  # the largest count or size torch holds (int64): beyond it, refused here, not a traceback there
 
 _UNITS = {"": 1, "b": 1, "k": 2**10, "kb": 10**3, "kib": 2**10, "m": 2**20, "mb": 10**6, "mib": 2**20,
           "g": 2**30, "gb": 10**9, "gib": 2**30, "t": 2**40, "tb": 10**12, "tib": 2**40}
@@ -26,7 +28,7 @@ def parse_shape(text: str) -> tuple[int, int, int]:
         dims = tuple(int(p) for p in parts)
     except ValueError:
         dims = ()
-    if len(dims) != 3 or min(dims) < 1:
+    if len(dims) != 3 or min(dims) < 1 or max(dims) > MAX_INT:
         raise CnnlabError(f"--input must look like CxHxW with positive integers (e.g. 1x28x28), got {text!r}")
     return dims  # type: ignore[return-value]
 
@@ -37,8 +39,8 @@ def parse_int_list(text: str, name: str) -> list[int]:
         values = [int(v) for v in text.split(",") if v.strip()]
     except ValueError:
         values = []
-    if not values or min(values) < 1:
-        raise CnnlabError(f"{name} takes comma-separated positive integers, e.g. 1,8; got {text!r}")
+    if not values or min(values) < 1 or max(values) > MAX_INT:
+        raise CnnlabError(f"{name} takes comma-separated positive integers (at most 2**63-1), e.g. 1,8; got {text!r}")
     return values
 
 

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from pathlib import Path
@@ -119,6 +120,8 @@ def clear_cache(folders: tuple[Path, ...], all_: bool, older_than: float | None)
     from cnnlab.data.cache import cache_dir, clear_entries, clear_leftovers, legacy_caches, list_entries, \
         old_home_cache, remove_legacy
 
+    if older_than is not None and not math.isfinite(older_than):
+        raise CnnlabError(f"--older-than must be a finite number of days >= 0, got {older_than}")
     if all_ and folders:
         raise CnnlabError("cnnlab cache clear takes --all or FOLDER..., not both; pass one")
     if not (all_ or folders or older_than is not None):

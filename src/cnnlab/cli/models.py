@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from cnnlab.cli._common import CONTEXT, console, print_json, print_table
-from cnnlab.cli.options import BYTES, SHAPE, device_option, format_option, model_option, num_classes_option
+from cnnlab.cli.options import BYTES, POSITIVE, SHAPE, device_option, format_option, model_option, num_classes_option
 
 __all__ = ["models", "summary"]
 
@@ -40,7 +40,7 @@ def models(format: str) -> None:
 @model_option
 @click.option("--train", is_flag=True, help="Also the cost of one training step: forward and backward FLOPs per "
               "layer, bytes saved for backward, parameters, gradients, optimizer state and the peak memory.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=1, show_default=True, help="Batch of the step.")
+@click.option("--batch-size", type=POSITIVE, default=1, show_default=True, help="Batch of the step.")
 @click.option("--optimizer", type=OPTIMIZER_CHOICES, default="sgd", show_default=True,
               help="sgd keeps no state (one buffer with --momentum), momentum/nesterov one buffer, adam/adamw two.")
 @click.option("--momentum", type=float, default=0.0, show_default=True, help="SGD momentum.")

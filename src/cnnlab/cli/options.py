@@ -25,7 +25,8 @@ from typing import Any, Callable
 import click
 
 from cnnlab.cli._common import parse_options
-from cnnlab.parsing import parse_bytes, parse_shape
+from cnnlab.errors import CnnlabError
+from cnnlab.parsing import MAX_INT, parse_bytes, parse_shape
 from cnnlab.training.config import DEVICES as DEVICE_NAMES
 from cnnlab.training.config import SEED_RANGE, Range, TrainConfig
 
@@ -59,6 +60,8 @@ class RangedInt(click.IntRange):
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
         number = click.INT.convert(value, param, ctx)
         self.bounds.check(flag_of(param), number)  # a CnnlabError: one line, exit 2, before any work
+        if self.bounds.hi is None and abs(number) > MAX_INT:  # 10**30 repeats or pixels: torch cannot hold it (or it would never end)
+            raise CnnlabError(f"{flag_of(param)} must be {self.bounds.describe()} at most 2**63-1, got {number}")
         return number
 
     def _describe_range(self) -> str:

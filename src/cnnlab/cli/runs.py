@@ -7,7 +7,8 @@ from pathlib import Path
 import click
 
 from cnnlab.cli._common import CONTEXT, console, pct, print_json, print_table
-from cnnlab.cli.options import data_dir_option, device_option, format_option, optimize_option, overwrite_option
+from cnnlab.cli.options import POSITIVE, data_dir_option, device_option, format_option, optimize_option, \
+    overwrite_option
 from cnnlab.paths import FIGURE_SUFFIXES, check_output
 
 __all__ = ["evaluate", "predict", "export", "runs"]
@@ -44,7 +45,7 @@ def evaluate(run_dir: Path, data_dir: str | None, device: str, split: str, confu
 @click.command(context_settings=CONTEXT)
 @click.argument("run_dir", type=click.Path(path_type=Path))
 @click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--top-k", type=int, default=3, show_default=True)
+@click.option("--top-k", type=POSITIVE, default=3, show_default=True)
 @device_option
 @optimize_option
 def predict(run_dir: Path, images: tuple[Path, ...], top_k: int, device: str, optimize: str | None) -> None:

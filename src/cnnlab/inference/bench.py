@@ -28,6 +28,7 @@ from cnnlab.inference.onnx import export_onnx_bytes
 from cnnlab.inference.peers import PEERS, ort_peer
 from cnnlab.inference.runs import predict_labels, run_calibration
 from cnnlab.models import create_model, get_model_info
+from cnnlab.parsing import MAX_INT
 from cnnlab.runs import load_run
 from cnnlab.runtime import machine_line, resolve_device, time_fn
 
@@ -60,8 +61,9 @@ def parse_batch_sizes(value: str | Sequence[int]) -> list[int]:
         sizes = [int(v) for v in parse_names(value)] if isinstance(value, str) else [int(v) for v in value]
     except ValueError:
         raise CnnlabError(f"--batch-sizes takes comma-separated positive integers (e.g. 1,16,64), got {value!r}") from None
-    if not sizes or any(s < 1 for s in sizes):
-        raise CnnlabError(f"--batch-sizes takes comma-separated positive integers (e.g. 1,16,64), got {value!r}")
+    if not sizes or any(s < 1 or s > MAX_INT for s in sizes):
+        raise CnnlabError(f"--batch-sizes takes comma-separated positive integers at most 2**63-1 (e.g. 1,16,64), "
+                          f"got {value!r}")
     return sizes
 
 
