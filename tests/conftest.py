@@ -71,3 +71,13 @@ def md5(path: Path) -> str:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory) -> Path:
+    """A finished one-epoch run on the bundled digits (one per test module that asks for it)."""
+    from cnnlab.training import TrainConfig, train
+
+    out = tmp_path_factory.mktemp("done") / "run"
+    train(TrainConfig(dataset="digits", epochs=1, batch_size=256), out=str(out))
+    return out

@@ -12,13 +12,11 @@ import re
 from pathlib import Path
 
 import pytest
-import torch
 
 from cnnlab.analysis.training import fit_batch_size
 from cnnlab.errors import PathError
 from cnnlab.models import create_model
 from cnnlab.paths import check_file, check_folder, check_output
-from cnnlab.training import TrainConfig, train
 from test_cli import assert_user_error, cnnlab_in_process as cnnlab
 
 ROOT = os.geteuid() == 0 if hasattr(os, "geteuid") else False
@@ -40,12 +38,6 @@ def places(tmp_path) -> Path:
         os.mkfifo(tmp_path / "pipe.toml")
     return tmp_path
 
-
-@pytest.fixture(scope="module")
-def finished_run(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("done") / "run"
-    train(TrainConfig(dataset="digits", epochs=1, batch_size=256), out=str(out))
-    return out
 
 
 # --- a cap is not a result ------------------------------------------------------------------

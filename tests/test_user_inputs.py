@@ -15,7 +15,6 @@ import pytest
 import torch
 from PIL import Image
 
-from cnnlab.training import TrainConfig, train
 from test_cli import assert_user_error, cnnlab_in_process as cnnlab
 from test_reliability import RECIPE, assert_unchanged_error, snapshot
 
@@ -42,12 +41,6 @@ def image_folder(root: Path, per_class: int = 6, classes=("a", "b")) -> Path:
             Image.fromarray(rng.integers(0, 255, (10, 10), dtype=np.uint8), "L").save(d / f"{i}.png")
     return root
 
-
-@pytest.fixture(scope="module")
-def finished_run(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("done") / "run"
-    train(TrainConfig(dataset="digits", epochs=1, batch_size=256), out=str(out))
-    return out
 
 
 @pytest.mark.parametrize("args,fragment", [
