@@ -264,6 +264,17 @@ def test_a_foreign_host_header_is_refused(api):
     assert api.get("/api/subjects", headers={"host": "localhost:8765"}).status_code == 200
 
 
+def test_a_specific_address_checks_the_host_header_and_every_interface_needs_the_token(runs_dir):
+    specific = create_app(Catalog.open(runs_dir), host="10.1.2.3", port=8765, token="t")
+    with TestClient(specific, base_url="http://10.1.2.3:8765") as client:
+        assert client.get("/api/subjects", headers={"x-cnnlab-token": "t"}).status_code == 200
+        assert_error(client.get("/api/subjects", headers={"x-cnnlab-token": "t", "host": "evil.example"}), 400)
+    everywhere = create_app(Catalog.open(runs_dir), host="0.0.0.0", port=8765, token="t")
+    with TestClient(everywhere, base_url="http://192.168.7.7:8765") as client:  # the machine as a browser names it
+        assert_error(client.get("/api/subjects"), 403, "token")
+        assert client.get("/api/subjects", headers={"x-cnnlab-token": "t"}).status_code == 200
+
+
 def test_a_token_is_needed_where_one_is_set(runs_dir):
     app = create_app(Catalog.open(runs_dir), host="0.0.0.0", port=8765, token="s3cret")
     with TestClient(app, base_url="http://0.0.0.0:8765") as open_client:

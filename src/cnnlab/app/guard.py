@@ -45,6 +45,15 @@ class Policy:
     token: str | None = None
     hosts: set[str] = field(default_factory=set)
 
+    @property
+    def any_host(self) -> bool:
+        """Bound to every interface (0.0.0.0, ::): a browser names the machine as it knows it, so the token,
+        always needed off the loopback, is the guard; the Host header is not checked."""
+        return self.host in ("0.0.0.0", "::", "[::]")
+
+    def allows(self, host_header: str) -> bool:
+        return self.any_host or host_header.lower() in self.hosts
+
     def __post_init__(self) -> None:
         names = {self.host} | ({"localhost", "127.0.0.1", "[::1]"} if is_loopback(self.host) else set())
         names |= {f"[{self.host}]"} if ":" in self.host and not self.host.startswith("[") else set()
@@ -87,7 +96,7 @@ class Guard:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         headers = _headers(scope)
-        if headers.get("host", "").lower() not in self.policy.hosts:
+        if not self.policy.allows(headers.get("host", "")):
             return await _answer(send, 400, f"the Host header {headers.get('host', '')!r} is not this server's; "
                                             f"open http://{self.policy.host}:{self.policy.port}/")
         extra: list = []
