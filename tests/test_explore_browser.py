@@ -209,3 +209,24 @@ def test_screenshot_is_not_blank(server, browser):
     colours = picture.getcolors(maxcolors=1 << 16)
     assert colours is None or len(colours) > 1  # None: more colours than counted
     assert picture.getextrema() != ((255, 255), (255, 255), (255, 255))
+
+
+def test_runs_list_overlays_the_curves_and_opens_a_run(finished_run, browser, tmp_path):
+    from selenium.webdriver.common.by import By
+
+    for name in ("first", "second"):
+        shutil.copytree(finished_run, tmp_path / "runs" / name)
+    proc, url, _ = _start_server(str(tmp_path / "runs"))
+    try:
+        browser.get(url)
+        rows = _wait(browser, lambda b: b.find_elements(By.CSS_SELECTOR, "#subjects tbody tr"), "no runs listed")
+        assert len(rows) == 2 and browser.find_element(By.ID, "subjects").is_displayed()
+        assert browser.execute_script("return Chart.getChart('curves').data.datasets.length") == 2
+        assert not browser.find_element(By.ID, "subject").is_displayed()  # the list first, no run chosen yet
+        link = rows[1].find_element(By.TAG_NAME, "a")
+        name = link.text
+        link.click()
+        _wait(browser, lambda b: all(_probs(b)) and _probs(b), "the run did not open")
+        assert name in browser.find_element(By.ID, "subject-name").text and not _severe(browser)
+    finally:
+        _stop(proc)

@@ -16,12 +16,19 @@ function renderOverview(a) {
   root.textContent = '';
   const stages = {};
   (a.stages || []).forEach(function (st) { stages[st.name] = st; });
+  root.appendChild(inputCard(a));
   a.layers.forEach(function (layer) {
     if (!a.deep || !layer.stage) { root.appendChild(layerCard(layer)); return; }
     if (!groups[layer.stage]) { groups[layer.stage] = stageGroup(stages[layer.stage] || {name: layer.stage}); root.appendChild(groups[layer.stage]); }
     groups[layer.stage].querySelector('.stage-body').appendChild(layerCard(layer));
   });
   if (S.cell) markCell();
+}
+function inputCard(a) {  // the image as the model sees it, at the head of the layers
+  const card = el('div', {class: 'card input-card'}), shape = a.input_shape || S.info.input_shape;
+  card.appendChild(el('h3', {}, 'input ' + shape[1] + 'x' + shape[2] + 'x' + shape[0]));
+  card.appendChild(el('img', {class: 'pix', src: a.input, width: MAP_SIDE, height: MAP_SIDE, alt: 'input'}));
+  return card;
 }
 function stageGroup(stage) {
   const group = el('details', {class: 'stage', 'data-stage': stage.name});
