@@ -6,6 +6,7 @@
 const $ = function (id) { return document.getElementById(id); };
 const SHOW_INPUTS = 16;  // input channels drawn in a cell's detail; the rest are summed in one line
 const MAP_SIDE = 96;  // pixels a feature map is drawn at (about; integer scale for small maps)
+const MANY_CLASSES = 20;  // more classes than this: the probabilities sorted, the likeliest first
 const S = {id: null, info: null, source: {kind: 'index', index: 0}, cell: null, seq: {}, openStages: new Set(),
            live: {busy: false, again: false, views: false}, player: null, input: null};
 
@@ -209,12 +210,19 @@ function renderPrediction(a) {
   $('seen').src = a.input; $('rf-image').src = a.input; S.input = a.input;
   if (S.source.kind === 'index') $('index-label').textContent = 'of ' + S.info.test_size + '; label: ' +
     (a.label === null || a.label === undefined ? 'none' : classes[a.label]);
-  $('probs').querySelectorAll('tr').forEach(function (row) {
+  else if (S.info.test_size) $('index-label').textContent = 'of ' + S.info.test_size + ' (showing ' +
+    (S.source.kind === 'upload' ? 'your file' : 'your drawing') + ')';
+  const rows = Array.from($('probs').querySelectorAll('tr'));
+  rows.forEach(function (row) {
     const i = parseInt(row.dataset.class, 10), p = a.probs[i];
     row.dataset.p = p; row.classList.toggle('top', i === a.predicted);
     row.querySelector('.bar').style.width = (100 * p).toFixed(1) + '%';
     row.querySelector('.num').textContent = (100 * p).toFixed(1) + '%';
   });
+  if (rows.length > MANY_CLASSES) {  // many classes: the likeliest first, in a scrolling box
+    const body = $('probs').querySelector('tbody');
+    rows.sort(function (r, q) { return q.dataset.p - r.dataset.p; }).forEach(function (row) { body.appendChild(row); });
+  }
 }
 function refreshAll() { if (S.info) livePredict(true); }
 function refreshViews() {  // after a prediction succeeded (a wrong image: one line by the input, nothing else asked)

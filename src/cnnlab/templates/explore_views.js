@@ -67,14 +67,15 @@ function layerCard(l) {
   if (l.formula) card.appendChild(el('div', {class: 'meta formula'}, l.formula));
   const maps = card.appendChild(el('div', {class: 'maps'}));
   (l.maps || []).forEach(function (url, c) { maps.appendChild(mapImage(l, url, c)); });
-  if (!l.shown) maps.appendChild(el('span', {class: 'note'}, 'open the stage for its pictures'));
+  if (!l.shown) maps.appendChild(el('span', {class: 'note'}, l.stage && !S.openStages.has(l.stage) ?
+    'open the stage for its pictures' : 'no pictures for this layer'));
   else if (l.channels > (l.maps || []).length) maps.appendChild(el('span', {class: 'note'}, '+' + (l.channels - l.maps.length) + ' more channels'));
   if (l.shown && l.range) card.appendChild(el('div', {class: 'meta'}, 'colour scale (viridis): ' + short(l.range[0]) + ' .. ' + short(l.range[1])));
   return card;
 }
 function mapImage(l, url, c) {
   const h = l.output_shape[l.output_shape.length - 2], w = l.output_shape[l.output_shape.length - 1];
-  const side = Math.max(h, w), scale = side <= MAP_SIDE ? Math.floor(MAP_SIDE / side) : MAP_SIDE / side;
+  const side = Math.max(h, w), scale = side <= MAP_SIDE ? Math.max(1, Math.round(MAP_SIDE / side)) : MAP_SIDE / side;
   const wrap = el('span', {class: 'mapwrap'});
   const img = wrap.appendChild(el('img', {class: 'map', src: url, 'data-layer': l.name, 'data-channel': c,
     'data-h': h, 'data-w': w, width: Math.round(w * scale), height: Math.round(h * scale), alt: l.name + ' channel ' + c,
