@@ -1,8 +1,10 @@
-"""``cnnlab explore``'s page in a real headless Chromium against the real server (the ConvNet with random weights on
-the bundled digits): it loads without a console error, a stroke drawn on the canvas changes the probabilities while
-it is drawn (one /predict in flight at most), a click on a map cell shows how that cell was computed (its total
-equal to its value in the map, as displayed), the playground shows the error of an impossible layer, and the page
-is not blank. Skips where Chromium/chromedriver, selenium or the explore extra (FastAPI, uvicorn, captum) are missing."""
+"""``cnnlab explore``'s page in a real headless Chromium against the real server (two finished one-epoch digits
+runs, behind a token): the runs list overlays their curves and opens a run; the page loads without a console
+error; a stroke drawn on the canvas changes the probabilities while it is drawn (one /predict in flight at most,
+passing on the X-Cnnlab-Token header alone); a click on a map cell shows how that cell was computed (its total
+equal to its value in the map, as displayed); the playground shows the error of an impossible layer; an uploaded
+file is predicted; an API error is one line by its control; the page is not blank. Skips where Chromium and
+chromedriver, selenium or the explore extra (FastAPI, uvicorn, captum) are missing."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ import shutil
 import subprocess
 import sys
 import threading
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -26,6 +29,7 @@ CHROMIUM = next((p for p in ("/usr/bin/chromium", shutil.which("chromium") or ""
 DRIVER = shutil.which("chromedriver") or ("/usr/bin/chromedriver" if Path("/usr/bin/chromedriver").is_file() else None)
 pytestmark = pytest.mark.skipif(CHROMIUM is None or DRIVER is None, reason="no Chromium/chromedriver installed")
 WAIT = 60  # seconds a wait may take on a loaded machine before the test fails (never a sleep)
+TOKEN = "s3cret-token"
 
 
 def _start_server(*args: str) -> tuple[subprocess.Popen, str, list[str]]:
@@ -57,15 +61,27 @@ def _stop(proc: subprocess.Popen) -> None:
         proc.wait()
 
 
-def _get_json(url: str):
-    with urllib.request.urlopen(url, timeout=WAIT) as answer:
+def _get_json(url: str, token: str):
+    request = urllib.request.Request(url, headers={"X-Cnnlab-Token": token})
+    with urllib.request.urlopen(request, timeout=WAIT) as answer:
         return json.load(answer)
 
 
 @pytest.fixture(scope="module")
-def server():
-    proc, url, _ = _start_server("convnet", "--dataset", "digits")
-    yield url, _get_json(url + "api/subjects/convnet")
+def server(finished_run, tmp_path_factory):
+    """Two finished one-epoch digits runs served with a token. Yields the printed URL (``?token=``, which sets a
+    cookie; the drawing test drops it, so its requests pass on the page's X-Cnnlab-Token header alone), the URL
+    that opens the first run (``#subject=ID``) and that run's record."""
+    runs = tmp_path_factory.mktemp("explore") / "runs"
+    for name in ("first", "second"):
+        shutil.copytree(finished_run, runs / name)
+    proc, url, _ = _start_server(str(runs), "--token", TOKEN)
+    assert url.endswith(f"/?token={TOKEN}")
+    base = url.split("?")[0]
+    subjects = _get_json(base + "api/subjects", TOKEN)
+    assert len(subjects) == 2
+    info = _get_json(base + "api/subjects/" + urllib.parse.quote(subjects[0]["id"]), TOKEN)
+    yield url, url + "#subject=" + urllib.parse.quote(info["id"]), info
     _stop(proc)
 
 
@@ -99,8 +115,10 @@ def _probs(browser) -> list[str]:
 
 
 def _open(browser, url: str) -> None:
+    """A fresh load of the page at ``url`` (through about:blank: the same URL with a #fragment would not reload)."""
     from selenium.webdriver.common.by import By
 
+    browser.get("about:blank")
     browser.get(url)
     _wait(browser, lambda b: all(_probs(b)) and _probs(b), "no probabilities shown")
     _wait(browser, lambda b: b.find_elements(By.CSS_SELECTOR, "img.map[data-layer][data-channel]"), "no maps shown")
@@ -110,12 +128,14 @@ def test_page_loads_and_drawing_updates_the_prediction_while_drawing(server, bro
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
 
-    url, info = server
+    _, url, info = server
     _open(browser, url)
     assert not _severe(browser)
     names = [e.get_attribute("data-name") for e in browser.find_elements(By.CSS_SELECTOR, "#overview .layer[data-name]")]
     assert names == info["layers"]  # a card per spatial layer, in forward order
     assert len(_probs(browser)) == len(info["classes"]) and browser.find_element(By.ID, "predicted").text
+    assert browser.execute_script("return CNNLAB.token") == TOKEN
+    browser.delete_all_cookies()  # from here on only the X-Cnnlab-Token header lets the requests in
     browser.execute_script("""window.__flight = {now: 0, most: 0, sent: 0}; const f = window.fetch;
       window.fetch = function (url, init) {
         if (!String(url).endsWith('/predict')) return f(url, init);
@@ -153,7 +173,7 @@ def _click_cell(browser, img, y: int, x: int) -> None:
 def test_a_clicked_cell_shows_its_computation(server, browser, which, channel, corner):
     from selenium.webdriver.common.by import By
 
-    url, info = server
+    _, url, info = server
     _open(browser, url)
     layer = {"first": info["conv_layers"][0], "last": info["conv_layers"][-1],
              "pool": next((n for n in info["layers"] if "pool" in n), info["conv_layers"][0])}[which]
@@ -180,7 +200,8 @@ def test_a_clicked_cell_shows_its_computation(server, browser, which, channel, c
 def test_playground_shows_the_error_of_an_impossible_layer_then_recovers(server, browser):
     from selenium.webdriver.common.by import By
 
-    url, _ = server
+    url, _, _ = server
+    browser.get("about:blank")
     browser.get(url)
     _wait(browser, lambda b: b.find_element(By.ID, "pg-output").text.strip(), "the playground showed nothing")
     for field, value in (("pg-input", "3"), ("pg-kernel", "5"), ("pg-stride", "1"), ("pg-padding", "0")):
@@ -203,7 +224,7 @@ def test_playground_shows_the_error_of_an_impossible_layer_then_recovers(server,
 def test_screenshot_is_not_blank(server, browser):
     from PIL import Image
 
-    url, _ = server
+    _, url, _ = server
     _open(browser, url)
     picture = Image.open(io.BytesIO(browser.get_screenshot_as_png())).convert("RGB")
     colours = picture.getcolors(maxcolors=1 << 16)
@@ -211,22 +232,41 @@ def test_screenshot_is_not_blank(server, browser):
     assert picture.getextrema() != ((255, 255), (255, 255), (255, 255))
 
 
-def test_runs_list_overlays_the_curves_and_opens_a_run(finished_run, browser, tmp_path):
+def test_runs_list_overlays_the_curves_and_opens_a_run(server, browser):
     from selenium.webdriver.common.by import By
 
-    for name in ("first", "second"):
-        shutil.copytree(finished_run, tmp_path / "runs" / name)
-    proc, url, _ = _start_server(str(tmp_path / "runs"))
-    try:
-        browser.get(url)
-        rows = _wait(browser, lambda b: b.find_elements(By.CSS_SELECTOR, "#subjects tbody tr"), "no runs listed")
-        assert len(rows) == 2 and browser.find_element(By.ID, "subjects").is_displayed()
-        assert browser.execute_script("return Chart.getChart('curves').data.datasets.length") == 2
-        assert not browser.find_element(By.ID, "subject").is_displayed()  # the list first, no run chosen yet
-        link = rows[1].find_element(By.TAG_NAME, "a")
-        name = link.text
-        link.click()
-        _wait(browser, lambda b: all(_probs(b)) and _probs(b), "the run did not open")
-        assert name in browser.find_element(By.ID, "subject-name").text and not _severe(browser)
-    finally:
-        _stop(proc)
+    url, _, _ = server
+    browser.get("about:blank")
+    browser.get(url)
+    rows = _wait(browser, lambda b: b.find_elements(By.CSS_SELECTOR, "#subjects tbody tr"), "no runs listed")
+    assert len(rows) == 2 and browser.find_element(By.ID, "subjects").is_displayed()
+    assert browser.execute_script("return Chart.getChart('curves').data.datasets.length") == 2
+    assert not browser.find_element(By.ID, "subject").is_displayed()  # the list first, no run chosen yet
+    link = rows[1].find_element(By.TAG_NAME, "a")
+    name = link.text
+    link.click()
+    _wait(browser, lambda b: all(_probs(b)) and _probs(b), "the run did not open")
+    assert name in browser.find_element(By.ID, "subject-name").text and not _severe(browser)
+
+def test_an_uploaded_file_is_predicted_and_an_api_error_is_one_line_by_its_control(server, browser, tmp_path):
+    from PIL import Image, ImageDraw
+    from selenium.webdriver.common.by import By
+
+    _, url, info = server
+    _open(browser, url)
+    before = _probs(browser)
+    picture = Image.new("L", (40, 40), 0)
+    ImageDraw.Draw(picture).line([(20, 6), (20, 34)], fill=255, width=5)  # a "1", white on black
+    picture.save(tmp_path / "one.png")
+    browser.find_element(By.ID, "upload").send_keys(str(tmp_path / "one.png"))
+    _wait(browser, lambda b: _probs(b) != before, "the uploaded file was not predicted")
+    assert "your file" in browser.find_element(By.ID, "index-label").text and not _severe(browser)
+    index = browser.find_element(By.ID, "index")
+    index.clear()
+    index.send_keys(str(info["test_size"] + 5))  # beyond the test split: the API answers 400 {"error"}
+    error = browser.find_element(By.ID, "input-error")
+    _wait(browser, lambda b: error.is_displayed() and error.text.strip(), "no error line by the index box")
+    assert "\n" not in error.text.strip() and str(info["test_size"] + 5) in error.text
+    assert browser.find_elements(By.CSS_SELECTOR, "#overview .layer[data-name] img.map")  # the page stays
+    assert all(e.get("source") == "network" and "/predict" in e["message"] for e in _severe(browser))
+
