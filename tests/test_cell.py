@@ -210,7 +210,7 @@ def test_max_pool_argmax_is_the_one_max_pool2d_returns(options, hw):
         e = explain_cell(nn.Sequential(pool), x, "0", 1, y, x_)
         assert e.kind == "pool" and e.op == "max" and e.value == float(values[0, 1, y, x_])
         u, v = e.argmax
-        assert not e.padding[u, v] and float(e.window[u, v]) == e.value
+        assert not e.padding[u, v] and float(e.window[u, v]) == e.value == e.to_dict()["total"]
         row = y * geometry.stride[0] - geometry.padding[0] + u * geometry.dilation[0]
         col = x_ * geometry.stride[1] - geometry.padding[1] + v * geometry.dilation[1]
         assert row * hw[1] + col == int(indices[0, 1, y, x_])
@@ -234,6 +234,7 @@ def test_avg_pool_value_is_the_window_sum_over_its_divisor(options):
         e = explain_cell(nn.Sequential(pool), x, "0", 0, y, x_)
         assert e.op == "avg" and e.value == float(out[0, 0, y, x_])
         assert float(e.window.sum()) / e.divisor == pytest.approx(e.value, abs=1e-5)
+        assert e.to_dict()["total"] == pytest.approx(e.value, abs=1e-5)
         assert set(e.to_dict()) >= {"kind", "op", "value", "window", "padding", "divisor", "rf_box"}
 
 

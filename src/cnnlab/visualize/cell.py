@@ -87,6 +87,7 @@ class CellExplanation:
             out.update(kernel=geometry.get("kernel"), stride=geometry.get("stride"),
                        dilation=geometry.get("dilation"), layer_padding=geometry.get("padding"))
             out.update({"argmax": list(self.argmax)} if self.op == "max" else {"divisor": _num(self.divisor)})
+            out["total"] = _num(self.total)  # the window's max, or its sum over the divisor: = value
         elif self.kind == "elementwise":
             out["input"] = _num(self.input)
         out["rf_box"] = None if self.rf_box is None else list(self.rf_box)
@@ -232,10 +233,13 @@ def _pool(call: LayerCall, pool: nn.Module, inp: torch.Tensor, out: CellExplanat
     if is_max:
         flat = int(torch.argmax(window))
         out.argmax = (flat // window.shape[1], flat % window.shape[1])
-    elif isinstance(pool, nn.AvgPool2d):
+        out.total = float(window.max())  # the winner
+        return
+    if isinstance(pool, nn.AvgPool2d):
         out.divisor = _avg_divisor(pool, g, tuple(inp.shape[-2:]), out)
     else:
         out.divisor = float(window.numel())
+    out.total = float(window.sum()) / out.divisor  # padding counts as 0 where count_include_pad says so
 
 
 def _traced(model: nn.Module, image: torch.Tensor, layer: str):

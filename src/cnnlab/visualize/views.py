@@ -110,7 +110,8 @@ def _overview_calls(traced: Trace) -> tuple[list[LayerCall], bool]:
     spatial = [c for c in traced.calls if len(c.output_shape) == 3 and c.input_shape is not None]
     leaves = [c for c in spatial if c.leaf]
     deep = sum(isinstance(c.module, CONV_POOL) for c in leaves) > MAX_DEFAULT_LAYERS
-    calls = sorted(spatial if deep else leaves, key=lambda c: c.order)
+    last = {c.name: c for c in (spatial if deep else leaves)}  # a module called twice: its last call, as /cell
+    calls = sorted(last.values(), key=lambda c: c.order)
     return [c for c in calls if c.leaf or not isinstance(c.module, (nn.Sequential, nn.ModuleList))], deep
 
 
