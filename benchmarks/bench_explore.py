@@ -19,6 +19,7 @@ import io
 import json
 import os
 import platform
+import signal
 import statistics
 import subprocess
 import sys
@@ -88,7 +89,8 @@ def fetch(url: str, body: dict | None = None) -> bytes:
 def server_figures(seconds: float = 3.0) -> tuple[float, float]:
     """(first load in s: the page, its script and the first answers after the URL is printed; predictions/s)."""
     proc = subprocess.Popen([sys.executable, "-m", "cnnlab", "explore", "convnet", "--port", "0", "--no-browser"],
-                            stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
     try:
         url = proc.stdout.readline().split(": ", 1)[1].strip()
         start = time.perf_counter()
@@ -105,7 +107,7 @@ def server_figures(seconds: float = 3.0) -> tuple[float, float]:
             count += 1
         return first_load, count / (time.perf_counter() - start)
     finally:
-        proc.terminate()
+        proc.send_signal(signal.SIGINT)  # Ctrl-C: the server stops cleanly
         proc.wait(timeout=30)
 
 
