@@ -30,7 +30,7 @@ from PIL import Image  # noqa: E402
 from cnnlab.storage import atomic_write  # noqa: E402
 
 __all__ = ["subplots", "close", "figure_to_png", "png_data_url", "save_figure", "image_array", "uint8_image",
-           "show_image", "overlay", "grid_shape", "colorize", "array_to_png", "plot_curves", "plot_init_experiment",
+           "show_image", "overlay", "grid_shape", "colorize", "array_to_png", "heat_overlay", "plot_curves", "plot_init_experiment",
            "confusion_figure", "plot_confusion"]
 
 
@@ -126,14 +126,23 @@ def colorize(values, cmap: str = "viridis", vmin: float | None = None, vmax: flo
     return (rgba[..., :3] * 255).round().astype(np.uint8)
 
 
-def array_to_png(array: np.ndarray, scale: int = 1) -> bytes:
-    """A PNG of an (H, W) or (H, W, 3) uint8 array, each pixel ``scale`` x ``scale`` (no smoothing)."""
+def array_to_png(array: np.ndarray, scale: int = 1, *, fast: bool = False) -> bytes:
+    """A PNG of an (H, W) or (H, W, 3) uint8 array, each pixel ``scale`` x ``scale`` (no smoothing).
+    ``fast``: light compression (an app answering while you draw), else the smallest file."""
     image = Image.fromarray(array)
     if scale > 1:
         image = image.resize((image.width * scale, image.height * scale), Image.NEAREST)
     buffer = io.BytesIO()
-    image.save(buffer, format="PNG", optimize=True)
+    image.save(buffer, format="PNG", **({"compress_level": 1} if fast else {"optimize": True}))
     return buffer.getvalue()
+
+
+def heat_overlay(pixels, heat, cmap: str = "jet", alpha: float = 0.5) -> np.ndarray:
+    """(H, W, 3) uint8: the image (C, H, W) in [0, 1], in gray, blended with ``heat`` (H, W) in [0, 1]
+    through a colour map (Grad-CAM on the image)."""
+    gray = pixels.detach().float().cpu().mean(0, keepdim=True).expand(3, -1, -1).permute(1, 2, 0).numpy() * 255
+    mixed = (1 - alpha) * gray + alpha * colorize(heat, cmap, 0.0, 1.0).astype("float32")
+    return mixed.round().clip(0, 255).astype("uint8")
 
 
 # ---------------------------------------------------------------------------------------

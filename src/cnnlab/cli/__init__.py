@@ -20,6 +20,7 @@ from cnnlab.cli.analyze import analyze
 from cnnlab.cli.arith import arith
 from cnnlab.cli.cache import cache
 from cnnlab.cli.conv import bench, demo
+from cnnlab.cli.explore import explore
 from cnnlab.cli.infer import bench_infer
 from cnnlab.cli.models import models, summary
 from cnnlab.cli.runs import evaluate, export, predict, runs
@@ -58,6 +59,7 @@ for _command in (train, evaluate, predict, runs, export, arith, summary, models,
 app.add_command(show)
 app.add_command(animate)
 app.add_command(report)
+app.add_command(explore)
 app.add_command(recipes)
 app.add_command(cache)
 demo.add_command(demo_dropout)

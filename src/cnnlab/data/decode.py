@@ -17,6 +17,7 @@ attack or a mistake, not a bad image to skip.
 
 from __future__ import annotations
 
+import io
 import os
 import warnings
 from pathlib import Path
@@ -28,7 +29,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from cnnlab.errors import CnnlabError, PathError
 from cnnlab.paths import check_file
 
-__all__ = ["BadImageError", "ImageRefusedError", "decode_image", "image_mode", "image_to_tensor", "to_8bit"]
+__all__ = ["BadImageError", "ImageRefusedError", "decode_image", "decode_image_bytes", "image_mode", "image_to_tensor", "to_8bit"]
 
 _SIXTEEN_BIT = ("I;16", "I;16B", "I;16L", "I;16N")
 GRAY_MODES = ("1", "L", "LA", "La", "I", "F", *_SIXTEEN_BIT)  # modes without colour
@@ -84,7 +85,7 @@ def _to_channels(im: Image.Image, channels: int) -> Image.Image:
     return im.convert("L" if channels == 1 else "RGB")
 
 
-def bomb_refused(path: Path, exc: BaseException) -> ImageRefusedError:
+def bomb_refused(path: Path | str, exc: BaseException) -> ImageRefusedError:
     return ImageRefusedError(f"{path} is refused as a possible decompression bomb ({exc}); check the file, "
                              f"or resize it below Pillow's MAX_IMAGE_PIXELS")
 
@@ -111,16 +112,27 @@ def decode_image(path: str | os.PathLike, channels: int, side: int) -> torch.Ten
     except PathError as exc:
         message = str(exc) + ("; pass image files" if str(exc).endswith("is a folder, not a file") else "")
         raise BadImageError(message) from None
+    return _decode(path, path, channels, side)
+
+
+def decode_image_bytes(data: bytes, channels: int, side: int, name: str = "the image") -> torch.Tensor:
+    """An image file's bytes (an upload, a canvas drawing) -> uint8 tensor (channels, side, side), decoded
+    exactly as :func:`decode_image` decodes a file (``name`` says which image in messages). Nothing is
+    written to disk; a decompression bomb is refused."""
+    return _decode(io.BytesIO(data), name, channels, side)
+
+
+def _decode(source, name, channels: int, side: int) -> torch.Tensor:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as im:
+            with Image.open(source) as im:
                 im.load()
                 return image_to_tensor(im, channels, side)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise bomb_refused(path, exc) from None
+        raise bomb_refused(name, exc) from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError) as exc:
-        raise BadImageError(f"{path} is not a readable image ({type(exc).__name__})") from None
+        raise BadImageError(f"{name} is not a readable image ({type(exc).__name__})") from None
 
 
 def image_to_tensor(im: Image.Image, channels: int, side: int) -> torch.Tensor:

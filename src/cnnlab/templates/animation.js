@@ -1,7 +1,10 @@
-// The animation player: draws the frames of window.ANIMATION (cnnlab.visualize.animate) as SVG;
-// play, pause, step and scrub.
-(function () {
-  const A = ANIMATION, svg = document.getElementById('stage'), NS = 'http://www.w3.org/2000/svg';
+// The animation player: draws the frames of an animation dict (cnnlab.visualize.animate.Animation.to_dict())
+// as SVG; play, pause, step and scrub. cnnlabPlayAnimation(A, root) plays A inside root, an element holding
+// svg.stage, buttons .prev / .play / .next, input.scrub and span.counter (animation.html plays ANIMATION;
+// cnnlab explore's playground plays each answer of /api/playground). It returns {stop}: pause for good.
+function cnnlabPlayAnimation(A, root) {
+  const part = function (name) { return root.querySelector('.' + name); };
+  const svg = part('stage'), NS = 'http://www.w3.org/2000/svg';
   const colors = {input: '#cfe2f3', pad: '#ececec', inserted: '#fff2cc', window: '#3d85c6',
                   done: '#b6d7a8', now: '#38761d', todo: '#ffffff'};
   const n = A.panels[0].grid.length, oh = A.output_size[0], ow = A.output_size[1], k = A.kernel_size;
@@ -64,19 +67,20 @@
     A.caption.forEach(function (line, li) {
       el('text', {x: 10, y: top + A.panels.length * panelH + 14 + 18 * li, 'font-size': 12}, line);
     });
-    document.getElementById('counter').textContent = ' frame ' + (i + 1) + ' / ' + A.frames.length;
-    document.getElementById('scrub').value = i;
+    part('counter').textContent = ' frame ' + (i + 1) + ' / ' + A.frames.length;
+    part('scrub').value = i;
   }
   let current = 0, timer = null;
-  const scrub = document.getElementById('scrub');
+  const scrub = part('scrub');
   scrub.max = A.frames.length - 1;
   function go(i) { current = (i + A.frames.length) % A.frames.length; render(current); }
   function play() { timer = setInterval(function () { go(current + 1); }, 700);
-                    document.getElementById('play').textContent = 'pause'; }
-  function pause() { clearInterval(timer); timer = null; document.getElementById('play').textContent = 'play'; }
-  document.getElementById('play').onclick = function () { timer ? pause() : play(); };
-  document.getElementById('prev').onclick = function () { pause(); go(current - 1); };
-  document.getElementById('next').onclick = function () { pause(); go(current + 1); };
+                    part('play').textContent = 'pause'; }
+  function pause() { clearInterval(timer); timer = null; part('play').textContent = 'play'; }
+  part('play').onclick = function () { timer ? pause() : play(); };
+  part('prev').onclick = function () { pause(); go(current - 1); };
+  part('next').onclick = function () { pause(); go(current + 1); };
   scrub.oninput = function () { pause(); go(parseInt(scrub.value, 10)); };
   go(0); play();
-})();
+  return {stop: pause};
+}

@@ -1,7 +1,7 @@
 """One tracer for every per-layer question: :func:`trace` runs one forward pass with hooks on every
 module and records a :class:`LayerCall` per module call: name, type, input and output shape,
 kernel/stride/padding/dilation, the output-size formula with its numbers, the receptive field
-(size, jump, start, ``box(y, x)``), MACs and parameters, and the output itself where asked.
+(size, jump, start, ``box(y, x)``), MACs and parameters, and the output and input themselves where asked.
 
 ``cnnlab.summary`` (the table), the shape debugger (:mod:`cnnlab.analysis.shapes`), Grad-CAM's
 layer choice and the feature maps (:mod:`cnnlab.visualize`) and the report all read it. It sits

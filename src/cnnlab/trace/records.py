@@ -94,6 +94,7 @@ class LayerCall:
     macs: int = 0  # multiply-accumulates of this call, for the batch traced (conv and linear layers)
     rf: ReceptiveField | None = None  # of the output's cells; None: the whole input (after a linear / global pool)
     output: torch.Tensor | None = field(default=None, repr=False)  # a detached copy, where the caller asked
+    input: torch.Tensor | None = field(default=None, repr=False)  # a detached copy of the first tensor input, ditto
 
     @property
     def shape(self) -> tuple[int, ...]:

@@ -59,10 +59,16 @@ class Trace:
         """The outputs kept (``keep=``), by name, the last call's for a module called twice."""
         return {c.name: c.output for c in self.calls if c.output is not None}
 
+    def kept_inputs(self) -> dict[str, torch.Tensor]:
+        """The inputs kept (``keep_inputs=``), by name, the last call's for a module called twice."""
+        return {c.name: c.input for c in self.calls if c.input is not None}
+
 
 class _Tracer:
-    def __init__(self, model: nn.Module, x: torch.Tensor, keep: bool | Collection[str]):
-        self.model, self.keep = model, keep
+    def __init__(self, model: nn.Module, x: torch.Tensor, keep: bool | Collection[str],
+                 keep_inputs: bool | Collection[str] = ()):
+        self.model, self.keep, self.keep_inputs = model, keep, keep_inputs
+        self.inputs: dict[int, list[torch.Tensor | None]] = {}  # by module id: inputs cloned before each call
         self.result = Trace(model, tuple(x.shape[1:]))
         self.input_hw = (int(x.shape[-2]), int(x.shape[-1]))
         self.rf_of: dict[int, tuple[weakref.ref, RF2 | None]] = {}  # by tensor id, checked against the tensor
@@ -85,25 +91,41 @@ class _Tracer:
     def _name(self, module: nn.Module) -> str:
         return self.names.get(module, type(module).__name__) or type(module).__name__
 
+    @staticmethod
+    def _asked(names: bool | Collection[str], name: str) -> bool:
+        return names is True or bool(names and name in names)
+
+    def _keep_input(self, module: nn.Module, inp: torch.Tensor | None) -> None:
+        """Before a call: a copy of its input where asked (an in-place layer overwrites it during the call)."""
+        if self._asked(self.keep_inputs, self._name(module)):
+            self.inputs.setdefault(id(module), []).append(None if inp is None else inp.detach().clone())
+
+    def _taken_input(self, module: nn.Module) -> torch.Tensor | None:
+        """After a call: the copy of its input made before it (None where not asked)."""
+        stack = self.inputs.get(id(module))
+        return stack.pop() if stack else None
+
     def _record(self, module: nn.Module, inp: torch.Tensor | None, out: torch.Tensor, rf: RF2 | None,
                 **extra: Any) -> None:
         name = self._name(module)
-        kept = None
-        if self.keep is True or (self.keep and name in self.keep):
-            kept = out.detach().clone()
+        kept = out.detach().clone() if self._asked(self.keep, name) else None
+        kept_input = self._taken_input(module)
         self.result.calls.append(LayerCall(
             name, type(module).__name__, module, next(module.children(), None) is None, len(self.result.calls),
             None if inp is None else tuple(inp.shape[1:]), tuple(out.shape[1:]),
-            rf=None if rf is None else ReceptiveField(rf[0], rf[1], self.input_hw), output=kept, **extra))
+            rf=None if rf is None else ReceptiveField(rf[0], rf[1], self.input_hw), output=kept, input=kept_input,
+            **extra))
 
     def container_pre(self, module: nn.Module, inputs: tuple) -> None:
         t = first_tensor(inputs)
+        self._keep_input(module, t)
         self.frames.append([(t.shape, self._rf_of(t))] if t is not None else [])
 
     def container_post(self, module: nn.Module, inputs: tuple, output: Any) -> None:
         seen = self.frames.pop()
         out = first_tensor(output)
         if out is None:
+            self._taken_input(module)
             return
         same = [rf for shape, rf in seen if shape[-2:] == out.shape[-2:]] if out.dim() == 4 else []
         result = rf_union(same) if same else self._rf_of(out)
@@ -112,6 +134,7 @@ class _Tracer:
 
     def leaf_pre(self, module: nn.Module, inputs: Any) -> None:
         first = inputs[0] if inputs and isinstance(inputs[0], torch.Tensor) else None
+        self._keep_input(module, first_tensor(inputs))
         self.result.running, self.result.running_name = module, self._name(module)
         self.result.running_input = tuple(first.shape[1:]) if first is not None else None
         self.result.maps_before.setdefault(self._name(module), self.result.last_map)
@@ -122,6 +145,7 @@ class _Tracer:
             self.result.last_map = tuple(output.shape[1:])
         inp, out = first_tensor(inputs), first_tensor(output)
         if module is self.model or out is None:
+            self._taken_input(module)
             return
         if inp is None:
             self._record(module, None, out, self.last)
@@ -148,7 +172,7 @@ class _Tracer:
 
 
 def trace(model: nn.Module, x: torch.Tensor | Sequence[int], *, eval_mode: bool = True,
-          keep: bool | Collection[str] = (), catch: bool = False) -> Trace:
+          keep: bool | Collection[str] = (), keep_inputs: bool | Collection[str] = (), catch: bool = False) -> Trace:
     """One forward pass of ``x`` (a batch, or a per-sample shape (C, H, W) for one zero image on the
     model's device) through ``model``, without gradients and with hooks on every module (removed
     afterwards): a :class:`LayerCall` per module call.
@@ -156,11 +180,14 @@ def trace(model: nn.Module, x: torch.Tensor | Sequence[int], *, eval_mode: bool 
     Args:
         eval_mode: run in eval mode (nothing in the model changes; its mode is restored), else in its current mode.
         keep: module names whose outputs to keep (a detached copy, ``LayerCall.output``); True: every one.
+        keep_inputs: module names whose inputs to keep (a detached copy of the first tensor the module
+            took, made before the call so an in-place layer does not overwrite it: ``LayerCall.input``);
+            True: every one.
         catch: an exception in the forward is kept as ``.error`` (with where it happened) instead of raised.
     """
     if not isinstance(x, torch.Tensor):
         x = sample_input(model, x)
-    tracer = _Tracer(model, x, keep)
+    tracer = _Tracer(model, x, keep, keep_inputs)
     handles = tracer.hooks()
     was_training = model.training
     if eval_mode:

@@ -12,7 +12,7 @@ import torch
 
 from cnnlab.data import iterate_batches
 from cnnlab.errors import CnnlabError
-from cnnlab.figures import array_to_png, colorize, confusion_figure, png_data_url, uint8_image
+from cnnlab.figures import array_to_png, colorize, confusion_figure, heat_overlay, png_data_url, uint8_image
 from cnnlab.runs import confusion_counts, per_class_metrics
 from cnnlab.summary import summarize
 from cnnlab.trace import trace
@@ -83,10 +83,7 @@ def _mistakes(data, scores: Scores, classes: list[str]) -> list[dict]:
 
 
 def _cam_overlay(pixels: torch.Tensor, cam: torch.Tensor) -> bytes:
-    gray = pixels.float().mean(0, keepdim=True).expand(3, -1, -1).permute(1, 2, 0).numpy() * 255
-    heat = colorize(cam, "jet", 0.0, 1.0).astype("float32")
-    mixed = (0.5 * gray + 0.5 * heat).round().clip(0, 255).astype("uint8")
-    return array_to_png(mixed, max(1, 168 // pixels.shape[-1]))
+    return array_to_png(heat_overlay(pixels, cam), max(1, 168 // pixels.shape[-1]))
 
 
 def _layer_views(subject, x: torch.Tensor, names: list[str], rfs: dict) -> list[dict]:

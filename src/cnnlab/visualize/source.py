@@ -16,6 +16,7 @@ import torch.nn as nn
 from PIL import Image, UnidentifiedImageError
 
 from cnnlab.data import LoadOptions, get_dataset_spec, load_splits, normalization, repeat_channels, resize_images
+from cnnlab.data.decode import decode_image_bytes
 from cnnlab.data.imagefolder import decode_image
 from cnnlab.errors import CnnlabError, UnknownNameError
 from cnnlab.models import create_model, get_model_info, list_models, load_weights
@@ -23,7 +24,7 @@ from cnnlab.runs import Run, RunOutput, load_run, normalized_input
 from cnnlab.runtime import resolve_device
 
 __all__ = ["Subject", "InputImage", "Source", "resolve", "load_subject", "load_image", "load_test_split", "take",
-           "to_model_input", "parse_target", "default_dir", "default_out", "writing"]
+           "test_image", "image_from_bytes", "to_model_input", "parse_target", "default_dir", "default_out", "writing"]
 
 
 @dataclass
@@ -167,6 +168,14 @@ def _image_file(subject: Subject, path: Path, convert: bool) -> InputImage:
     return InputImage(pixels, to_model_input(pixels, subject), None, str(path))
 
 
+def image_from_bytes(subject: Subject, data: bytes, caption: str = "the uploaded image") -> InputImage:
+    """An image file's bytes (an upload, a drawing) as the model takes it: decoded in memory, converted to
+    the model's channels and side, scaled and normalised as in training."""
+    c, side, _ = subject.input_shape
+    pixels = decode_image_bytes(data, c, side, caption).float() / 255.0  # ToTensor(): uint8 / 255
+    return InputImage(pixels, to_model_input(pixels, subject), None, caption)
+
+
 def load_test_split(subject: Subject, *, count: int | None = None):
     """The test split the subject's images come from: the run's (prepared as in training) or
     ``--dataset``'s (resized and repeated to the model's input); the first ``count`` images if given."""
@@ -192,8 +201,10 @@ def take(data, indices: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
     return images.cpu(), labels.cpu()
 
 
-def _test_image(subject: Subject, index: int) -> InputImage:
-    data = load_test_split(subject)
+def test_image(subject: Subject, index: int, data=None) -> InputImage:
+    """Test image ``index`` of the subject's test split (``data``: that split, loaded once by the caller
+    with :func:`load_test_split`, for many images), prepared as in training."""
+    data = load_test_split(subject) if data is None else data
     if not 0 <= index < len(data):
         raise CnnlabError(f"--index {index} is outside the test split of {subject.dataset} (0..{len(data) - 1})")
     images, labels = take(data, [index])
@@ -217,7 +228,7 @@ def load_image(subject: Subject, image: str | os.PathLike | None = None, index: 
         return _image_file(subject, Path(image), convert or own_folder)
     if index is None and subject.dataset is None:
         raise CnnlabError(f"{subject.name} is a model name: give an IMAGE file, or --index N with --dataset NAME")
-    return _test_image(subject, 0 if index is None else index)
+    return test_image(subject, 0 if index is None else index)
 
 
 def parse_target(target: str | int | None, classes: Sequence[str]) -> int | None:
