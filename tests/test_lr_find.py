@@ -103,7 +103,8 @@ def _snapshot(parts) -> dict:
             "lookahead": copy.deepcopy(parts.lookahead.state_dict()) if parts.lookahead else None,
             "modes": [m.training for m in parts.model.modules()],
             "torch": torch.get_rng_state(), "shuffle": parts.shuffle.get_state(),
-            "random": random.getstate(), "numpy": np.random.get_state()}
+            "random": random.getstate(), "numpy": np.random.get_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
 
 
 def _equal(a, b) -> bool:
@@ -266,3 +267,8 @@ def test_train_lr_find_trains_with_the_rule_and_records_it(tmp_path):
     found, typed = (m.get("state_dict", m) if isinstance(m, dict) else m for m in (found, typed))
     assert _equal(found, typed)
     assert "lr_find" not in json.loads((tmp_path / "typed" / "config.json").read_text())
+    # going on with the run keeps the record (config.json is rewritten for the new --epochs)
+    more = cnnlab("train", "--resume", str(tmp_path / "run"), "--epochs", "2", "-q")
+    assert more.returncode == 0, more.stderr
+    resumed = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert resumed["config"]["epochs"] == 2 and resumed["lr_find"] == record
