@@ -49,7 +49,7 @@ def _value(param: click.Option, default) -> list[str]:
         return [param.opts[0], "features"]
     if param.type is click.INT:
         return [param.opts[0], "2" if default != 2 else "4"]
-    if param.type is click.FLOAT:
+    if isinstance(param.type, click.types.FloatParamType):  # --lr also takes find[:RULE]
         return [param.opts[0], "0.5" if default != 0.5 else "0.25"]
     return [param.opts[0], "something"]
 

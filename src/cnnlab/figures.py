@@ -7,7 +7,8 @@ and before pyplot is imported anywhere in cnnlab -- no other module imports ``ma
 - :func:`save_figure`: the PNG written atomically (:func:`cnnlab.storage.atomic_write`), the figure closed
 - pixels: :func:`image_array`, :func:`uint8_image`, :func:`colorize`, :func:`array_to_png`; axes:
   :func:`show_image`, :func:`overlay`, :func:`grid_shape`
-- the training figures: :func:`plot_curves`, :func:`plot_init_experiment`, :func:`plot_confusion`
+- the training figures: :func:`plot_curves`, :func:`plot_init_experiment`, :func:`plot_confusion`,
+  :func:`plot_lr_find` (the learning-rate range test)
   (the analysis charts are in :mod:`cnnlab.analysis.charts`, the visualize figures beside their
   subjects in :mod:`cnnlab.visualize`)
 """
@@ -30,8 +31,8 @@ from PIL import Image  # noqa: E402
 from cnnlab.storage import atomic_write  # noqa: E402
 
 __all__ = ["subplots", "close", "figure_to_png", "png_data_url", "save_figure", "image_array", "uint8_image",
-           "show_image", "overlay", "grid_shape", "colorize", "array_to_png", "heat_overlay", "plot_curves", "plot_init_experiment",
-           "confusion_figure", "plot_confusion"]
+           "show_image", "overlay", "grid_shape", "colorize", "array_to_png", "heat_overlay", "plot_curves",
+           "plot_init_experiment", "confusion_figure", "plot_confusion", "plot_lr_find"]
 
 
 def subplots(*args, **kwargs):
@@ -220,3 +221,35 @@ def confusion_figure(confusion, classes: Sequence[str], title: str = "Confusion 
 def plot_confusion(confusion, classes: Sequence[str], path: str | Path, title: str = "Confusion matrix") -> Path:
     """:func:`confusion_figure` written to ``path``."""
     return save_figure(confusion_figure(confusion, classes, title), path)
+
+
+def plot_lr_find(lrs: Sequence[float], losses: Sequence[float], smoothed: Sequence[float],
+                 suggestions: dict[str, float], path: str | Path | IO[bytes], *, window: tuple[int, int] | None = None,
+                 title: str = "Learning-rate range test") -> str | Path | IO[bytes]:
+    """The range test's loss against the learning rate (log axis): each step's loss faint, the
+    smoothed curve solid (the part the rules read, ``window``, drawn thicker), and each rule's
+    suggestion marked on the smoothed curve and labelled with its value."""
+    x, y, raw = np.asarray(lrs, dtype=float), np.asarray(smoothed, dtype=float), np.asarray(losses, dtype=float)
+    first, stop = window if window is not None else (0, len(x))
+    fig, ax = plt.subplots(figsize=(8, 4.8))
+    ax.plot(x, raw, lw=0.7, alpha=0.35, color="tab:gray", label="minibatch loss")
+    ax.plot(x, y, lw=1.2, color="tab:blue", alpha=0.6)
+    ax.plot(x[first:stop], y[first:stop], lw=2.2, color="tab:blue", label="smoothed loss (rules read this part)")
+    markers = ("o", "s", "^", "D", "v")
+    for i, (rule, lr) in enumerate(suggestions.items()):
+        at = float(np.interp(np.log(lr), np.log(x), y))
+        ax.plot([lr], [at], marker=markers[i % len(markers)], ms=9, ls="none", color=f"C{i + 1}",
+                markeredgecolor="black", label=f"{rule}: {lr:.2e}", zorder=3)
+        ax.annotate(f"{rule}\n{lr:.2e}", (lr, at), textcoords="offset points", xytext=(0, 12 + 22 * (i % 2)),
+                    ha="center", fontsize=8, color=f"C{i + 1}")
+    seen = y[first:stop] if stop - first >= 2 else y
+    spread = max(float(seen.max() - seen.min()), 1e-3)
+    ax.set_ylim(float(seen.min()) - 0.15 * spread, float(seen.max()) + 0.35 * spread)
+    ax.set_xscale("log")
+    ax.set_xlabel("learning rate (log scale)")
+    ax.set_ylabel("training loss")
+    ax.set_title(title)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8, loc="upper left")
+    fig.tight_layout()
+    return save_figure(fig, path, dpi=100)

@@ -22,6 +22,7 @@ from cnnlab.cli.cache import cache
 from cnnlab.cli.conv import bench, demo
 from cnnlab.cli.explore import explore
 from cnnlab.cli.infer import bench_infer
+from cnnlab.cli.lrfind import lr_find
 from cnnlab.cli.models import models, summary
 from cnnlab.cli.runs import evaluate, export, predict, runs
 from cnnlab.cli.train import experiment, recipes, train
@@ -62,6 +63,7 @@ app.add_command(report)
 app.add_command(explore)
 app.add_command(recipes)
 app.add_command(cache)
+app.add_command(lr_find)
 demo.add_command(demo_dropout)
 bench.add_command(bench_infer)
 

@@ -30,7 +30,7 @@ from cnnlab.parsing import MAX_INT, parse_bytes, parse_shape
 from cnnlab.training.config import DEVICES as DEVICE_NAMES
 from cnnlab.training.config import SEED_RANGE, Range, TrainConfig
 
-__all__ = ["SettingOption", "RangedInt", "SEED", "POSITIVE", "NON_NEGATIVE", "SHAPE", "BYTES", "DEVICES", "FORMATS",
+__all__ = ["SettingOption", "RangedInt", "LearningRateOrFind", "LR_OR_FIND", "SEED", "POSITIVE", "NON_NEGATIVE", "SHAPE", "BYTES", "DEVICES", "FORMATS",
            "PATH", "SHARED", "VARIANTS", "flag_of", "device_option", "seed_option",
            "format_option", "data_dir_option", "dataset_option", "weights_option", "model_option",
            "num_classes_option", "in_channels_option", "input_size_option", "index_option", "convert_option",
@@ -83,6 +83,28 @@ class _Checked(click.ParamType):
         return value if self.keep_text else parsed
 
 
+class LearningRateOrFind(click.types.FloatParamType):
+    """``cnnlab train --lr``: a learning rate, or ``find[:RULE]`` (the text ``find:RULE`` is passed on,
+    the rule checked): the rate a range test's RULE suggests (``cnnlab lr-find``; valley by default)."""
+
+    def get_metavar(self, param: click.Parameter, ctx: click.Context | None = None) -> str:
+        return "FLOAT|find[:RULE]"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)  # the default
+        text = str(value).strip()
+        if text.lower() == "find" or text.lower().startswith("find:"):
+            from cnnlab.training.lr_rules import DEFAULT_RULE, check_rule  # numpy: only when asked for
+
+            return "find:" + check_rule(text.partition(":")[2].strip() or DEFAULT_RULE)
+        try:
+            return float(text)
+        except ValueError:
+            raise CnnlabError(f"{flag_of(param)} takes a learning rate such as 0.05, or find[:RULE] to use the one "
+                              f"`cnnlab lr-find` suggests, got {text!r}") from None
+
+
 SEED = RangedInt(Range(*SEED_RANGE, integer=True, hint=" (the range torch.manual_seed takes)"),
                  help_range="-2**63<=x<=2**64-1")
 POSITIVE = RangedInt(Range(1, integer=True))
@@ -91,6 +113,7 @@ SHAPE = _Checked("CxHxW", parse_shape, keep_text=True)  # "1x28x28", checked bef
 BYTES = _Checked("SIZE", parse_bytes, keep_text=False)  # "8GiB" -> 8589934592
 DEVICES = click.Choice(list(DEVICE_NAMES))
 FORMATS = click.Choice(["table", "json"])
+LR_OR_FIND = LearningRateOrFind()
 PATH = click.Path(path_type=Path)
 
 

@@ -16,7 +16,8 @@ from typing import Any, Callable
 import click
 
 from cnnlab.cli._common import CONTEXT, console, parse_options, print_json, print_table
-from cnnlab.cli.options import SettingOption, format_option, overwrite_option
+from cnnlab.cli.options import LR_OR_FIND, SettingOption, format_option, overwrite_option
+from cnnlab.errors import CnnlabError
 from cnnlab.paths import check_output
 from cnnlab.training.config import GROUPS, INIT_SCHEMES, TrainConfig, option_flag, resume_safe
 
@@ -34,8 +35,8 @@ def _unwrap_optional(tp: Any) -> tuple[Any, bool]:
     return tp, False
 
 
-def _option(f: dataclasses.Field, tp: Any) -> Callable:
-    """The click option of one config field."""
+def _option(f: dataclasses.Field, tp: Any, override: dict[str, Any] | None = None) -> Callable:
+    """The click option of one config field (``override``: click attributes that replace the generated ones)."""
     meta = f.metadata
     default = f.default_factory() if f.default is dataclasses.MISSING else f.default  # type: ignore[misc]
     flag = "--" + f.name.replace("_", "-")
@@ -51,16 +52,20 @@ def _option(f: dataclasses.Field, tp: Any) -> Callable:
     if origin is dict:
         return click.option(*flags, f.name, multiple=True, callback=lambda ctx, p, v: parse_options(v), **common)
     kind = click.Choice(meta["choices"]) if meta.get("choices") else base
-    return click.option(*flags, f.name, type=kind, default=default, show_default=not optional, **common)
+    attrs = {"type": kind, "default": default, "show_default": not optional, **common, **(override or {})}
+    return click.option(*flags, f.name, **attrs)
 
 
-def config_options(config_cls: type = TrainConfig, only: tuple[str, ...] | None = None
-                   ) -> Callable[[Callable], Callable]:
+def config_options(config_cls: type = TrainConfig, only: tuple[str, ...] | None = None,
+                   overrides: dict[str, dict[str, Any]] | None = None) -> Callable[[Callable], Callable]:
     """A decorator adding one click option per field of ``config_cls`` (fields marked ``cli=False`` excepted;
-    with ``only``: those fields, in that order): a run's settings are declared once, in the config."""
+    with ``only``: those fields, in that order): a run's settings are declared once, in the config.
+    ``overrides``: per field, click attributes replacing the generated ones (``train``'s ``--lr`` also takes
+    ``find``)."""
     hints = typing.get_type_hints(config_cls)
     fields = {f.name: f for f in dataclasses.fields(config_cls) if f.metadata.get("cli", True)}
-    options = [_option(fields[name], hints[name]) for name in (only or fields)]
+    overrides = overrides or {}
+    options = [_option(fields[name], hints[name], overrides.get(name)) for name in (only or fields)]
 
     def decorate(fn: Callable) -> Callable:
         for option in reversed(options):
@@ -84,7 +89,9 @@ def _resume_help() -> str:
 
 class GroupedOptions(click.Command):
     """``--help`` lists the options under the concern of their :class:`TrainConfig` field (data, model,
-    optimization, ...); the options that are not settings of the run come last, under "Launch"."""
+    optimization, ...); the options that are not settings of the run come last, under :attr:`last_section`."""
+
+    last_section = "Launch"
 
     def format_options(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         group_of = {f.name: f.metadata["group"] for f in dataclasses.fields(TrainConfig)}
@@ -95,13 +102,13 @@ class GroupedOptions(click.Command):
                 sections[group_of.get(param.name or "", "launch")].append(record)
         for name, records in sections.items():
             if records:
-                title = f"{name.capitalize()}: {GROUPS[name]}" if name in GROUPS else "Launch"
+                title = f"{name.capitalize()}: {GROUPS[name]}" if name in GROUPS else self.last_section
                 with formatter.section(title):
                     formatter.write_dl(records)
 
 
 @click.command(cls=GroupedOptions, context_settings=CONTEXT)
-@config_options(TrainConfig)
+@config_options(TrainConfig, overrides={"lr": {"type": LR_OR_FIND}})
 @click.option("--resume", "resume_dir", type=click.Path(path_type=Path), default=None, help=_resume_help())
 @overwrite_option
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar or epoch lines.")
@@ -115,6 +122,7 @@ def train(resume_dir: Path | None, overwrite: bool, quiet: bool, tensorboard: bo
     """Train a model. With no arguments: the lecture's ConvNet recipe on MNIST."""
     ctx = click.get_current_context()
     explicit = explicit_settings(ctx, {name: None for name in ctx.params if name != "resume_dir"})
+    lr_rule = _lr_find_rule(settings, resume_dir, nproc)
     config = TrainConfig(**settings)
     if resume_dir is not None:  # one line before anything is read; launch() checks both again
         from cnnlab.training.launcher import check_resume_options
@@ -129,7 +137,7 @@ def train(resume_dir: Path | None, overwrite: bool, quiet: bool, tensorboard: bo
         raise click.exceptions.Exit(relaunch(config, explicit, nproc=nproc, overwrite=overwrite,
                                              force_nproc=force_nproc))
     outcome = launch(config, explicit, resume_dir=resume_dir, overwrite=overwrite, quiet=quiet,
-                     tensorboard=tensorboard, nproc=nproc, force_nproc=force_nproc, console=console())
+                     tensorboard=tensorboard, nproc=nproc, force_nproc=force_nproc, console=console(), lr_find=lr_rule)
     if outcome is None:  # a rank other than 0
         return
     accuracy = f"Test accuracy: {outcome.test_acc:.2f}% ({outcome.test_correct}/{outcome.test_total})"
@@ -139,6 +147,21 @@ def train(resume_dir: Path | None, overwrite: bool, quiet: bool, tensorboard: bo
     if quiet:
         console().print(accuracy)
     console().print(f"Saved config.json, metrics.csv, model.pt and curves.png in {outcome.run_dir}")
+
+
+def _lr_find_rule(settings: dict[str, Any], resume_dir: Path | None, nproc: int) -> str | None:
+    """``--lr find:RULE`` -> RULE, with ``settings["lr"]`` set to a number until the range test picks it."""
+    lr = settings.get("lr")
+    if not isinstance(lr, str):
+        return None
+    if resume_dir is not None:
+        raise CnnlabError("--lr find starts a new run with the learning rate it finds; leave it out with "
+                               "--resume (the run keeps its own --lr)")
+    if nproc != 1:
+        raise CnnlabError("--lr find runs in one process; run `cnnlab lr-find` with these settings first and "
+                               f"pass the learning rate it suggests as --lr with --nproc {nproc}")
+    settings["lr"] = next(f.default for f in dataclasses.fields(TrainConfig) if f.name == "lr")
+    return lr.partition(":")[2]
 
 
 @click.command(context_settings=CONTEXT)

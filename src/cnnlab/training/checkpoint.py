@@ -180,7 +180,7 @@ class RunDirWriter(Callback):
                               skipped=trainer.skipped, environment=environment_info(trainer.device))
         old = read_config_doc(self.path) if self.mode == "resume" else None
         if old is None or old.get("config") != config:  # on resume only when a setting changed (--epochs)
-            write_config_doc(self.path, doc)
+            write_config_doc(self.path, {**(old or {}), **doc})  # what else the run recorded stays (lr_find)
         self._write_metrics(trainer)  # on resume: the epochs the checkpoint holds, nothing after them
 
     def on_epoch_end(self, trainer: TrainerView, record: EpochRecord) -> None:

@@ -166,7 +166,9 @@ class TrainConfig:
     batch_size: int = setting(128, "Minibatch size.", range=Range(1, integer=True), group="optimization")
     optimizer: str = setting("sgd", "Optimizer.", choices=OPTIMIZERS, group="optimization")
     # per batch of 128, SGD without momentum, as in the lecture's notebook
-    lr: float = setting(0.05, "Learning rate.", range=Range(0, FLOAT32_MAX, "both", text=(
+    lr: float = setting(0.05, "Learning rate; `cnnlab train --lr find[:RULE]`: the rate a range test on these "
+                              "settings suggests by RULE (steepest, minimum/10, valley: the default; see "
+                              "`cnnlab lr-find`).", range=Range(0, FLOAT32_MAX, "both", text=(
         f"a positive number below {FLOAT32_MAX:.3g} (the largest float32)")), group="optimization")
     momentum: float = setting(0.0, "SGD momentum (the lecture uses none).", range=Range(0, 1, "hi"),
                               group="optimization")

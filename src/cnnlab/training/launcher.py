@@ -19,6 +19,9 @@ from cnnlab.training.checkpoint import RunDirWriter
 from cnnlab.training.config import LAUNCH_OPTIONS, ResumeOptionError, TrainConfig, option_flag, resume_safe
 from cnnlab.training.distributed import check_nproc, distributed_env, relaunch_with_torchrun
 from cnnlab.training.loop import Trainer
+from cnnlab.training.lr_find import LrFindRecord
+from cnnlab.training.lr_find import lr_find as lr_find_test
+from cnnlab.training.lr_rules import DEFAULT_RULE, check_rule
 from cnnlab.training.records import TrainResult
 from cnnlab.training.recipes import recipe_config
 from cnnlab.training.setup import check_data_settings
@@ -149,10 +152,15 @@ def relaunch(config: TrainConfig, explicit: set[str] = frozenset(), *, nproc: in
 
 def launch(config: TrainConfig, explicit: set[str] = frozenset(), *, resume_dir: str | os.PathLike | None = None,
            overwrite: bool = False, quiet: bool = False, tensorboard: bool = False, nproc: int = 1,
-           force_nproc: bool = False, console: Any = None) -> TrainResult | None:
+           force_nproc: bool = False, console: Any = None, lr_find: str | None = None) -> TrainResult | None:
     """What ``cnnlab train`` does in this process (see :func:`resolve_launch` for the checks): a new run,
     or ``resume_dir`` continued. Returns the result on rank 0 and None on the other ranks of a torchrun
-    job. ``nproc > 1`` outside torchrun is :func:`relaunch`'s, from the command line."""
+    job. ``nproc > 1`` outside torchrun is :func:`relaunch`'s, from the command line.
+
+    ``lr_find``: a rule of :mod:`cnnlab.training.lr_rules` (``--lr find:RULE``; "" for the default): the
+    range test (:func:`cnnlab.training.lr_find.lr_find`) runs on the run's settings first and the run
+    trains with the rate the rule suggests; config.json records it as ``config.lr`` (a number, as
+    ever) and the test under ``"lr_find"``."""
     if needs_relaunch(nproc):
         raise CnnlabError(f"--nproc {nproc} starts processes from the command line (`cnnlab train --nproc {nproc}`); "
                           f"launch() trains in this process: call relaunch() or run the command")
@@ -164,12 +172,34 @@ def launch(config: TrainConfig, explicit: set[str] = frozenset(), *, resume_dir:
         callbacks.append(ConsoleLogger(console))
     if tensorboard and rank == 0:
         callbacks.append(TensorBoardLogger())
+    if lr_find is not None:
+        config, record = _find_lr(config, lr_find, resume_dir, overwrite, console)
+        callbacks.append(record)
     if resume_dir is not None:
         given = set(explicit) & set(resume_safe()) & _FIELDS
         result = resume(resume_dir, callbacks, **{name: getattr(config, name) for name in given})
     else:
         result = train(config, callbacks, overwrite=overwrite)
     return result if rank == 0 else None
+
+
+def _find_lr(config: TrainConfig, rule: str, resume_dir: Any, overwrite: bool, console: Any
+             ) -> tuple[TrainConfig, LrFindRecord]:
+    """``--lr find:RULE``: the range test on ``config``, then ``config`` with the suggested rate, and the
+    callback that records the test in config.json. Checked first: no resume, a run directory that may be
+    written."""
+    rule = check_rule(rule or DEFAULT_RULE)
+    if resume_dir is not None:
+        raise CnnlabError("--lr find starts a new run with the learning rate it finds; leave it out with --resume")
+    if distributed_env()[1] > 1:
+        raise CnnlabError("--lr find runs in one process; run `cnnlab lr-find` first and pass its --lr to torchrun")
+    check_run_dir(config.out or default_run_dir(config.model, config.dataset), overwrite)  # before the test
+    result = lr_find_test(config)
+    chosen = result.suggestion(rule)
+    if console is not None:
+        others = ", ".join(f"{name} {lr:.3g}" for name, lr in result.suggestions.items() if name != rule)
+        console.print(f"lr-find: --lr {chosen:.3g} ({rule}; {others}; {result.stop_reason})")
+    return dataclasses.replace(config, lr=chosen), LrFindRecord(result, rule)
 
 
 def _trained_with(name: str, saved: Any, given: Any) -> str:
