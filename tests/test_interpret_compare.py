@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -258,3 +259,17 @@ def test_every_mistake_is_one_line(two_runs, folder_run, tmp_path):
     assert (tmp_path / "file").read_text() == "keep" and not (tmp_path / "x.png").exists()
     with pytest.raises(Exception, match="--bootstrap"):
         bootstrap_difference([True], [False], 0)
+
+
+def test_the_report_has_the_calibration_section(two_runs, tmp_path):
+    from cnnlab.visualize import build_report
+    from cnnlab.visualize.source import Source
+
+    a, _ = two_runs
+    result = build_report(Source(str(a)), n_images=0, out=tmp_path / "report.html")
+    page = (tmp_path / "report.html").read_text()
+    assert "calibration" in result.sections and "id='confused-pairs'" in page
+    logits, labels = split_logits(Run.open(a), "test")
+    ece = expected_calibration_error(torch.softmax(logits.double(), 1), labels)
+    shown = re.search(r"Expected calibration error[^<]*<b>([0-9.]+)%</b>", page)
+    assert shown and float(shown.group(1)) == pytest.approx(100 * ece, abs=0.011)  # float32 probabilities there
