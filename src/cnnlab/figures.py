@@ -27,6 +27,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from cnnlab.storage import atomic_write  # noqa: E402
@@ -282,6 +283,8 @@ def compare_curves_figure(curves: Sequence[tuple[str, dict]]):
                 ax_acc.plot(*zip(*points), style, color=color, marker="o", ms=3,
                             label=f"{label} {key.removesuffix('_acc')}")
         ax_loss.plot(c["epoch"], c["train_loss"], color=color, marker="o", ms=3, label=label)
+    for ax in (ax_acc, ax_loss):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
     ax_acc.set_xlabel("epoch")
     ax_acc.set_ylabel("accuracy (%)")
     ax_acc.set_title("Accuracy per epoch")
