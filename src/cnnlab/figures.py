@@ -11,6 +11,8 @@ and before pyplot is imported anywhere in cnnlab -- no other module imports ``ma
   :func:`plot_lr_find` (the learning-rate range test)
   (the analysis charts are in :mod:`cnnlab.analysis.charts`, the visualize figures beside their
   subjects in :mod:`cnnlab.visualize`)
+- interpretation and comparison: :func:`reliability_figure`, :func:`gallery_figure` (top losses
+  with Grad-CAM), :func:`compare_curves_figure` (several runs' curves overlaid)
 """
 
 from __future__ import annotations
@@ -26,13 +28,15 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from cnnlab.storage import atomic_write  # noqa: E402
 
 __all__ = ["subplots", "close", "figure_to_png", "png_data_url", "save_figure", "image_array", "uint8_image",
            "show_image", "overlay", "grid_shape", "colorize", "array_to_png", "heat_overlay", "plot_curves",
-           "plot_init_experiment", "confusion_figure", "plot_confusion", "plot_lr_find"]
+           "plot_init_experiment", "confusion_figure", "plot_confusion", "plot_lr_find", "reliability_figure",
+           "gallery_figure", "compare_curves_figure"]
 
 
 def subplots(*args, **kwargs):
@@ -253,3 +257,86 @@ def plot_lr_find(lrs: Sequence[float], losses: Sequence[float], smoothed: Sequen
     ax.legend(fontsize=8, loc="upper left")
     fig.tight_layout()
     return save_figure(fig, path, dpi=100)
+
+
+# ---------------------------------------------------------------------------------------
+# Interpretation and comparison figures (cnnlab interpret, cnnlab compare)
+
+
+def reliability_figure(bins: Sequence[dict], title: str = "Reliability diagram", after: Sequence[dict] | None = None,
+                       ece: float | None = None, ece_after: float | None = None):
+    """Accuracy per confidence bin (bars; ``bins`` as :func:`cnnlab.runs.interpret.reliability_bins`),
+    the gap to the diagonal in red, the share of items per bin below; ``after``: the same bins
+    after temperature scaling, drawn as a line."""
+    fig, (ax, ax_count) = plt.subplots(2, 1, figsize=(5, 6), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    lows = np.array([b["low"] for b in bins])
+    width = np.array([b["high"] - b["low"] for b in bins])
+    acc = np.array([b["accuracy"] if b["count"] else 0.0 for b in bins])
+    conf = np.array([b["confidence"] if b["count"] else 0.0 for b in bins])
+    full = np.array([b["count"] > 0 for b in bins])
+    ax.bar(lows, acc, width=width, align="edge", edgecolor="black", color="#4c72b0", label="accuracy")
+    ax.bar(lows[full], (conf - acc)[full], bottom=acc[full], width=width[full], align="edge", color="#dd4444",
+           alpha=0.35, edgecolor="#dd4444", hatch="//", label="gap to confidence")
+    if after is not None:
+        points = [(b["confidence"], b["accuracy"]) for b in after if b["count"]]
+        if points:
+            ax.plot(*zip(*points), marker="o", color="#2ca02c", label="after temperature scaling")
+    ax.plot([0, 1], [0, 1], "--", color="gray", label="perfect calibration")
+    text = "" if ece is None else f"ECE {100 * ece:.2f}%" + ("" if ece_after is None else f" -> {100 * ece_after:.2f}%")
+    ax.set_title(f"{title}\n{text}" if text else title, fontsize=10)
+    ax.set_ylabel("accuracy")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.legend(fontsize=7, loc="upper left")
+    counts = np.array([b["count"] for b in bins], dtype=float)
+    ax_count.bar(lows, counts / max(counts.sum(), 1), width=width, align="edge", color="gray", edgecolor="black")
+    ax_count.set_xlabel("confidence (max softmax probability)")
+    ax_count.set_ylabel("share of items")
+    fig.tight_layout()
+    return fig
+
+
+def gallery_figure(items: Sequence[tuple], title: str = "Top losses", max_cols: int = 4):
+    """One panel pair per item ``(pixels (C, H, W) in [0, 1], Grad-CAM (H, W) in [0, 1], caption)``:
+    the image, and the image with its Grad-CAM over it."""
+    rows, cols = grid_shape(len(items), max_cols)
+    fig, axes = plt.subplots(rows, 2 * cols, figsize=(2.1 * 2 * cols, 2.4 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for n, (pixels, cam, caption) in enumerate(items):
+        r, c = divmod(n, cols)
+        show_image(axes[r, 2 * c], pixels, caption)
+        overlay(axes[r, 2 * c + 1], pixels, cam, "Grad-CAM")
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def compare_curves_figure(curves: Sequence[tuple[str, dict]]):
+    """Training curves of several runs overlaid: (label, columns as
+    :func:`cnnlab.runs.compare.read_curves`) each; accuracy (train dotted, val dashed, test solid)
+    and train loss per epoch."""
+    fig, (ax_acc, ax_loss) = plt.subplots(1, 2, figsize=(11, 4))
+    for n, (label, c) in enumerate(curves):
+        color = f"C{n % 10}"
+        ax_acc.plot(c["epoch"], c["train_acc"], ":", color=color, marker=".", label=f"{label} train")
+        for key, style in (("val_acc", "--"), ("test_acc", "-")):
+            points = [(e, v) for e, v in zip(c["epoch"], c[key]) if v is not None]
+            if points:
+                ax_acc.plot(*zip(*points), style, color=color, marker="o", ms=3,
+                            label=f"{label} {key.removesuffix('_acc')}")
+        ax_loss.plot(c["epoch"], c["train_loss"], color=color, marker="o", ms=3, label=label)
+    for ax in (ax_acc, ax_loss):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
+    ax_acc.set_xlabel("epoch")
+    ax_acc.set_ylabel("accuracy (%)")
+    ax_acc.set_title("Accuracy per epoch")
+    ax_acc.grid(alpha=0.3)
+    ax_acc.legend(fontsize=7)
+    ax_loss.set_xlabel("epoch")
+    ax_loss.set_ylabel("cross-entropy")
+    ax_loss.set_title("Training loss per epoch")
+    ax_loss.grid(alpha=0.3)
+    ax_loss.legend(fontsize=7)
+    fig.tight_layout()
+    return fig

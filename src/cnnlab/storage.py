@@ -44,7 +44,7 @@ __all__ = ["ARTEFACTS", "DERIVED_NAME", "LOCK_NAME", "atomic_write", "RunLock", 
 # every file (or folder) cnnlab writes into a run directory; --overwrite clears exactly these
 ARTEFACTS = ("config.json", "metrics.csv", "checkpoint.pt", "model.pt", "result.json", "curves.png",
              "confusion_test.png", "confusion_val.png", "model.onnx", "model.int8.onnx", "tensorboard",
-             "report.html", "visualize", "derived.json")
+             "report.html", "visualize", "interpret", "derived.json")
 LOCK_NAME = ".cnnlab.lock"
 DERIVED_NAME = "derived.json"  # derived file -> the model.pt it was made from
 # files made from model.pt that cnnlab writes into a run directory by default (and RUN_DIR/visualize/*)

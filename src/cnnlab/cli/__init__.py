@@ -19,6 +19,7 @@ from cnnlab.cli._signals import Terminated, stop_signals_raise, stopped_message
 from cnnlab.cli.analyze import analyze
 from cnnlab.cli.arith import arith
 from cnnlab.cli.cache import cache
+from cnnlab.cli.compare import compare, interpret
 from cnnlab.cli.conv import bench, demo
 from cnnlab.cli.explore import explore
 from cnnlab.cli.infer import bench_infer
@@ -64,6 +65,8 @@ app.add_command(explore)
 app.add_command(recipes)
 app.add_command(cache)
 app.add_command(lr_find)
+app.add_command(interpret)
+app.add_command(compare)
 demo.add_command(demo_dropout)
 bench.add_command(bench_infer)
 

@@ -177,6 +177,7 @@ VARIANTS: dict[str, str] = {
     "batch_sizes": "each benchmark has its own default sizes",
     "repeats": "bench infer: interleaved rounds (7); analyze: timed runs per batch size (10, --quick 3)",
     "runs": "bench conv: timed runs per case (an integer); analyze: run directories to read accuracies from",
+    "html": "analyze writes the analysis as a page, compare the comparison: each its own page",
     "quick": "each benchmark has its own quick settings, said in its help",
     "kernel": "arith and animate conv/pool require it; animate xcorr draws the slide's 3",
     "stride": "a convolution's default is 1, a pooling window's its side (as nn.MaxPool2d)",

@@ -24,7 +24,7 @@ from cnnlab.runs.listing import list_runs, read_test_accuracy, run_dirs_under
 from cnnlab.runs.output import RunOutput, owning_run
 from cnnlab.runs.preprocessing import Preprocessing, load_run_splits, normalized_input, preprocessing_of
 from cnnlab.runs.run import SPLITS, LoadedRun, Run, check_model_identity, load_run, open_run
-from cnnlab.runs.scores import confusion_counts, per_class_metrics
+from cnnlab.runs.scores import confusion_counts, per_class_metrics, split_logits
 
 __all__ = [
     "default_run_dir",
@@ -50,5 +50,5 @@ __all__ = [
     "config_document", "write_config_doc", "metrics_row", "write_metrics", "read_metrics", "checkpoint_payload",
     "write_checkpoint", "read_training_checkpoint", "model_payload", "write_model", "write_result", "read_result",
     # scoring
-    "confusion_counts", "per_class_metrics",
+    "confusion_counts", "per_class_metrics", "split_logits",
 ]

@@ -12,8 +12,10 @@ import torch
 
 from cnnlab.data import iterate_batches
 from cnnlab.errors import CnnlabError
-from cnnlab.figures import array_to_png, colorize, confusion_figure, heat_overlay, png_data_url, uint8_image
+from cnnlab.figures import array_to_png, colorize, confusion_figure, heat_overlay, png_data_url, reliability_figure, \
+    uint8_image
 from cnnlab.runs import confusion_counts, per_class_metrics
+from cnnlab.runs.interpret import confused_pairs, expected_calibration_error, reliability_bins
 from cnnlab.summary import summarize
 from cnnlab.trace import trace
 from cnnlab.visualize.attribution import grad_cam
@@ -26,6 +28,7 @@ from cnnlab.visualize.source import load_test_split, resolve, take, to_model_inp
 __all__ = ["ReportResult", "Scores", "score_split", "sample_views", "build_report"]
 
 MAX_MISTAKES = 12
+MAX_CONFUSED = 8
 MAX_REPORT_CHANNELS = 16
 
 
@@ -157,7 +160,8 @@ def _write_report(subject, n_images: int, max_eval: int | None, path: Path) -> R
         "scores": scores, "per_class": _per_class(scores, classes), "mistakes": _mistakes(data, scores, classes),
         "confusion": png_data_url(confusion_figure(scores.confusion.numpy(), classes, title=f"{subject.name} (test)")),
         "filters": png_data_url(filters_figure(subject.model)[1], tight=True),
-        "curves": _curves(subject), "summary": summarize(subject.model, subject.input_shape, name=subject.name),
+        "curves": _curves(subject), "calibration": _calibration(scores, classes, subject.name),
+        "summary": summarize(subject.model, subject.input_shape, name=subject.name),
         "samples": sample_views(subject, data, list(range(min(n_images, len(data)))), scores),
     }
     sections = render_report(subject, parts, path)
@@ -166,6 +170,15 @@ def _write_report(subject, n_images: int, max_eval: int | None, path: Path) -> R
 
 def _per_class(scores: Scores, classes: list[str]) -> list[dict]:
     return per_class_metrics(scores.confusion, classes)
+
+
+def _calibration(scores: Scores, classes: list[str], name: str) -> dict:
+    """The cheap part of ``cnnlab interpret`` from the probabilities already scored: ECE, the
+    reliability diagram, the most confused pairs (no further forward pass)."""
+    bins = reliability_bins(scores.probs, scores.labels)
+    ece = expected_calibration_error(scores.probs, scores.labels)
+    return {"ece": ece, "confused": confused_pairs(scores.confusion, classes, top=MAX_CONFUSED),
+            "reliability": png_data_url(reliability_figure(bins, f"{name} (test)", ece=ece))}
 
 
 def _curves(subject) -> str | None:
