@@ -23,6 +23,7 @@ from cnnlab.cli.conv import bench, demo
 from cnnlab.cli.infer import bench_infer
 from cnnlab.cli.models import models, summary
 from cnnlab.cli.runs import evaluate, export, predict, runs
+from cnnlab.cli.sweep import sweep
 from cnnlab.cli.train import experiment, recipes, train
 from cnnlab.cli.visualize import animate, demo_dropout, report, show
 from cnnlab.errors import CnnlabError
@@ -60,6 +61,7 @@ app.add_command(animate)
 app.add_command(report)
 app.add_command(recipes)
 app.add_command(cache)
+app.add_command(sweep)
 demo.add_command(demo_dropout)
 bench.add_command(bench_infer)
 
