@@ -115,7 +115,8 @@ def run_sweep(spec_path: str | os.PathLike, out: str | os.PathLike | None = None
     if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
         raise CnnlabError(f"--out {folder} is not an empty folder; continue that sweep with `cnnlab sweep --resume "
                           f"{folder}` or choose another --out")
-    shared = open_storage(storage) if storage else None  # a wrong URL fails before the folder is made
+    # a wrong URL, or a shared study of another spec, fails before the folder is made
+    study = open_study(spec, open_storage(storage), create=True) if storage else None
     folder.mkdir(parents=True, exist_ok=True)
     lock = SweepLock(folder).acquire()
     try:
@@ -124,7 +125,7 @@ def run_sweep(spec_path: str | os.PathLike, out: str | os.PathLike | None = None
                                                       else None, "spec_file": str(Path(spec_path).resolve())},
                                                      indent=2) + "\n")
         url = storage or _sqlite_url(folder)
-        study = open_study(spec, shared or open_storage(url), create=True)
+        study = study or open_study(spec, open_storage(url), create=True)
         say(f"sweep {spec.name}: {spec.trials} trials, {spec.sampler} sampler, {spec.metric} "
             f"({spec.direction}) in {folder}")
         return _drive(spec, study, folder, url, workers, lock, say)

@@ -27,6 +27,7 @@ module does not import optuna.
 from __future__ import annotations
 
 import dataclasses
+import json
 import difflib
 import math
 import tomllib
@@ -284,7 +285,7 @@ def _check_combinations(spec: SweepSpec, where: str) -> None:
                 config.validate()
                 check_data_settings(config)
             except CnnlabError as exc:
-                raise _fail(where, f"[space] {dim.name} = {value!r}: {exc}") from None
+                raise _fail(where, f"[space] {dim.name} = {json.dumps(value)}: {exc}") from None
     val_fraction = spec.config({}).val_fraction
     searched = next((d for d in spec.space if d.name == "val_fraction"), None)
     if spec.metric == "val_acc" and val_fraction <= 0 and searched is None:

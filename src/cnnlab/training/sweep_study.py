@@ -20,6 +20,7 @@ optuna is an optional extra (``pip install 'cnnlab[sweep]'``), imported only ins
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import socket
@@ -67,13 +68,22 @@ def open_storage(url: str):
     stale = "heartbeat_stale_trial_callback" if modern else "failed_trial_callback"
     engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
     try:
-        return optuna.storages.RDBStorage(url, engine_kwargs=engine, heartbeat_interval=HEARTBEAT_SECONDS,
+        return optuna.storages.RDBStorage(_with_driver(url), engine_kwargs=engine, heartbeat_interval=HEARTBEAT_SECONDS,
                                           grace_period=GRACE_SECONDS, **{stale: _retry_callback()})
     except ImportError as exc:
         raise CnnlabError(f"--storage {masked_url(url)}: its database driver is missing ({exc.__cause__ or exc}); "
                           f"for PostgreSQL: pip install psycopg2-binary") from None
     except Exception as exc:  # sqlalchemy's errors: a wrong URL, a server that does not answer
         raise CnnlabError(f"--storage {masked_url(url)}: cannot open it ({str(exc).splitlines()[0]})") from None
+
+
+def _with_driver(url: str) -> str:
+    """``postgresql://`` with psycopg2 when that is the driver installed (SQLAlchemy 2.1 means psycopg 3 by it)."""
+    if not url.startswith("postgresql://"):
+        return url
+    if importlib.util.find_spec("psycopg") is None and importlib.util.find_spec("psycopg2") is not None:
+        return "postgresql+psycopg2://" + url.removeprefix("postgresql://")
+    return url
 
 
 def _retry_callback():
