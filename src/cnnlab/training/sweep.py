@@ -213,13 +213,15 @@ def _run_processes(folder: Path, url: str, workers: int, lock: SweepLock) -> Non
         for p in procs:
             p.wait()
         raise
+    finally:
+        for log in logs:  # an empty log says nothing: gone; one with an error stays, named below
+            if log.is_file() and not log.read_text(errors="replace").strip():
+                log.unlink()
     for code, log in zip(codes, logs):
-        text = log.read_text(errors="replace").strip() if log.is_file() else ""
         if code != 0:
+            text = log.read_text(errors="replace").strip() if log.is_file() else ""
             raise CnnlabError(f"a sweep worker stopped (exit code {code}): "
                               f"{text.splitlines()[-1] if text else 'no message'} (see {log})")
-        if not text:
-            log.unlink(missing_ok=True)
 
 
 def worker_main() -> None:

@@ -230,8 +230,9 @@ def make_objective(spec: SweepSpec, folder: Path, say: Callable[[str], None]) ->
             trial.set_user_attr("error", str(exc))
             say(f"trial {trial.number} failed: {exc}")
             raise
-        except KeyboardInterrupt:  # Ctrl-C, SIGTERM: queued again, to continue its run directory on --resume
+        except KeyboardInterrupt as exc:  # Ctrl-C, SIGTERM: queued again, to continue its run directory on --resume
             _retry(trial)
+            exc.resume_dir = None  # type: ignore[attr-defined]  # the sweep resumes it, not `cnnlab train --resume`
             raise
         value = trial_value(run_dir, spec.metric)
         shown = ", ".join(f"{k}={_short(v)}" for k, v in params.items())
