@@ -26,6 +26,7 @@ from cnnlab.cli.infer import bench_infer
 from cnnlab.cli.lrfind import lr_find
 from cnnlab.cli.models import models, summary
 from cnnlab.cli.runs import evaluate, export, predict, runs
+from cnnlab.cli.sweep import sweep
 from cnnlab.cli.train import experiment, recipes, train
 from cnnlab.cli.visualize import animate, demo_dropout, report, show
 from cnnlab.errors import CnnlabError
@@ -67,6 +68,7 @@ app.add_command(cache)
 app.add_command(lr_find)
 app.add_command(interpret)
 app.add_command(compare)
+app.add_command(sweep)
 demo.add_command(demo_dropout)
 bench.add_command(bench_infer)
 

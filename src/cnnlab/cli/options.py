@@ -184,4 +184,5 @@ VARIANTS: dict[str, str] = {
     "padding": "a convolution takes an integer, same or valid; pooling and xcorr an integer",
     "dilation": "arith and animate: the same meaning, arith adds the short flag -d",
     "ceil_mode": "arith and animate pool: the same meaning, each says it in its words",
+    "resume": "train: a run directory to continue from its checkpoint; sweep: a sweep folder to continue",
 }
