@@ -24,6 +24,7 @@ from cnnlab.cli.infer import bench_infer
 from cnnlab.cli.models import models, summary
 from cnnlab.cli.runs import evaluate, export, predict, runs
 from cnnlab.cli.train import experiment, recipes, train
+from cnnlab.cli.trust import trust
 from cnnlab.cli.visualize import animate, demo_dropout, report, show
 from cnnlab.errors import CnnlabError
 
@@ -58,6 +59,7 @@ for _command in (train, evaluate, predict, runs, export, arith, summary, models,
 app.add_command(show)
 app.add_command(animate)
 app.add_command(report)
+app.add_command(trust)
 app.add_command(recipes)
 app.add_command(cache)
 demo.add_command(demo_dropout)

@@ -18,6 +18,7 @@ randomized copies), :mod:`trust_checks` (the checks on tensors), :mod:`trust_fig
 
 from __future__ import annotations
 
+import io
 import json
 import os
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ from typing import Sequence
 import torch
 
 from cnnlab.errors import CnnlabError, UnknownNameError
+from cnnlab.figures import png_data_url
 from cnnlab.storage import atomic_write
 from cnnlab.visualize.attribution import resolve_targets
 from cnnlab.visualize.layers import get_layer
@@ -37,7 +39,7 @@ from cnnlab.visualize.trust_figures import plot_cascade, plot_cascade_scores, pl
 from cnnlab.visualize.trust_metrics import BASELINES, Curves
 from cnnlab.visualize.trust_randomize import MAX_CASCADE_STEPS, cascade_steps, independent_steps
 
-__all__ = ["TrustResult", "TrustSettings", "check_trust", "trust_images", "default_trust_dir", "METHODS", "BASELINES"]
+__all__ = ["TrustResult", "TrustSettings", "check_trust", "trust_images", "default_trust_dir", "load_twin", "report_trust", "METHODS", "BASELINES"]
 
 
 @dataclass
@@ -144,12 +146,20 @@ def _choose_layer(subject: Subject, x: torch.Tensor, targets: torch.Tensor, sett
     return rule, rule, []
 
 
-def _twin(subject: Subject, twin: str | os.PathLike, pixels: torch.Tensor, targets: torch.Tensor, methods,
-          original: dict[str, torch.Tensor], make: MapMaker) -> tuple[dict[str, StepScore], str, bool]:
+def load_twin(subject: Subject, twin: str | os.PathLike) -> Subject:
+    """The ``--twin`` run, checked: a run directory whose model takes the same input and classes."""
+    if not Path(twin).is_dir() or not (Path(twin) / "config.json").is_file():
+        raise CnnlabError(f"--twin {twin} is not a run directory; train one with cnnlab train --shuffle-labels "
+                          f"(and the run's other settings)")
     other = load_subject(twin, device=str(subject.device))
     if other.input_shape != subject.input_shape or len(other.classes) != len(subject.classes):
         raise CnnlabError(f"--twin {twin} takes {other.input_shape} with {len(other.classes)} classes, the run "
                           f"{subject.input_shape} with {len(subject.classes)}: train the twin on the same data")
+    return other
+
+
+def _twin(other: Subject, pixels: torch.Tensor, targets: torch.Tensor, methods,
+          original: dict[str, torch.Tensor], make: MapMaker) -> tuple[dict[str, StepScore], str, bool]:
     x = to_model_input(pixels, other)
     scores = {m: compare_maps(original[m], make(other.model, x, m, targets).cpu(), "twin") for m in methods}
     shuffled = bool(getattr(other.run.config, "shuffle_labels", False)) if other.run is not None else False
@@ -164,15 +174,17 @@ def check_trust(subject, settings: TrustSettings | None = None, *, twin: str | o
     settings = settings or TrustSettings()
     methods = settings.check()
     subject = load_subject(subject) if isinstance(subject, (str, os.PathLike)) else resolve(subject, need_image=False)[0]
+    other = load_twin(subject, twin) if twin is not None else None
     folder = Path(out) if out is not None else default_trust_dir(subject)
     with writing(subject, folder, "trust") as output:
-        result = _measure(subject, settings, methods, twin)
+        result = _measure(subject, settings, methods, other)
         result.paths = _write(result, folder, subject)
         output.record(*result.paths.values())
     return result
 
 
-def _measure(subject: Subject, settings: TrustSettings, methods: tuple[str, ...], twin) -> TrustResult:
+def _measure(subject: Subject, settings: TrustSettings, methods: tuple[str, ...], twin: Subject | None
+             ) -> TrustResult:
     indices, pixels, x = trust_images(subject, settings.n_images, settings.seed)
     model = subject.model
     targets = resolve_targets(model, x, None)
@@ -195,8 +207,8 @@ def _measure(subject: Subject, settings: TrustSettings, methods: tuple[str, ...]
     result = TrustResult(methods, indices, make.layer, rule, ranking, cascade, independent, curves, settings,
                          description=subject.description)
     if twin is not None:
-        result.twin, result.twin_description, result.twin_shuffled = _twin(subject, twin, pixels, targets, methods,
-                                                                            original, make)
+        result.twin, result.twin_description, result.twin_shuffled = _twin(twin, pixels, targets, methods, original,
+                                                                            make)
     result.shown, result.pixels = shown, pixels[0]  # for the figures
     return result
 
@@ -214,3 +226,24 @@ def _write(result: TrustResult, folder: Path, subject: Subject) -> dict[str, Pat
     doc["files"] = {k: str(v) for k, v in paths.items()}
     atomic_write(paths["json"], json.dumps(doc, indent=2) + "\n")
     return paths
+
+
+def report_trust(subject: Subject, n_images: int = 4, seed: int = 0) -> dict:
+    """The "Can you trust these maps?" section of ``cnnlab report``, kept cheap: Grad-CAM and saliency
+    on a few test images, the cascade only; the figures as data URLs and one row per map."""
+    settings = TrustSettings(methods=("gradcam", "saliency"), n_images=n_images, independent=False, seed=seed)
+    result = _measure(subject, settings, settings.check(), None)
+    figures = {}
+    for key, draw in (("cascade", lambda f: plot_cascade(result.pixels, result.shown, result.cascade, f)),
+                      ("faithfulness", lambda f: plot_faithfulness(result.curves, settings.baseline, f))):
+        buffer = io.BytesIO()
+        draw(buffer)
+        figures[key] = png_data_url(buffer.getvalue())
+    rows = []
+    for name in (*result.methods, "random", "centre"):
+        d, i = result.areas(name)
+        last = result.cascade[name][-1] if name in result.cascade else None
+        rows.append({"name": {"random": "random map", "centre": "centre map"}.get(name, name), "deletion": d,
+                     "insertion": i, "rho": None if last is None or last.spearman != last.spearman else last.spearman,
+                     "ssim": None if last is None else last.ssim})
+    return {"images": result.images, "layer": result.layer, "baseline": settings.baseline, "rows": rows, **figures}

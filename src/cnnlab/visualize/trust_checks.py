@@ -5,6 +5,7 @@ and writes the figures and ``trust.json``."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -18,7 +19,7 @@ from cnnlab.visualize.trust_metrics import Curves, centre_maps, perturbation_cur
 from cnnlab.visualize.trust_randomize import CascadeStep, randomized_models
 
 __all__ = ["METHODS", "METHOD_TITLES", "parse_trust_methods", "MapMaker", "StepScore", "randomization_check",
-           "compare_maps", "faithfulness", "candidate_layers", "rank_layers"]
+           "compare_maps", "faithfulness", "map_faithfulness", "candidate_layers", "rank_layers"]
 
 METHODS = ("gradcam", "saliency", "ig")
 METHOD_TITLES = {"gradcam": "Grad-CAM", "saliency": "saliency", "ig": "integrated gradients"}
@@ -66,19 +67,27 @@ class StepScore:
     spearman_std: float
     ssim: float
     ssim_std: float
+    constant: int = 0  # images left out of the rank correlation: one of their two maps is constant
 
     def to_dict(self) -> dict:
-        return {"label": self.label, "randomized": list(self.randomized), "spearman": self.spearman,
-                "spearman_std": self.spearman_std, "ssim": self.ssim, "ssim_std": self.ssim_std}
+        clean = (lambda v: None if math.isnan(v) else v)  # JSON has no NaN
+        return {"label": self.label, "randomized": list(self.randomized), "spearman": clean(self.spearman),
+                "spearman_std": clean(self.spearman_std), "ssim": self.ssim, "ssim_std": self.ssim_std,
+                "constant_maps": self.constant}
 
 
 def compare_maps(original: torch.Tensor, maps: torch.Tensor, label: str = "",
                  randomized: Sequence[str] = ()) -> StepScore:
-    """Spearman (of absolute values) and SSIM of each image's map against its original, (N, H, W) both."""
+    """Spearman (of absolute values) and SSIM of each image's map against its original, (N, H, W)
+    both: mean and standard deviation over the images (the rank correlation over the images where
+    neither map is constant)."""
     rho = torch.tensor([spearman_abs(a, b) for a, b in zip(original, maps)], dtype=torch.float64)
     sim = torch.tensor([ssim(a, b) for a, b in zip(original, maps)], dtype=torch.float64)
+    ranked = rho[~rho.isnan()]
     spread = (lambda t: float(t.std(unbiased=False)) if t.numel() > 1 else 0.0)
-    return StepScore(label, tuple(randomized), float(rho.mean()), spread(rho), float(sim.mean()), spread(sim))
+    mean = float(ranked.mean()) if ranked.numel() else float("nan")
+    return StepScore(label, tuple(randomized), mean, spread(ranked), float(sim.mean()), spread(sim),
+                     int(rho.numel() - ranked.numel()))
 
 
 def randomization_check(model: nn.Module, x: torch.Tensor, targets: torch.Tensor, methods: Sequence[str],
@@ -130,3 +139,15 @@ def rank_layers(model: nn.Module, x: torch.Tensor, targets: torch.Tensor, layers
         rows.append({"layer": name, "deletion_auc": float(curves.deletion_area.mean()),
                      "insertion_auc": float(curves.insertion_area.mean())})
     return sorted(rows, key=lambda r: r["deletion_auc"])
+
+
+def map_faithfulness(model: nn.Module, x: torch.Tensor, maps: torch.Tensor, targets: torch.Tensor, *,
+                     baseline: str = "zero", steps: int = 16, seed: int = 0) -> dict[str, float]:
+    """The deletion and insertion areas of ``maps`` (N, H, W) and of a seeded random map, mean over
+    the images: ``{"deletion", "insertion", "random_deletion", "random_insertion"}``."""
+    n, hw = x.shape[0], tuple(x.shape[-2:])
+    own = perturbation_curves(model, x, maps, targets, baseline=baseline, steps=steps)
+    chance = perturbation_curves(model, x, random_maps(n, hw, seed), targets, baseline=baseline, steps=steps)
+    return {"deletion": float(own.deletion_area.mean()), "insertion": float(own.insertion_area.mean()),
+            "random_deletion": float(chance.deletion_area.mean()),
+            "random_insertion": float(chance.insertion_area.mean())}

@@ -58,12 +58,12 @@ def _array(a) -> np.ndarray:
 
 def spearman_abs(a, b) -> float:
     """Spearman's rank correlation of ``|a|`` and ``|b|`` (two maps of one image, any equal shape).
-    A constant map ranks nothing: 1.0 if both maps are equal, else 0.0 (scipy would say nan)."""
+    A constant map (Grad-CAM all zero, say) ranks nothing: nan, as scipy says."""
     x, y = np.abs(_array(a)).ravel(), np.abs(_array(b)).ravel()
     if x.shape != y.shape:
         raise CnnlabError(f"maps of different sizes cannot be compared: {a.shape} and {b.shape}")
     if np.ptp(x) == 0 or np.ptp(y) == 0:
-        return 1.0 if np.array_equal(x, y) else 0.0
+        return float("nan")
     return float(_scipy_stats().spearmanr(x, y).statistic)
 
 
