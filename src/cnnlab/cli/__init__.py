@@ -28,6 +28,7 @@ from cnnlab.cli.models import models, summary
 from cnnlab.cli.runs import evaluate, export, predict, runs
 from cnnlab.cli.sweep import sweep
 from cnnlab.cli.train import experiment, recipes, train
+from cnnlab.cli.trust import trust
 from cnnlab.cli.visualize import animate, demo_dropout, report, show
 from cnnlab.errors import CnnlabError
 
@@ -63,6 +64,7 @@ app.add_command(show)
 app.add_command(animate)
 app.add_command(report)
 app.add_command(explore)
+app.add_command(trust)
 app.add_command(recipes)
 app.add_command(cache)
 app.add_command(lr_find)

@@ -114,6 +114,11 @@ def show_gradcam(layer: str | None, target: str | None, methods: str, out: Path 
                     f"(p = {result.probability:.3f})")
     why = f": {result.choice.reason}" if result.choice is not None else " (as asked)"
     console().print(f"Grad-CAM layer {result.layer}{why}")
+    f = result.faithfulness
+    console().print(f"faithfulness of this Grad-CAM (Petsiuk et al. 2018, zero baseline): deletion area "
+                    f"{f['deletion']:.3f} (random map {f['random_deletion']:.3f}; lower is better), insertion area "
+                    f"{f['insertion']:.3f} (random map {f['random_insertion']:.3f}; higher is better); "
+                    f"cnnlab trust checks more")
     if result.strip:
         console().print(f"per-layer strip: {', '.join(result.strip)}")
     console().print(f"Wrote {result.path}")

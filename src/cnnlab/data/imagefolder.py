@@ -161,6 +161,13 @@ class StreamingImages:
         return StreamingImages([self.items[int(i)] for i in idx], self.classes, self.channels, self.side,
                                self.workers, self._device, self.skip_bad)
 
+    def with_labels(self, labels: torch.Tensor) -> "StreamingImages":
+        """The same files with other labels."""
+        relabeled = StreamingImages([(path, int(y)) for (path, _), y in zip(self.items, labels.tolist())],
+                                    self.classes, self.channels, self.side, self.workers, self._device, self.skip_bad)
+        relabeled.skipped = self.skipped
+        return relabeled
+
     def batches(self, index_batches: Iterable[Batch]) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """(uint8 images, labels) per batch, decoded in ``workers`` processes."""
         sampler = [list(range(len(self))[idx]) if isinstance(idx, slice) else idx.tolist() for idx in index_batches]

@@ -11,7 +11,7 @@ import torch
 
 from cnnlab.errors import CnnlabError
 
-__all__ = ["Splits", "stratified_holdout", "split_validation"]
+__all__ = ["Splits", "stratified_holdout", "split_validation", "shuffle_labels"]
 
 
 @dataclass
@@ -69,3 +69,14 @@ def _fraction_near(count: int, n: int, up: bool) -> str:
         if round(float(text) * n) == count:
             return text
     return repr(count / n)
+
+
+def shuffle_labels(data, seed: int):
+    """``data`` with its labels permuted by a generator seeded with ``seed`` (Zhang et al. 2017,
+    "Understanding deep learning requires rethinking generalization"): every image keeps its place,
+    the labels are the same multiset, reassigned at random; the same seed gives the same labels."""
+    order = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))
+    labels = data.labels.cpu()[order].to(data.labels.device)
+    if not hasattr(data, "with_labels"):
+        raise CnnlabError(f"--shuffle-labels cannot relabel a split of type {type(data).__name__}")
+    return data.with_labels(labels)

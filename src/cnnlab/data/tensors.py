@@ -77,6 +77,10 @@ class TensorData:
         idx = idx.to(self.images.device)
         return TensorData(self.images[idx], self.labels[idx], self.classes)
 
+    def with_labels(self, labels: torch.Tensor) -> "TensorData":
+        """The same images (not copied) with other labels."""
+        return TensorData(self.images, labels, self.classes, self.skipped)
+
     def batches(self, index_batches: Iterable[Batch]) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         for idx in index_batches:
             if isinstance(idx, slice):  # an unshuffled batch: a view, no copy

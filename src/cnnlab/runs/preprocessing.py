@@ -11,7 +11,8 @@ from typing import Iterator
 
 import torch
 
-from cnnlab.data import BatchSource, LoadOptions, Splits, get_dataset_spec, iterate_batches, load_splits, normalization
+from cnnlab.data import BatchSource, LoadOptions, Splits, get_dataset_spec, iterate_batches, load_splits, normalization, \
+    shuffle_labels
 from cnnlab.runtime import memory_format_for
 from cnnlab.training.config import TrainConfig
 
@@ -67,8 +68,12 @@ def preprocessing_of(config: TrainConfig, device: torch.device | str = "cpu",
 
 def load_run_splits(config: TrainConfig, prep: Preprocessing, data_dir: str | os.PathLike | None = None) -> Splits:
     """The splits of a run of ``config``, read and prepared as its training read them (resized and
-    repeated as ``prep`` says, the same seeded validation split); ``data_dir``: where the data is now."""
+    repeated as ``prep`` says, the same seeded validation split, the training labels permuted with the
+    seed for ``--shuffle-labels``); ``data_dir``: where the data is now."""
     options = LoadOptions(config.download, prep.side, prep.channels, config.skip_bad_images, config.stream,
                           config.workers)
-    return load_splits(config.dataset, data_dir or config.data_dir, options, val_fraction=config.val_fraction,
-                       seed=config.seed)
+    splits = load_splits(config.dataset, data_dir or config.data_dir, options, val_fraction=config.val_fraction,
+                         seed=config.seed)
+    if getattr(config, "shuffle_labels", False):  # --shuffle-labels: the training labels only, after the val split
+        splits = Splits(shuffle_labels(splits.train, config.seed), splits.test, splits.val)
+    return splits

@@ -149,6 +149,9 @@ class TrainConfig:
     workers: int = setting(2, "DataLoader workers with --stream.", range=Range(0, integer=True), resume=True,
                            group="data")
     skip_bad_images: bool = setting(False, "imagefolder: skip and count unreadable files.", group="data")
+    shuffle_labels: bool = setting(False, "Train on the training labels permuted with --seed (Zhang et al. 2017: "
+                                          "the network memorises them); images, validation and test labels "
+                                          "untouched. The twin run of `cnnlab trust --twin`.", group="data")
 
     # --- model ---
     model: str = setting("convnet", "Model name (see `cnnlab models`).", group="model")

@@ -127,5 +127,11 @@ def integrated_gradients(model: nn.Module, images: torch.Tensor, target: Target 
     base = baseline if isinstance(baseline, torch.Tensor) else torch.full_like(x, float(baseline))
     ig = attr.IntegratedGradients(model).attribute(
         x.detach().clone().requires_grad_(True), baselines=base.expand_as(x), target=targets, n_steps=steps,
-        internal_batch_size=max(1, min(steps, 64 // x.shape[0] or 1)))  # steps run in batches of about 64 images
+        internal_batch_size=_ig_batch(x, steps))
     return ig.detach()
+
+
+def _ig_batch(x: torch.Tensor, steps: int) -> int:
+    """Scaled images per forward pass of integrated gradients: all ``N x steps`` of them while they
+    hold about 2**22 input numbers, never fewer than the N images (captum's minimum)."""
+    return max(x.shape[0], min(x.shape[0] * steps, (1 << 22) // max(1, x[0].numel())))

@@ -14,6 +14,7 @@ from cnnlab.figures import overlay, save_figure, show_image, subplots
 from cnnlab.visualize.attribution import grad_cam, integrated_gradients, saliency
 from cnnlab.visualize.layers import LayerChoice, choose_gradcam_layer, default_layers, get_layer, hw_c, trace_outputs
 from cnnlab.visualize.source import default_out, parse_target, resolve, to_model_input, writing
+from cnnlab.visualize.trust_checks import map_faithfulness
 
 __all__ = ["METHODS", "GradCamResult", "show_gradcam", "parse_methods", "plot_attributions"]
 
@@ -34,6 +35,7 @@ class GradCamResult:
     strip: list[str] = field(default_factory=list)  # layers of the --layer all strip
     cam: torch.Tensor | None = None  # (H, W) in [0, 1]
     description: str = ""  # which model
+    faithfulness: dict[str, float] = field(default_factory=dict)  # deletion/insertion areas, and a random map's
 
 
 def parse_methods(text: str | Sequence[str]) -> tuple[str, ...]:
@@ -72,6 +74,7 @@ def show_gradcam(subject, image=None, layer: str | None = None, target: int | st
     if not 0 <= cls < probs.numel():
         raise CnnlabError(f"--target {cls} is not a class of this model (0..{probs.numel() - 1})")
     cam = grad_cam(model, x, name, cls)[0]
+    faithful = map_faithfulness(model, x, cam[None], torch.tensor([cls], device=x.device))
     panels = [(f"Grad-CAM at {name}", cam, "overlay")]
     if "saliency" in methods:
         panels.append(("saliency |dy/dx|", saliency(model, x, cls)[0], "heat"))
@@ -89,7 +92,7 @@ def show_gradcam(subject, image=None, layer: str | None = None, target: int | st
         path = plot_attributions(image.pixels, panels, title, target, strip)
         output.record(path)
     return GradCamResult(path, name, choice, cls, name_of(cls), float(probs[cls]), predicted, name_of(predicted),
-                         image.caption, [s for s, _ in strip], cam, subject.description)
+                         image.caption, [s for s, _ in strip], cam, subject.description, faithful)
 
 
 def _shape(model, x: torch.Tensor, name: str) -> tuple[int, ...]:

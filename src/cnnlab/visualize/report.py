@@ -1,7 +1,7 @@
 """``cnnlab report``: one self-contained HTML page about a trained model -- learning curves, confusion
 matrix, per-class precision/recall, the most confident mistakes, filters, the layer table, and for a
 few test images their feature maps (click a cell: its receptive field appears on the image) and
-Grad-CAM. Everything is embedded (PNG data URIs, inline CSS and JavaScript): no network."""
+Grad-CAM, and whether those maps can be trusted (:mod:`cnnlab.visualize.trust`). Everything is embedded (PNG data URIs, inline CSS and JavaScript): no network."""
 
 from __future__ import annotations
 
@@ -24,12 +24,14 @@ from cnnlab.visualize.filters import filters_figure
 from cnnlab.visualize.layers import check_image, choice_from_trace, layers_from_trace
 from cnnlab.visualize.report_html import render_report
 from cnnlab.visualize.source import load_test_split, resolve, take, to_model_input, writing
+from cnnlab.visualize.trust import report_trust
 
 __all__ = ["ReportResult", "Scores", "score_split", "sample_views", "build_report"]
 
 MAX_MISTAKES = 12
 MAX_CONFUSED = 8
 MAX_REPORT_CHANNELS = 16
+TRUST_IMAGES = 4  # the trust section's images: a few, so the report stays quick
 
 
 @dataclass
@@ -163,6 +165,7 @@ def _write_report(subject, n_images: int, max_eval: int | None, path: Path) -> R
         "curves": _curves(subject), "calibration": _calibration(scores, classes, subject.name),
         "summary": summarize(subject.model, subject.input_shape, name=subject.name),
         "samples": sample_views(subject, data, list(range(min(n_images, len(data)))), scores),
+        "trust": report_trust(subject, min(n_images, TRUST_IMAGES)) if n_images and len(data) else None,
     }
     sections = render_report(subject, parts, path)
     return ReportResult(path, sections, scores.accuracy, len(data), subject.description)

@@ -11,7 +11,8 @@ from cnnlab.pages import write_page
 
 __all__ = ["SECTIONS", "render_report"]
 
-SECTIONS = ["curves", "confusion", "per-class", "calibration", "mistakes", "filters", "feature maps", "grad-cam", "layers"]
+SECTIONS = ["curves", "confusion", "per-class", "calibration", "mistakes", "filters", "feature maps", "grad-cam", "trust",
+            "layers"]
 
 
 def _head(subject, parts) -> dict:
@@ -46,6 +47,6 @@ def render_report(subject, parts: dict, path: Path) -> list[str]:
     samples = [s | {"layers": [_layer_view(v) for v in s["layers"]]} for s in parts["samples"]]
     write_page(path, "report.html", title=f"cnnlab report: {subject.description}", head=_head(subject, parts),
                curves=parts["curves"], confusion=parts["confusion"], per_class=parts["per_class"],
-               calibration=parts["calibration"], mistakes=parts["mistakes"], filters=parts["filters"], samples=samples, summary=parts["summary"],
-               layer_rows=_layer_rows(parts["summary"]))
-    return list(SECTIONS)
+               calibration=parts["calibration"], mistakes=parts["mistakes"], filters=parts["filters"], samples=samples,
+               summary=parts["summary"], layer_rows=_layer_rows(parts["summary"]), trust=parts.get("trust"))
+    return [s for s in SECTIONS if s != "trust" or parts.get("trust")]

@@ -1,0 +1,94 @@
+"""``cnnlab trust RUN``: can you trust the picture? The sanity checks of Adebayo et al. (2018), the
+deletion / insertion scores of Petsiuk et al. (2018) and a measured Grad-CAM layer, for every saliency
+method cnnlab draws. Parses, calls :func:`cnnlab.visualize.trust.check_trust`, prints."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from cnnlab.cli._common import CONTEXT, console, print_json, print_table
+from cnnlab.cli.options import PATH, POSITIVE, data_dir_option, dataset_option, device_option, format_option, \
+    in_channels_option, input_size_option, model_option, num_classes_option, seed_option, weights_option
+from cnnlab.cli.visualize import SOURCE_HELP, _source
+from cnnlab.paths import check_output
+
+__all__ = ["trust"]
+
+
+@click.command(context_settings=CONTEXT, epilog=SOURCE_HELP)
+@click.argument("source", metavar="RUN")
+@click.option("--methods", default="gradcam,saliency,ig", show_default=True,
+              help="Comma-separated: gradcam, saliency (vanilla gradient), ig (integrated gradients).")
+@click.option("--images", "n_images", type=POSITIVE, default=8, show_default=True,
+              help="Test images (a seeded choice) every score is averaged over.")
+@click.option("--layer", default=None, help="Grad-CAM's layer: a name, or 'best' to rank the candidate layers by "
+              "deletion area [default: the last layer whose output still has spatial extent > 1].")
+@click.option("--twin", type=PATH, default=None,
+              help="A run trained with --shuffle-labels on the same data: compare its maps (data randomization).")
+@click.option("--baseline", type=click.Choice(["zero", "blur", "mean"]), default="zero", show_default=True,
+              help="What a deleted pixel becomes (and where insertion starts), in the model's input space.")
+@click.option("--steps", type=POSITIVE, default=16, show_default=True, help="Deletion / insertion steps.")
+@click.option("--no-independent", "independent", is_flag=True, default=True, flag_value=False,
+              help="Skip the independent (one layer at a time) randomization.")
+@format_option
+@click.option("--out", type=PATH, default=None, help="Folder for the figures and trust.json [default: RUN/trust].")
+@seed_option
+@dataset_option
+@data_dir_option
+@weights_option
+@model_option
+@num_classes_option
+@input_size_option
+@in_channels_option
+@device_option
+def trust(methods: str, n_images: int, layer: str | None, twin: Path | None, baseline: str, steps: int,
+          independent: bool, format: str, out: Path | None, seed: int, **kw) -> None:
+    """Can you trust the picture? Randomize the model's layers from the logits down (Adebayo et al. 2018)
+    and see whether each map changes; score each map by deletion and insertion (Petsiuk et al. 2018)
+    beside a random and a centre-bias map; --layer best measures Grad-CAM's layer."""
+    from cnnlab.visualize.trust import TrustSettings, check_trust
+
+    if out is not None:
+        out = check_output(out, "folder", writes="a folder (cascade.png, faithfulness.png, trust.json)")
+    settings = TrustSettings(methods=methods, n_images=n_images, layer=layer, baseline=baseline, steps=steps,
+                             independent=independent, seed=seed)
+    result = check_trust(_source(kw), settings, twin=twin, out=out)
+    if format == "json":
+        print_json(result.to_dict())
+        return
+    _print(result)
+
+
+def _print(result) -> None:
+    from cnnlab.visualize.trust_checks import METHOD_TITLES
+
+    out = console()
+    out.print(f"{result.description}: {result.images} test images; Grad-CAM at {result.layer}")
+    if result.layer_ranking and len(result.layer_ranking) > 1:
+        by = {r["layer"]: r["deletion_auc"] for r in result.layer_ranking}
+        out.print(f"--layer best: {result.layer} has the lowest deletion area ({by[result.layer]:.3f}); the rule "
+                  f"(last layer with spatial extent > 1) picks {result.rule_layer} ({by[result.rule_layer]:.3f}); "
+                  + ", ".join(f"{k} {v:.3f}" for k, v in by.items()))
+    rd, ri = result.areas("random")
+    cd, ci = result.areas("centre")
+    rows = []
+    for m in result.methods:
+        steps = result.cascade[m]
+        d, i = result.areas(m)
+        twin = "" if result.twin is None else f"{result.twin[m].spearman:.2f}"
+        rows.append((METHOD_TITLES[m], f"{steps[1].spearman:.2f}", f"{steps[-1].spearman:.2f} +- "
+                     f"{steps[-1].spearman_std:.2f}", f"{steps[-1].ssim:.2f}", twin, f"{d:.3f}", f"{i:.3f}"))
+    rows.append(("random map", "", "", "", "", f"{rd:.3f}", f"{ri:.3f}"))
+    rows.append(("centre map", "", "", "", "", f"{cd:.3f}", f"{ci:.3f}"))
+    print_table(f"Can you trust the maps? ({result.settings.baseline} baseline)",
+                ("method", "rho, logits random", "rho, all random", "SSIM, all random", "rho, twin",
+                 "deletion area", "insertion area"), rows, left=("method",))
+    out.print("rho: rank correlation of |map| with the trained model's map (1: unchanged). A map that stays alike "
+              "when the weights are random shows the image, not the model. Deletion area: lower is better, "
+              "insertion area: higher is better; a map should beat the random map.")
+    if result.twin is not None and not result.twin_shuffled:
+        out.print(f"note: the twin {result.twin_description} was not trained with --shuffle-labels")
+    for name, path in result.paths.items():
+        out.print(f"Wrote {path}")
