@@ -30,8 +30,10 @@ __all__ = ["trust"]
 @click.option("--baseline", type=click.Choice(["zero", "blur", "mean"]), default="zero", show_default=True,
               help="What a deleted pixel becomes (and where insertion starts), in the model's input space.")
 @click.option("--steps", type=POSITIVE, default=16, show_default=True, help="Deletion / insertion steps.")
-@click.option("--no-independent", "independent", is_flag=True, default=True, flag_value=False,
-              help="Skip the independent (one layer at a time) randomization.")
+@click.option("--ig-steps", type=POSITIVE, default=8, show_default=True,
+              help="Integrated gradients' steps per map (the cascade redraws every map at every step).")
+@click.option("--independent/--no-independent", default=False, show_default=True,
+              help="Also the independent randomization (one layer at a time, the rest trained): twice the maps.")
 @format_option
 @click.option("--out", type=PATH, default=None, help="Folder for the figures and trust.json [default: RUN/trust].")
 @seed_option
@@ -44,7 +46,7 @@ __all__ = ["trust"]
 @in_channels_option
 @device_option
 def trust(methods: str, n_images: int, layer: str | None, twin: Path | None, baseline: str, steps: int,
-          independent: bool, format: str, out: Path | None, seed: int, **kw) -> None:
+          ig_steps: int, independent: bool, format: str, out: Path | None, seed: int, **kw) -> None:
     """Can you trust the picture? Randomize the model's layers from the logits down (Adebayo et al. 2018)
     and see whether each map changes; score each map by deletion and insertion (Petsiuk et al. 2018)
     beside a random and a centre-bias map; --layer best measures Grad-CAM's layer."""
@@ -53,7 +55,7 @@ def trust(methods: str, n_images: int, layer: str | None, twin: Path | None, bas
     if out is not None:
         out = check_output(out, "folder", writes="a folder (cascade.png, faithfulness.png, trust.json)")
     settings = TrustSettings(methods=methods, n_images=n_images, layer=layer, baseline=baseline, steps=steps,
-                             independent=independent, seed=seed)
+                             ig_steps=ig_steps, independent=independent, seed=seed)
     result = check_trust(_source(kw), settings, twin=twin, out=out)
     if format == "json":
         print_json(result.to_dict())

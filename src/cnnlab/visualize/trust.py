@@ -52,9 +52,9 @@ class TrustSettings:
     layer: str | None = None
     baseline: str = "zero"
     steps: int = 16  # deletion / insertion steps
-    ig_steps: int = 16
+    ig_steps: int = 8  # integrated gradients' steps per map (Gauss-Legendre): one map per image, step and method
     max_cascade: int = MAX_CASCADE_STEPS
-    independent: bool = True
+    independent: bool = False  # also one layer at a time (--independent): doubles the randomized maps
     seed: int = 0
 
     def check(self) -> tuple[str, ...]:
