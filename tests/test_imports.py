@@ -23,8 +23,8 @@ SRC = REPO / "src" / "cnnlab"
 # scikit-learn's digits, pandas for a DataFrame: seconds of import time every run would pay otherwise).
 # cnnlab's own modules are never among them: a deferred cnnlab import would hide a cycle.
 OPTIONAL = {"torchvision", "sklearn", "pandas","captum", "onnx", "onnxruntime", "onnxscript", "tensorboard", "torch.utils.tensorboard", "optuna",
-            "fastapi", "starlette", "uvicorn", "anywidget", "selenium", "torchao", "scipy", "nbclient", "nbformat",
-            "skimage", "skimage.metrics"}
+            "fastapi", "starlette", "uvicorn", "anywidget", "traitlets", "selenium", "torchao", "scipy", "nbclient",
+            "nbformat", "skimage", "skimage.metrics"}
 MAX_POSITIONAL = 8
 
 

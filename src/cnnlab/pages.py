@@ -5,6 +5,9 @@ self-contained file that fetches nothing from the network.
 
 - :func:`render`: a template with its context -> the page's text
 - :func:`write_page`: the same, written atomically (:func:`cnnlab.storage.atomic_write`)
+- :func:`fragment`: the same page as a piece of a notebook's output (``_repr_html_``): no ``<html>`` frame,
+  one ``<div class="cnnlab-frag">`` holding the stylesheet with every rule scoped to that div
+  (:func:`fragment_css`), so a notebook's own styles and cnnlab's never touch each other
 - in templates: ``{{ asset("cnnlab.css") }}`` inlines a stylesheet or script as it is (not templated,
   not escaped); data for a ``<script>`` goes through ``|tojson``.
 
@@ -14,6 +17,7 @@ No other module escapes HTML by hand or builds ``<html`` strings (tests/test_lay
 from __future__ import annotations
 
 import functools
+import re
 from pathlib import Path
 
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
@@ -21,7 +25,9 @@ from markupsafe import Markup
 
 from cnnlab.storage import atomic_write
 
-__all__ = ["environment", "asset", "render", "write_page"]
+__all__ = ["environment", "asset", "render", "write_page", "fragment", "fragment_css"]
+
+FRAGMENT = ".cnnlab-frag"  # the class of the div around a fragment
 
 
 @functools.cache
@@ -31,6 +37,7 @@ def environment() -> Environment:
                       undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
     env.policies["json.dumps_kwargs"] = {"sort_keys": True, "separators": (",", ":")}
     env.globals["asset"] = asset
+    env.globals["fragment_css"] = fragment_css
     return env
 
 
@@ -41,9 +48,30 @@ def asset(name: str) -> Markup:
     return Markup(source)
 
 
+@functools.cache
+def fragment_css() -> Markup:
+    """``cnnlab.css`` with every rule scoped to a fragment's div: ``body.lab`` -> ``.cnnlab-frag > div.lab``,
+    ``.lab h1`` -> ``.cnnlab-frag .lab h1`` (the stylesheet has no @-rules; comments are dropped)."""
+    text = re.sub(r"/\*.*?\*/", "", str(asset("cnnlab.css")), flags=re.S)
+    rules = []
+    for rule in text.split("}"):
+        if "{" not in rule:
+            continue
+        selectors, body = rule.split("{", 1)
+        scoped = [f"{FRAGMENT} > div{s.strip()[4:]}" if s.strip().startswith("body") else f"{FRAGMENT} {s.strip()}"
+                  for s in selectors.split(",")]
+        rules.append(", ".join(scoped) + " {" + body.rstrip() + " }")
+    return Markup("\n".join(rules))
+
+
 def render(template: str, **context) -> str:
     """The page ``template`` (a file under ``cnnlab/templates/``) rendered with ``context``."""
     return environment().get_template(template).render(**context)
+
+
+def fragment(template: str, **context) -> str:
+    """The page ``template`` as a notebook output's HTML (see :func:`fragment_css`), not a whole page."""
+    return render(template, fragment=True, **context).strip()
 
 
 def write_page(path: str | Path, template: str, **context) -> Path:

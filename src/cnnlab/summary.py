@@ -19,6 +19,7 @@ import torch.nn as nn
 from cnnlab.analysis.estimate import StepSettings
 from cnnlab.analysis.shapes import registry_fallback, shape_error
 from cnnlab.analysis.training import attach_training
+from cnnlab.display import summary_html
 from cnnlab.errors import CnnlabError, CnnlabTypeError, check_shape, check_type
 from cnnlab.models import create_model, get_model_info
 from cnnlab.trace import LayerCall, trace
@@ -74,6 +75,10 @@ class ModelSummary:
     def total_flops(self) -> int:
         """FLOPs = 2 x MACs (conv and linear layers), the convention of DESIGN.md."""
         return 2 * self.total_macs
+
+    def _repr_html_(self) -> str:
+        """In a notebook: the layer table (and the training step's tables) as HTML (:mod:`cnnlab.display`)."""
+        return summary_html(self)
 
     def to_dict(self) -> dict[str, Any]:
         layers = []

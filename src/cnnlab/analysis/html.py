@@ -13,9 +13,9 @@ from typing import Any, NamedTuple, Sequence
 from cnnlab.analysis.charts import chart_pngs
 from cnnlab.figures import png_data_url
 from cnnlab.parsing import format_bytes
-from cnnlab.pages import write_page
+from cnnlab.pages import fragment, write_page
 
-__all__ = ["write_html", "findings"]
+__all__ = ["write_html", "report_html", "findings"]
 
 MiB = 2**20
 
@@ -140,10 +140,19 @@ def _cited(sentence: str) -> list[tuple[str, bool]]:
     return [(part, part.startswith("[")) for part in re.split(r"(\[[^\]]*\])", sentence) if part]
 
 
+def _context(report) -> dict[str, Any]:
+    """What ``templates/analyze.html`` shows of ``report``, its four charts embedded as PNG."""
+    charts = {title: png_data_url(png) for title, png in chart_pngs(report).items()}
+    return dict(title="cnnlab analyze", findings=[_cited(f) for f in findings(report)], models=_main_table(report),
+                sources=_source_ids(report), charts=charts, memory=_memory_details(report), ops=_ops_details(report),
+                convention=report.convention, machine=report.machine)
+
+
 def write_html(report, path: str | Path) -> Path:
     """Write ``report`` (a :class:`cnnlab.analysis.Report`) with its four charts embedded as PNG."""
-    charts = {title: png_data_url(png) for title, png in chart_pngs(report).items()}
-    return write_page(path, "analyze.html", title="cnnlab analyze", findings=[_cited(f) for f in findings(report)],
-                      models=_main_table(report), sources=_source_ids(report), charts=charts,
-                      memory=_memory_details(report), ops=_ops_details(report), convention=report.convention,
-                      machine=report.machine)
+    return write_page(path, "analyze.html", **_context(report))
+
+
+def report_html(report) -> str:
+    """The same page as a notebook's output (``Report._repr_html_``): the table and the charts, inline."""
+    return fragment("analyze.html", **_context(report))

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 
+from cnnlab.analysis.html import report_html
 from cnnlab.errors import RunDirError
 from cnnlab.paths import check_folder
 from cnnlab.runs import read_run_config, read_test_accuracy, run_dirs_under
@@ -63,6 +64,10 @@ class Report:
     batch_sizes: list[int] = field(default_factory=list)  # the batch sizes measured, in order
     convention: str = "MACs = multiply-accumulates of conv and linear layers for one image; FLOPs = 2 x MACs; " \
                       "pooling, activation, normalisation and add element-ops are listed apart (other_ops)"
+
+    def _repr_html_(self) -> str:
+        """In a notebook: the page of ``cnnlab analyze --html`` inline (findings, the table, the four charts)."""
+        return report_html(self)
 
     def to_dict(self) -> dict[str, Any]:
         return {"machine": self.machine, "convention": self.convention, "models": [asdict(m) for m in self.models]}

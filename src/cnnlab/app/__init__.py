@@ -2,7 +2,7 @@
 by uvicorn; the ``explore`` extra) where you draw or pick an image, watch the prediction, click any cell of
 any feature map to see the multiply-adds that made it, and see where the network looks.
 
-- ``catalog.py``: the subjects served (runs under a folder, one run, or a zoo model), ids looked up, never
+- ``cnnlab.visualize.catalog``: the subjects served (runs under a folder, one run, or a zoo model), ids looked up, never
   used as paths; models loaded on first use, one request at a time per model
 - ``api.py``: the JSON API (``/api/subjects``, ``predict``, ``layers``, ``cell``, ``erf``, ``gradcam``,
   ``filters``, ``/api/playground``): thin routes into :mod:`cnnlab.visualize.views` and
@@ -21,7 +21,7 @@ try:
 except ImportError:
     raise CnnlabError("cnnlab explore needs FastAPI and uvicorn: pip install 'cnnlab[explore]'") from None
 
-from cnnlab.app.catalog import Catalog, Entry, SubjectNotFound  # noqa: E402
+from cnnlab.visualize.catalog import Catalog, Entry, SubjectNotFound  # noqa: E402
 from cnnlab.app.guard import MAX_BODY, Guard, Policy  # noqa: E402
 from cnnlab.app.server import bind, create_app, serve  # noqa: E402
 

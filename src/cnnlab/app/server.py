@@ -22,7 +22,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException
 
 from cnnlab.app.api import router
-from cnnlab.app.catalog import Catalog, SubjectNotFound
+from cnnlab.visualize.catalog import Catalog, SubjectNotFound
 from cnnlab.app.guard import Guard, Policy, is_loopback, new_token
 from cnnlab.errors import CnnlabError
 from cnnlab.pages import render

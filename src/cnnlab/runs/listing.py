@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from cnnlab.display import RunsTable
 from cnnlab.errors import RunDirError
 from cnnlab.runs.format import end_artefacts_missing, read_metrics, read_result, read_run_config
 from cnnlab.storage import derived_status
@@ -39,15 +40,16 @@ def _stale_text(stale: list[str]) -> str:
     return text + (f"; visualize/ stale ({len(pictures)} file{'s' * (len(pictures) > 1)})" if pictures else "")
 
 
-def list_runs(root: str | os.PathLike = "runs") -> list[dict[str, Any]]:
+def list_runs(root: str | os.PathLike = "runs") -> RunsTable:
     """One row per run directory under ``root`` (or ``root`` itself): model, dataset, epochs done,
     best validation and final test accuracy, time, and whether it finished; ``derived``: each file
     made from model.pt (report.html, model.onnx, plots) -> fresh / stale / unrecorded
-    (:func:`cnnlab.storage.derived_status`), the stale ones also named in ``status``."""
+    (:func:`cnnlab.storage.derived_status`), the stale ones also named in ``status``. A list of dicts
+    (:class:`cnnlab.display.RunsTable`) that a notebook shows as the table."""
     root = Path(root)
     if not root.is_dir():
         raise RunDirError(f"{root} is not a folder; pass the folder holding your run directories (default: runs)")
-    rows = []
+    rows = RunsTable()
     for d in run_dirs_under(root):
         config = read_run_config(d)
         if not config:

@@ -3,14 +3,14 @@
 // drawing), the prediction, the start. explore_views.js (loaded first): the overview of every layer, one cell's
 // detail, where the model looks, the filters, the arithmetic playground.
 'use strict';
-const $ = function (id) { return document.getElementById(id); };
+const $ = function (id) { return ROOT.getElementById(id); };  // ROOT: the document, or the widget's shadow root
 const SHOW_INPUTS = 16;  // input channels drawn in a cell's detail; the rest are summed in one line
 const MAP_SIDE = 96;  // pixels a feature map is drawn at (about; integer scale for small maps)
 const MANY_CLASSES = 20;  // more classes than this: the probabilities sorted, the likeliest first
 const S = {id: null, info: null, source: {kind: 'index', index: 0}, cell: null, seq: {}, openStages: new Set(),
            live: {busy: false, again: false, views: false}, player: null, input: null};
 
-// ---- helpers -------------------------------------------------------------------------------------------
+// ---- helpers (ROOT, TRANSPORT and CNNLAB come from the page, or the widget's render) -------------------------------------------------------------------------------------------
 function el(tag, attrs, text) {
   const e = document.createElement(tag);
   for (const key in attrs || {}) if (attrs[key] !== null && attrs[key] !== undefined) e.setAttribute(key, attrs[key]);
@@ -32,19 +32,8 @@ function showError(id, message) { const e = $(id); e.textContent = message; e.hi
 function clearError(id) { const e = $(id); e.textContent = ''; e.hidden = true; }
 function fresh(view) { S.seq[view] = (S.seq[view] || 0) + 1; const n = S.seq[view]; return function () { return S.seq[view] === n; }; }
 
-async function api(path, body) {
-  const headers = {'Accept': 'application/json'};
-  if (CNNLAB.token) headers['X-Cnnlab-Token'] = CNNLAB.token;
-  const init = {headers: headers};
-  if (body !== undefined) { init.method = 'POST'; headers['Content-Type'] = 'application/json'; init.body = JSON.stringify(body); }
-  let response;
-  try { response = await fetch(path, init); } catch (err) { throw new Error('the server did not answer (is cnnlab explore still running?)'); }
-  let data = null;
-  try { data = await response.json(); } catch (err) { data = null; }
-  if (!response.ok) throw new Error((data && data.error) || ('the server answered ' + response.status));
-  return data;
-}
-function subjectPath(what) { return '/api/subjects/' + encodeURIComponent(S.id) + '/' + what; }
+// every answer comes through TRANSPORT (explore_transport.js): HTTP in the app, messages in the notebook widget
+function api(name, body, subject) { return TRANSPORT.request(name, subject === undefined ? S.id : subject, body); }
 function withImage(extra) { return Object.assign(currentImage(), extra || {}); }
 
 // ---- runs list -----------------------------------------------------------------------------------------
@@ -80,7 +69,7 @@ async function openSubject(id) {
   const current = fresh('subject');
   clearError('page-error');
   let info;
-  try { info = await api('/api/subjects/' + encodeURIComponent(id)); } catch (err) { showError('page-error', err.message); return; }
+  try { info = await api('subject', undefined, id); } catch (err) { showError('page-error', err.message); return; }
   if (!current()) return;
   S.id = id; S.info = info; S.cell = null; S.openStages.clear(); S.input = null;
   $('subject-name').textContent = ': ' + info.name + (info.dataset ? ' on ' + info.dataset : '');
@@ -198,7 +187,7 @@ function livePredict(views) {
 async function predict() {
   const current = fresh('predict');
   try {
-    const answer = await api(subjectPath('predict'), withImage());
+    const answer = await api('predict', withImage());
     if (current()) { clearError('input-error'); renderPrediction(answer); }
     return true;
   } catch (err) { if (current()) showError('input-error', err.message); return false; }
@@ -238,13 +227,13 @@ function hashSubject() {
 async function start() {
   bindCanvas(); bindInputs(); bindPlayground();
   ['gc-class', 'gc-layer'].forEach(function (id) { $(id).addEventListener('change', loadGradcam); });
-  document.querySelectorAll('.gc-method').forEach(function (m) { m.addEventListener('change', loadGradcam); });
+  ROOT.querySelectorAll('.gc-method').forEach(function (m) { m.addEventListener('change', loadGradcam); });
   $('filters-layer').addEventListener('change', loadFilters);
-  window.addEventListener('hashchange', function () { const id = hashSubject(); if (id) openSubject(id); });
+  if (!CNNLAB.widget) window.addEventListener('hashchange', function () { const id = hashSubject(); if (id) openSubject(id); });
   let list = [];
-  try { list = await api('/api/subjects'); } catch (err) { showError('page-error', err.message); return; }
+  try { list = await api('subjects'); } catch (err) { showError('page-error', err.message); return; }
   if (list.length > 1) { $('runs').hidden = false; renderSubjects(list); renderCurves(list); }
-  const first = hashSubject() || CNNLAB.subject || (list.length === 1 ? list[0].id : null);
+  const first = (CNNLAB.widget ? null : hashSubject()) || CNNLAB.subject || (list.length === 1 ? list[0].id : null);
   if (first) openSubject(first);
 }
 start();

@@ -1,12 +1,12 @@
 // cnnlab explore, the views that show the API's answers: the overview of every layer, one cell's detail, where
 // the model looks, the filters and the arithmetic playground. Loaded before explore.js, whose helpers
-// ($, el, api, S, ...) they call.
+// ($, el, api, S, ...) they call; every element is looked up in ROOT (the page, or the widget's shadow root).
 'use strict';
 // ---- overview: every layer ---------------------------------------------------------------------------------
 async function loadOverview() {
   const current = fresh('overview');
   try {
-    const answer = await api(subjectPath('layers'), withImage({channels: 8}));
+    const answer = await api('layers', withImage({channels: 8}));
     if (!current()) return;
     clearError('overview-error'); renderOverview(answer);
   } catch (err) { if (current()) showError('overview-error', err.message); }
@@ -45,7 +45,7 @@ function stageGroup(stage) {
 }
 async function expandStage(name, group) {
   try {
-    const answer = await api(subjectPath('layers'), withImage({channels: 8, expand: name}));
+    const answer = await api('layers', withImage({channels: 8, expand: name}));
     answer.layers.filter(function (l) { return l.stage === name; }).forEach(function (layer) {
       const old = group.querySelector('.layer[data-name="' + CSS.escape(layer.name) + '"]');
       if (old) old.replaceWith(layerCard(layer));
@@ -91,9 +91,9 @@ function mapImage(l, url, c) {
   return wrap;
 }
 function markCell() {
-  document.querySelectorAll('#overview .cell-mark').forEach(function (m) { m.style.display = 'none'; });
+  ROOT.querySelectorAll('#overview .cell-mark').forEach(function (m) { m.style.display = 'none'; });
   const c = S.cell;
-  const img = document.querySelector('img.map[data-layer="' + CSS.escape(c.layer) + '"][data-channel="' + c.channel + '"]');
+  const img = ROOT.querySelector('img.map[data-layer="' + CSS.escape(c.layer) + '"][data-channel="' + c.channel + '"]');
   if (!img) return;
   const mark = img.parentNode.querySelector('.cell-mark'), sy = img.height / img.dataset.h, sx = img.width / img.dataset.w;
   Object.assign(mark.style, {display: 'block', top: (c.y * sy) + 'px', left: (c.x * sx) + 'px', height: sy + 'px', width: sx + 'px'});
@@ -103,8 +103,8 @@ function markCell() {
 async function loadDetail() {
   const current = fresh('detail'), c = S.cell, where = {layer: c.layer, channel: c.channel, y: c.y, x: c.x};
   try {
-    const both = await Promise.all([api(subjectPath('cell'), withImage(where)),
-                                    api(subjectPath('erf'), withImage({layer: c.layer, y: c.y, x: c.x}))]);
+    const both = await Promise.all([api('cell', withImage(where)),
+                                    api('erf', withImage({layer: c.layer, y: c.y, x: c.x}))]);
     if (!current()) return;
     clearError('detail-error'); renderDetail(both[0]); renderReceptive(both[0], both[1]);
   } catch (err) { if (current()) showError('detail-error', err.message); }
@@ -187,12 +187,12 @@ function renderReceptive(cell, erf) {
 // ---- where it looks, filters -----------------------------------------------------------------------------
 async function loadGradcam() {
   const current = fresh('gradcam'), body = {methods: []};
-  document.querySelectorAll('.gc-method:checked').forEach(function (m) { body.methods.push(m.value); });
+  ROOT.querySelectorAll('.gc-method:checked').forEach(function (m) { body.methods.push(m.value); });
   if ($('gc-layer').value) body.layer = $('gc-layer').value;
   if ($('gc-class').value !== '') body.target = parseInt($('gc-class').value, 10);
   if (!body.methods.length) { $('gradcam').textContent = 'Tick a method.'; return; }
   try {
-    const a = await api(subjectPath('gradcam'), withImage(body));
+    const a = await api('gradcam', withImage(body));
     if (current()) { clearError('gradcam-error'); renderGradcam(a); }
   } catch (err) { if (current()) showError('gradcam-error', err.message); }
 }
@@ -217,7 +217,7 @@ function setupFilters(info) {
 async function loadFilters() {
   const current = fresh('filters');
   try {
-    const a = await api(subjectPath('filters') + '?layer=' + encodeURIComponent($('filters-layer').value));
+    const a = await api('filters', {layer: $('filters-layer').value});
     if (!current()) return;
     clearError('filters-error');
     const root = $('filters');
@@ -236,7 +236,7 @@ async function loadPlayground() {
                 padding: $('pg-padding').value.trim(), dilation: pgValue('pg-dilation'),
                 transposed: $('pg-transposed').checked, output_padding: $('pg-transposed').checked ? pgValue('pg-output-padding') : 0};
   try {
-    const a = await api('/api/playground', body);
+    const a = await api('playground', body);
     if (current()) renderPlayground(a);
   } catch (err) {
     if (!current()) return;

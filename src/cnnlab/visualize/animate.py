@@ -12,6 +12,7 @@ A transposed convolution is drawn as the direct convolution it equals (Dumoulin 
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import asdict, dataclass, field
 from typing import Any, Mapping
 
@@ -21,6 +22,7 @@ import torch.nn.functional as F
 from cnnlab import arithmetic
 from cnnlab.conv import convolve2d, correlate2d
 from cnnlab.errors import CnnlabError, CnnlabTypeError, CnnlabValueError
+from cnnlab.pages import fragment
 
 __all__ = ["Panel", "Frame", "Animation", "conv_animation", "pool_animation", "xcorr_animation", "parse_padding",
            "MAX_POSITIONS", "FLAGS"]
@@ -83,6 +85,11 @@ class Animation:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self) | {"output_size": list(self.output_size), "positions": self.positions}
+
+    def _repr_html_(self) -> str:
+        """In a notebook: the player that ``--out x.html`` writes, inline (its own element id each time)."""
+        return fragment("animation.html", title=self.frames[0].title if self.frames else self.kind,
+                        animation=self.to_dict(), uid=f"cnnlab-animation-{uuid.uuid4().hex[:12]}")
 
 
 def parse_padding(text: str | int) -> int | str:

@@ -9,6 +9,7 @@ from typing import Sequence
 
 import torch
 
+from cnnlab.display import figures_html
 from cnnlab.errors import CnnlabError, UnknownNameError
 from cnnlab.figures import overlay, save_figure, show_image, subplots
 from cnnlab.visualize.attribution import grad_cam, integrated_gradients, saliency
@@ -36,6 +37,13 @@ class GradCamResult:
     cam: torch.Tensor | None = None  # (H, W) in [0, 1]
     description: str = ""  # which model
     faithfulness: dict[str, float] = field(default_factory=dict)  # deletion/insertion areas, and a random map's
+
+    def _repr_html_(self) -> str:
+        """In a notebook: the figure, with the class, its probability and the layer."""
+        why = f" (automatic: {self.choice.reason})" if self.choice is not None and self.choice.reason else ""
+        return figures_html(f"Where {self.description} looks: {self.caption}", [(self.path, str(self.path))],
+                            [f"class {self.target_name} (p = {self.probability:.4f}), predicted {self.predicted_name};"
+                             f" Grad-CAM at {self.layer}{why}"])
 
 
 def parse_methods(text: str | Sequence[str]) -> tuple[str, ...]:

@@ -11,6 +11,7 @@ import torch
 import torch.nn as nn
 
 from cnnlab.errors import CnnlabError
+from cnnlab.display import figures_html
 from cnnlab.figures import grid_shape, save_figure, show_image, subplots
 from cnnlab.trace import trace
 from cnnlab.visualize.layers import check_image, default_layers, hw_c, layer_name
@@ -109,6 +110,11 @@ class FeatureMapsResult:
     titles: dict[str, str]
     caption: str  # which image
     description: str = ""  # which model
+
+    def _repr_html_(self) -> str:
+        """In a notebook: the pictures, one per layer, with their titles."""
+        return figures_html(f"Feature maps: {self.description}, {self.caption}",
+                            [(path, self.titles.get(name, name)) for name, path in self.paths.items()])
 
 
 def show_featuremaps(subject, image=None, layers: str | Sequence[str] | None = None,

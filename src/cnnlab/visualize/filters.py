@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
+from cnnlab.display import figures_html
 from cnnlab.errors import CnnlabError
 from cnnlab.figures import grid_shape, save_figure, subplots
 from cnnlab.visualize.layers import first_conv, get_layer
@@ -112,6 +113,11 @@ class FiltersResult:
     layer: str
     shape: tuple[int, ...]  # (out, in, kh, kw)
     description: str = ""  # which model
+
+    def _repr_html_(self) -> str:
+        """In a notebook: the kernels as one picture."""
+        return figures_html(f"Filters of {self.layer}: {self.description}", [(self.path, str(self.path))],
+                            [f"{' x '.join(map(str, self.shape))} (out x in x kh x kw)"])
 
 
 def show_filters(subject, layer: str | None = None, out: str | Path | None = None) -> FiltersResult:

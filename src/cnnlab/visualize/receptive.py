@@ -14,6 +14,7 @@ import torch
 import torch.nn as nn
 from matplotlib.patches import Rectangle
 
+from cnnlab.display import figures_html
 from cnnlab.errors import CnnlabError
 from cnnlab.figures import save_figure, show_image, subplots
 from cnnlab.trace import receptive_field_map
@@ -157,6 +158,14 @@ class RFResult:
     rf: Any  # ReceptiveField or None
     erf_inside: bool  # every non-zero gradient inside the box
     description: str = ""  # which model and image
+
+    def _repr_html_(self) -> str:
+        """In a notebook: the figure, with the cell, its box and whether the effective field stays inside."""
+        top, left, bottom, right = self.box
+        return figures_html(f"Receptive field: {self.description}", [(self.path, str(self.path))],
+                            [f"{self.layer} cell {self.cell} (output {'x'.join(map(str, self.shape))}) sees rows "
+                             f"{top}..{bottom - 1}, columns {left}..{right - 1}; the effective receptive field is "
+                             f"{'inside' if self.erf_inside else 'not all inside'} that box"])
 
 
 def show_receptive_field(subject, image=None, layer: str | None = None, cell: str | Sequence[int] | None = None,
