@@ -1,11 +1,12 @@
-# cnnlab: `make train` runs the main job, `make test` the whole suite. Both install into
+# cnnlab: `make train` runs the main job, `make test` the whole suite, `make docs` the site. They install into
 # .venv first (torch 2.14.1 / torchvision 0.29.1 are pinned in pyproject.toml).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.cnnlab-installed
+DOCS_STAMP := $(VENV)/.cnnlab-docs-installed
 
-.PHONY: install train test bench clean
+.PHONY: install train test docs bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,8 +23,18 @@ PYTEST_WORKERS ?= 2
 test: $(STAMP)
 	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
 
+# the documentation site into site/ (open site/index.html from disk): MkDocs + Material, offline, --strict (a broken
+# link or reference fails); the API pages from the docstrings, the notebooks executed in quick mode
+$(DOCS_STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet -e '.[docs]'
+	touch $(DOCS_STAMP)
+
+docs: $(DOCS_STAMP)
+	CNNLAB_NOTEBOOK_QUICK=1 NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --clean
+
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_train.py $(ARGS)
 
 clean:
-	rm -rf $(VENV) .pytest_cache .hypothesis
+	rm -rf $(VENV) .pytest_cache .hypothesis site
