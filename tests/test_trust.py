@@ -227,3 +227,15 @@ def test_the_api_refuses_bad_settings(trained):
     for bad in (TrustSettings(n_images=0), TrustSettings(baseline="gray"), TrustSettings(steps=0)):
         with pytest.raises(CnnlabError):
             check_trust(trained, bad)
+
+
+def test_a_trust_result_shows_its_table_and_figures_in_a_notebook(trained, tmp_path):
+    from html.parser import HTMLParser
+
+    from cnnlab.visualize.trust import TrustSettings, check_trust
+
+    result = check_trust(str(trained), TrustSettings(methods=("gradcam",), n_images=3), out=tmp_path / "nb")
+    html = result._repr_html_()
+    HTMLParser().feed(html)
+    assert "Grad-CAM" in html and f"{result.areas('gradcam')[0]:.3f}" in html and "random map" in html
+    assert html.count("data:image/png;base64,") == 3 and "http://" not in html and "https://" not in html

@@ -20,12 +20,14 @@ from __future__ import annotations
 import base64
 import io
 import math
+import os
 from pathlib import Path
 from typing import IO, Sequence
 
 import matplotlib
 
-matplotlib.use("Agg")
+if "inline" not in os.environ.get("MPLBACKEND", ""):  # Jupyter's inline backend stays (plt.show() in notebooks)
+    matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402

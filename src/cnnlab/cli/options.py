@@ -34,7 +34,7 @@ __all__ = ["SettingOption", "RangedInt", "LearningRateOrFind", "LR_OR_FIND", "SE
            "PATH", "SHARED", "VARIANTS", "flag_of", "device_option", "seed_option",
            "format_option", "data_dir_option", "dataset_option", "weights_option", "model_option",
            "num_classes_option", "in_channels_option", "input_size_option", "index_option", "convert_option",
-           "optimize_option", "overwrite_option"]
+           "optimize_option", "overwrite_option", "methods_option"]
 
 
 class SettingOption(click.Option):
@@ -157,6 +157,8 @@ convert_option = _declare("--convert", is_flag=True,
 optimize_option = _declare("--optimize", "optimize", metavar="MODE", default=None,
                            help="Run the model through cnnlab.optimize: eager, channels_last, compile, bf16, fp16, "
                                 "onnxruntime, int8 (calibrated on 256 training images) or auto.")
+methods_option = _declare("--methods", default="gradcam,saliency,ig", show_default=True,
+                          help="Comma-separated: gradcam, saliency (vanilla gradient), ig (integrated gradients).")
 overwrite_option = _declare("--overwrite", is_flag=True,
                             help="Allow writing over what --out names (a file, or a non-empty folder).")
 
@@ -164,7 +166,7 @@ SHARED: dict[str, Callable[[Callable], Callable]] = {
     "device": device_option, "seed": seed_option, "data_dir": data_dir_option, "dataset": dataset_option,
     "weights": weights_option, "option": model_option, "num_classes": num_classes_option,
     "in_channels": in_channels_option, "input_size": input_size_option, "index": index_option,
-    "convert": convert_option, "optimize": optimize_option, "overwrite": overwrite_option,
+    "convert": convert_option, "optimize": optimize_option, "overwrite": overwrite_option, "methods": methods_option,
 }
 
 # names several commands use on purpose with their own default or meaning (each declared by its command)

@@ -10,7 +10,8 @@ import click
 
 from cnnlab.cli._common import CONTEXT, console, print_json, print_table
 from cnnlab.cli.options import PATH, POSITIVE, data_dir_option, dataset_option, device_option, format_option, \
-    in_channels_option, input_size_option, model_option, num_classes_option, seed_option, weights_option
+    in_channels_option, input_size_option, methods_option, model_option, num_classes_option, seed_option, \
+    weights_option
 from cnnlab.cli.visualize import SOURCE_HELP, _source
 from cnnlab.paths import check_output
 
@@ -19,8 +20,7 @@ __all__ = ["trust"]
 
 @click.command(context_settings=CONTEXT, epilog=SOURCE_HELP)
 @click.argument("source", metavar="RUN")
-@click.option("--methods", default="gradcam,saliency,ig", show_default=True,
-              help="Comma-separated: gradcam, saliency (vanilla gradient), ig (integrated gradients).")
+@methods_option
 @click.option("--images", "n_images", type=POSITIVE, default=8, show_default=True,
               help="Test images (a seeded choice) every score is averaged over.")
 @click.option("--layer", default=None, help="Grad-CAM's layer: a name, or 'best' to rank the candidate layers by "
@@ -64,8 +64,6 @@ def trust(methods: str, n_images: int, layer: str | None, twin: Path | None, bas
 
 
 def _print(result) -> None:
-    from cnnlab.visualize.trust_checks import METHOD_TITLES
-
     out = console()
     out.print(f"{result.description}: {result.images} test images; Grad-CAM at {result.layer}")
     if result.layer_ranking and len(result.layer_ranking) > 1:
@@ -73,23 +71,9 @@ def _print(result) -> None:
         out.print(f"--layer best: {result.layer} has the lowest deletion area ({by[result.layer]:.3f}); the rule "
                   f"(last layer with spatial extent > 1) picks {result.rule_layer} ({by[result.rule_layer]:.3f}); "
                   + ", ".join(f"{k} {v:.3f}" for k, v in by.items()))
-    rd, ri = result.areas("random")
-    cd, ci = result.areas("centre")
-    rows = []
-    for m in result.methods:
-        steps = result.cascade[m]
-        d, i = result.areas(m)
-        twin = "" if result.twin is None else f"{result.twin[m].spearman:.2f}"
-        rows.append((METHOD_TITLES[m], f"{steps[1].spearman:.2f}", f"{steps[-1].spearman:.2f} +- "
-                     f"{steps[-1].spearman_std:.2f}", f"{steps[-1].ssim:.2f}", twin, f"{d:.3f}", f"{i:.3f}"))
-    rows.append(("random map", "", "", "", "", f"{rd:.3f}", f"{ri:.3f}"))
-    rows.append(("centre map", "", "", "", "", f"{cd:.3f}", f"{ci:.3f}"))
-    print_table(f"Can you trust the maps? ({result.settings.baseline} baseline)",
-                ("method", "rho, logits random", "rho, all random", "SSIM, all random", "rho, twin",
-                 "deletion area", "insertion area"), rows, left=("method",))
-    out.print("rho: rank correlation of |map| with the trained model's map (1: unchanged). A map that stays alike "
-              "when the weights are random shows the image, not the model. Deletion area: lower is better, "
-              "insertion area: higher is better; a map should beat the random map.")
+    print_table(f"Can you trust the maps? ({result.settings.baseline} baseline)", result.HEADERS, result.rows(),
+                left=("method",))
+    out.print(result.EXPLANATION)
     if result.twin is not None and not result.twin_shuffled:
         out.print(f"note: the twin {result.twin_description} was not trained with --shuffle-labels")
     for name, path in result.paths.items():

@@ -10,8 +10,8 @@ import click
 
 from cnnlab.cli._common import CONTEXT, console
 from cnnlab.cli.options import NON_NEGATIVE, PATH, POSITIVE, convert_option, data_dir_option, dataset_option, \
-    device_option, in_channels_option, index_option, input_size_option, model_option, num_classes_option, seed_option, \
-    weights_option
+    device_option, in_channels_option, index_option, input_size_option, methods_option, model_option, \
+    num_classes_option, seed_option, weights_option
 from cnnlab.paths import FIGURE_SUFFIXES, check_output
 
 __all__ = ["show", "animate", "report", "demo_dropout"]
@@ -100,8 +100,7 @@ def show_filters(layer: str | None, out: Path | None, **kw) -> None:
 @click.option("--layer", default=None, help="A layer name, or 'all' for a strip over every default layer "
               "[default: the last layer whose output still has spatial extent > 1].")
 @click.option("--target", default=None, help="Class name or index to explain [default: the predicted class].")
-@click.option("--methods", default="gradcam,saliency,ig", show_default=True,
-              help="Comma-separated: gradcam, saliency (vanilla gradient), ig (integrated gradients).")
+@methods_option
 @click.option("--out", type=PATH, default=None, help="PNG [default: RUN/visualize/gradcam-LAYER.png].")
 def show_gradcam(layer: str | None, target: str | None, methods: str, out: Path | None, **kw) -> None:
     """Where the network looks: Grad-CAM (Selvaraju et al. 2017), saliency and integrated gradients."""

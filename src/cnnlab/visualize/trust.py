@@ -27,14 +27,15 @@ from typing import Sequence
 
 import torch
 
+from cnnlab.display import display_html, table
 from cnnlab.errors import CnnlabError, UnknownNameError
 from cnnlab.figures import png_data_url
 from cnnlab.storage import atomic_write
 from cnnlab.visualize.attribution import resolve_targets
 from cnnlab.visualize.layers import get_layer
 from cnnlab.visualize.source import Subject, load_subject, load_test_split, resolve, take, to_model_input, writing
-from cnnlab.visualize.trust_checks import (METHODS, MapMaker, StepScore, candidate_layers, compare_maps, faithfulness,
-                                           parse_trust_methods, randomization_check, rank_layers)
+from cnnlab.visualize.trust_checks import (METHOD_TITLES, METHODS, MapMaker, StepScore, candidate_layers, compare_maps,
+                                           faithfulness, parse_trust_methods, randomization_check, rank_layers)
 from cnnlab.visualize.trust_figures import plot_cascade, plot_cascade_scores, plot_faithfulness
 from cnnlab.visualize.trust_metrics import BASELINES, Curves
 from cnnlab.visualize.trust_randomize import MAX_CASCADE_STEPS, cascade_steps, independent_steps
@@ -95,6 +96,34 @@ class TrustResult:
         """(deletion area, insertion area) of a method or reference map, mean over the images."""
         c = self.curves[name]
         return float(c.deletion_area.mean()), float(c.insertion_area.mean())
+
+    HEADERS = ("method", "rho, logits random", "rho, all random", "SSIM, all random", "rho, twin",
+               "deletion area", "insertion area")
+    EXPLANATION = ("rho: rank correlation of |map| with the trained model's map (1: unchanged). A map that stays "
+                   "alike when the weights are random shows the image, not the model. Deletion area: lower is "
+                   "better, insertion area: higher is better; a map should beat the random map.")
+
+    def rows(self) -> list[tuple[str, ...]]:
+        """The table of ``cnnlab trust``: per method the cascade's scores and the areas; then the reference maps."""
+        rows = []
+        for m in self.methods:
+            steps, (d, i) = self.cascade[m], self.areas(m)
+            twin = "" if self.twin is None else f"{self.twin[m].spearman:.2f}"
+            rows.append((METHOD_TITLES[m], f"{steps[1].spearman:.2f}", f"{steps[-1].spearman:.2f} +- "
+                         f"{steps[-1].spearman_std:.2f}", f"{steps[-1].ssim:.2f}", twin, f"{d:.3f}", f"{i:.3f}"))
+        for name in ("random", "centre"):
+            d, i = self.areas(name)
+            rows.append((f"{name} map", "", "", "", "", f"{d:.3f}", f"{i:.3f}"))
+        return rows
+
+    def _repr_html_(self) -> str:
+        """In a notebook: the table, the explanation and the figures written (cascade, scores, faithfulness)."""
+        figures = [{"url": png_data_url(path.read_bytes()), "caption": name}
+                   for name, path in self.paths.items() if path.suffix == ".png" and path.is_file()]
+        return display_html(f"Can you trust the maps? {self.description}", lines=[
+            f"{self.images} test images; Grad-CAM at {self.layer} (the rule's layer: {self.rule_layer}); "
+            f"{self.settings.baseline} baseline", self.EXPLANATION],
+            tables=[table(self.HEADERS, self.rows(), range(1, 7))], figures=figures)
 
     def to_dict(self) -> dict:
         methods = {}
