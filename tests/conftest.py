@@ -7,6 +7,7 @@ the environment variable CI is set: CI must never pass by skipping them.
 from __future__ import annotations
 
 import hashlib
+import shutil
 import os
 from pathlib import Path
 
@@ -81,3 +82,29 @@ def finished_run(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("done") / "run"
     train(TrainConfig(dataset="digits", epochs=1, batch_size=256), out=str(out))
     return out
+
+
+# --- a headless Chromium for the browser tests (report, explore, widgets); they skip without one -----------------
+CHROMIUM = next((p for p in ("/usr/bin/chromium", shutil.which("chromium") or "", shutil.which("chromium-browser") or "",
+                             shutil.which("google-chrome") or "") if p and Path(p).is_file()), None)
+CHROMEDRIVER = shutil.which("chromedriver") or ("/usr/bin/chromedriver" if Path("/usr/bin/chromedriver").is_file()
+                                                else None)
+no_chromium = pytest.mark.skipif(CHROMIUM is None or CHROMEDRIVER is None, reason="no Chromium/chromedriver installed")
+
+
+def headless_chrome(window: str = "1280,900", *, console_logs: bool = True):
+    """A headless Chromium driven by Selenium (``driver.quit()`` when done); skips the test without one.
+    ``console_logs``: keep the page's console messages (``driver.get_log("browser")``)."""
+    webdriver = pytest.importorskip("selenium.webdriver")
+    if CHROMIUM is None or CHROMEDRIVER is None:
+        pytest.skip("no Chromium/chromedriver installed")
+    from selenium.webdriver.chrome.options import Options
+    from selenium.webdriver.chrome.service import Service
+
+    options = Options()
+    options.binary_location = CHROMIUM
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", f"--window-size={window}"):
+        options.add_argument(arg)
+    if console_logs:
+        options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    return webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)

@@ -16,18 +16,16 @@ import sys
 import threading
 import urllib.parse
 import urllib.request
-from pathlib import Path
 
 import pytest
+
+from conftest import headless_chrome, no_chromium
 
 webdriver = pytest.importorskip("selenium.webdriver")
 for _module in ("fastapi", "uvicorn", "captum", "PIL"):
     pytest.importorskip(_module)
 
-CHROMIUM = next((p for p in ("/usr/bin/chromium", shutil.which("chromium") or "", shutil.which("chromium-browser") or "",
-                             shutil.which("google-chrome") or "") if p and Path(p).is_file()), None)
-DRIVER = shutil.which("chromedriver") or ("/usr/bin/chromedriver" if Path("/usr/bin/chromedriver").is_file() else None)
-pytestmark = pytest.mark.skipif(CHROMIUM is None or DRIVER is None, reason="no Chromium/chromedriver installed")
+pytestmark = no_chromium
 WAIT = 60  # seconds a wait may take on a loaded machine before the test fails (never a sleep)
 TOKEN = "s3cret-token"
 
@@ -87,15 +85,7 @@ def server(finished_run, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def browser():
-    from selenium.webdriver.chrome.options import Options
-    from selenium.webdriver.chrome.service import Service
-
-    options = Options()
-    options.binary_location = CHROMIUM
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1280,900"):
-        options.add_argument(arg)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(service=Service(DRIVER), options=options)
+    driver = headless_chrome("1280,900")
     yield driver
     driver.quit()
 

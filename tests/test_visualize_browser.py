@@ -4,18 +4,14 @@ no Chromium and chromedriver are installed (``.ci/run`` installs them where it c
 
 from __future__ import annotations
 
-import shutil
-from pathlib import Path
-
 import pytest
+
+from conftest import headless_chrome, no_chromium
 
 webdriver = pytest.importorskip("selenium.webdriver")
 pytest.importorskip("captum")
 
-CHROMIUM = next((p for p in ("/usr/bin/chromium", shutil.which("chromium") or "", shutil.which("chromium-browser") or "",
-                             shutil.which("google-chrome") or "") if p and Path(p).is_file()), None)
-DRIVER = shutil.which("chromedriver") or ("/usr/bin/chromedriver" if Path("/usr/bin/chromedriver").is_file() else None)
-pytestmark = pytest.mark.skipif(CHROMIUM is None or DRIVER is None, reason="no Chromium/chromedriver installed")
+pytestmark = no_chromium
 
 
 @pytest.fixture(scope="module")
@@ -34,14 +30,7 @@ def report(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def browser():
-    from selenium.webdriver.chrome.options import Options
-    from selenium.webdriver.chrome.service import Service
-
-    options = Options()
-    options.binary_location = CHROMIUM
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1300,1000"):
-        options.add_argument(arg)
-    driver = webdriver.Chrome(service=Service(DRIVER), options=options)
+    driver = headless_chrome("1300,1000", console_logs=False)
     yield driver
     driver.quit()
 

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
-from pathlib import Path
 
 import pytest
+
+from conftest import headless_chrome
 
 pytest.importorskip("anywidget")
 
@@ -91,9 +91,6 @@ def test_bad_arguments_are_one_line():
 
 
 # ---- the front end, in a headless Chromium ---------------------------------------------------------------
-CHROMIUM = next((p for p in ("/usr/bin/chromium", shutil.which("chromium") or "", shutil.which("chromium-browser") or "",
-                             shutil.which("google-chrome") or "") if p and Path(p).is_file()), None)
-DRIVER = shutil.which("chromedriver") or ("/usr/bin/chromedriver" if Path("/usr/bin/chromedriver").is_file() else None)
 HOST = """<!DOCTYPE html><html><head><meta charset="utf-8"></head><body><div id="out"></div><script>
 window.sent = []; window.saved = [];
 window.fakeModel = function (state) {  // anywidget's model, as far as a widget uses it
@@ -118,18 +115,7 @@ window.mount = async function (esm, state) {
 
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory):
-    webdriver = pytest.importorskip("selenium.webdriver")
-    if CHROMIUM is None or DRIVER is None:
-        pytest.skip("no Chromium/chromedriver installed")
-    from selenium.webdriver.chrome.options import Options
-    from selenium.webdriver.chrome.service import Service
-
-    options = Options()
-    options.binary_location = CHROMIUM
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1280,900"):
-        options.add_argument(arg)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(service=Service(DRIVER), options=options)
+    driver = headless_chrome("1280,900")
     page = tmp_path_factory.mktemp("host") / "host.html"
     page.write_text(HOST)
     driver.host = page.as_uri()

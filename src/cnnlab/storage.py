@@ -134,9 +134,15 @@ class RunLock:
     leaves a directory locked.
     """
 
-    def __init__(self, run_dir: str | os.PathLike):
-        self.path = Path(run_dir) / LOCK_NAME
+    def __init__(self, run_dir: str | os.PathLike, name: str = LOCK_NAME, what: str = "run directory"):
+        self.path = Path(run_dir) / name
+        self.what = what  # how the refusal names the folder
         self._fh: IO[str] | None = None
+
+    def fileno(self) -> int:
+        """The lock file's descriptor, to hand the lock to child processes (``pass_fds``); held only."""
+        assert self._fh is not None, "acquire() the lock first"
+        return self._fh.fileno()
 
     def acquire(self, hint: str = "wait for it to finish, or choose another --out") -> "RunLock":
         if fcntl is None:  # pragma: no cover - not POSIX: no locking
@@ -151,7 +157,7 @@ class RunLock:
             fh.seek(0)
             owner = fh.read().strip() or "?"
             fh.close()
-            raise RunDirError(f"run directory {self.path.parent} is in use by another cnnlab process (pid {owner}); "
+            raise RunDirError(f"{self.what} {self.path.parent} is in use by another cnnlab process (pid {owner}); "
                               f"{hint}") from None
         except OSError as exc:  # e.g. ENOLCK on a network file system: the file is closed, not leaked
             fh.close()

@@ -18,7 +18,6 @@ retried and never run twice: :mod:`cnnlab.training.sweep_study`.
 from __future__ import annotations
 
 import ctypes
-import fcntl
 import json
 import os
 import re
@@ -29,11 +28,11 @@ import time
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Callable
+from typing import Any, Callable
 
 from cnnlab.errors import CnnlabError
 from cnnlab.paths import check_folder
-from cnnlab.storage import atomic_write, check_writable
+from cnnlab.storage import RunLock, atomic_write, check_writable
 from cnnlab.training.sweep_spec import SweepSpec, load_spec, parse_spec
 from cnnlab.training.sweep_report import best_row, trial_rows, write_best, write_plots
 from cnnlab.training.sweep_study import (masked_url, open_storage, open_study, optuna_module, recover_orphans,
@@ -65,35 +64,16 @@ def default_sweep_dir(name: str) -> Path:
     return Path("sweeps") / f"{time.strftime('%Y%m%d-%H%M%S')}-{re.sub(r'[^A-Za-z0-9_.-]+', '-', name)}"
 
 
-class SweepLock:
+class SweepLock(RunLock):
     """``DIR/.sweep.lock``: held by the process running the sweep and shared with its workers, so a
     second ``--resume DIR`` is refused while any of them lives, and never after they are all gone."""
 
     def __init__(self, folder: Path):
-        self.path = folder / LOCK_FILE
-        self.fh: IO[str] | None = None
+        super().__init__(folder, LOCK_FILE, "sweep")
 
-    def acquire(self) -> "SweepLock":
-        fh = open(self.path, "a+")
-        try:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            fh.seek(0)
-            owner = fh.read().strip() or "?"
-            fh.close()
-            raise CnnlabError(f"sweep {self.path.parent} is running in another process (pid {owner}); wait for it "
-                              f"or stop it, then `cnnlab sweep --resume {self.path.parent}`") from None
-        fh.seek(0)
-        fh.truncate()
-        fh.write(str(os.getpid()))
-        fh.flush()
-        self.fh = fh
+    def acquire(self, hint: str = "") -> "SweepLock":
+        super().acquire(hint or f"wait for it or stop it, then `cnnlab sweep --resume {self.path.parent}`")
         return self
-
-    def release(self) -> None:
-        if self.fh is not None:
-            self.fh.close()
-            self.fh = None
 
 
 def _sqlite_url(folder: Path) -> str:
@@ -195,7 +175,6 @@ def _drive(spec: SweepSpec, study: Any, folder: Path, url: str, workers: int, lo
 
 def _run_processes(folder: Path, url: str, workers: int, lock: SweepLock) -> None:
     """``workers`` processes, each running trials until the sweep has its number; they share the lock."""
-    assert lock.fh is not None
     env = {**os.environ, STORAGE_ENV: url}
     logs = [folder / f"worker-{i}.log" for i in range(workers)]
     procs = []
@@ -204,7 +183,7 @@ def _run_processes(folder: Path, url: str, workers: int, lock: SweepLock) -> Non
             with open(log, "w") as err:
                 procs.append(subprocess.Popen(
                     [sys.executable, "-c", "from cnnlab.training.sweep import worker_main; worker_main()",
-                     str(folder), str(i), str(os.getpid())], env=env, stderr=err, pass_fds=(lock.fh.fileno(),)))
+                     str(folder), str(i), str(os.getpid())], env=env, stderr=err, pass_fds=(lock.fileno(),)))
         codes = [p.wait() for p in procs]
     except BaseException:
         for p in procs:
