@@ -98,16 +98,16 @@ def test_animation_page_steps_through_every_frame(browser, tmp_path):
     anim = conv_animation(4, 3, 2, 1, transposed=True)  # 7x7 output: 49 positions
     path = save_animation(anim, tmp_path / "t.html")
     browser.get(path.as_uri())
-    browser.find_element(By.ID, "play").click()  # pause the autoplay
-    browser.execute_script("document.getElementById('scrub').value = 0; "
-                           "document.getElementById('scrub').dispatchEvent(new Event('input'))")
-    counter = browser.find_element(By.ID, "counter")
+    browser.find_element(By.CSS_SELECTOR, "#animation .play").click()  # pause the autoplay
+    browser.execute_script("const s = document.querySelector('#animation .scrub'); s.value = 0; "
+                           "s.dispatchEvent(new Event('input'))")
+    counter = browser.find_element(By.CSS_SELECTOR, "#animation .counter")
     assert counter.text.strip() == f"frame 1 / {anim.positions + 2}"
-    browser.find_element(By.ID, "next").click()
+    browser.find_element(By.CSS_SELECTOR, "#animation .next").click()
     assert counter.text.strip() == f"frame 2 / {anim.positions + 2}"
     grid = len(anim.panels[0].grid) ** 2 + 9 + anim.positions  # input grid, kernel, output cells
-    assert len(browser.find_elements(By.CSS_SELECTOR, "#stage rect")) == grid
-    texts = [t.text for t in browser.find_elements(By.CSS_SELECTOR, "#stage text")]
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#animation .stage rect")) == grid
+    texts = [t.text for t in browser.find_elements(By.CSS_SELECTOR, "#animation .stage text")]
     assert anim.frames[1].title in texts and anim.frames[1].texts[0] in texts
     logs = browser.get_log("browser") if hasattr(browser, "get_log") else []
     assert not [entry for entry in logs if entry.get("level") == "SEVERE"], logs
