@@ -284,3 +284,16 @@ def test_a_token_is_needed_where_one_is_set(runs_dir):
         page = open_client.get("/?token=s3cret")
         assert page.status_code == 200 and "cnnlab_token=s3cret" in page.headers["set-cookie"]
         assert open_client.get("/api/subjects").status_code == 200  # the cookie set by the page
+
+
+def test_a_model_name_with_weights_serves_those_weights(tmp_path):
+    from cnnlab.models import create_model
+
+    torch.manual_seed(3)
+    model = create_model("convnet").eval()
+    torch.save(model.state_dict(), tmp_path / "w.pt")
+    api = client_for(Catalog.open("convnet", weights=str(tmp_path / "w.pt")))
+    image = np.random.default_rng(1).integers(0, 255, (28, 28), dtype=np.uint8)
+    body = api.post("/api/subjects/convnet/predict", json={"image": png_url(image)}).json()
+    expected = torch.softmax(model(torch.from_numpy(image).float().div(255).view(1, 1, 28, 28)), dim=1)[0]
+    assert np.allclose(body["probs"], expected.tolist(), atol=1e-5)
