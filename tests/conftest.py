@@ -7,6 +7,7 @@ the environment variable CI is set: CI must never pass by skipping them.
 from __future__ import annotations
 
 import hashlib
+import importlib
 import shutil
 import os
 from pathlib import Path
@@ -108,3 +109,11 @@ def headless_chrome(window: str = "1280,900", *, console_logs: bool = True):
     if console_logs:
         options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     return webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+
+
+def extra_module(name: str):
+    """A module of the ``test`` extra: skip without it on a developer's machine, but *fail* when ``CI`` is set
+    (CI installs the extra: a missing module there is a broken install, not a test to skip)."""
+    if os.environ.get("CI"):
+        return importlib.import_module(name)
+    return pytest.importorskip(name)

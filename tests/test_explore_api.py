@@ -12,11 +12,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+from conftest import extra_module
 import torch
 from PIL import Image
 
-pytest.importorskip("fastapi")
-pytest.importorskip("httpx")
+extra_module("fastapi")
+extra_module("httpx2")
 from fastapi.testclient import TestClient  # noqa: E402
 
 from cnnlab.app import MAX_BODY, Catalog, create_app  # noqa: E402

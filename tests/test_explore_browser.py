@@ -19,11 +19,11 @@ import urllib.request
 
 import pytest
 
-from conftest import headless_chrome, no_chromium
+from conftest import extra_module, headless_chrome, no_chromium
 
-webdriver = pytest.importorskip("selenium.webdriver")
+webdriver = extra_module("selenium.webdriver")
 for _module in ("fastapi", "uvicorn", "captum", "PIL"):
-    pytest.importorskip(_module)
+    extra_module(_module)
 
 pytestmark = no_chromium
 WAIT = 60  # seconds a wait may take on a loaded machine before the test fails (never a sleep)

@@ -15,10 +15,12 @@ from pathlib import Path
 
 import pytest
 
+from conftest import extra_module
+
 from test_cli import assert_user_error, cnnlab, cnnlab_in_process
 
-pytest.importorskip("fastapi")
-pytest.importorskip("uvicorn")
+extra_module("fastapi")
+extra_module("uvicorn")
 
 
 def start(*args: str) -> tuple[subprocess.Popen, str]:

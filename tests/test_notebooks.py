@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import extra_module
+
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((REPO / "examples" / "notebooks").glob("*.ipynb"))
 CELL_TIMEOUT_S = 300  # a hang guard per cell, not a speed test (quick mode runs each notebook in seconds)
@@ -46,8 +48,8 @@ def _has_figure(cell: dict) -> bool:
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_notebook_runs_and_ends_in_a_figure(path: Path, tmp_path: Path, request, monkeypatch) -> None:
-    nbformat = pytest.importorskip("nbformat")
-    nbclient = pytest.importorskip("nbclient")
+    nbformat = extra_module("nbformat")
+    nbclient = extra_module("nbclient")
     if "mnist" in _load(path)["metadata"]["cnnlab"]["data"]:
         request.getfixturevalue("mnist_root")
     monkeypatch.setenv("CNNLAB_NOTEBOOK_QUICK", "1")

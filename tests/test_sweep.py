@@ -16,11 +16,13 @@ from pathlib import Path
 
 import pytest
 
+from conftest import extra_module
+
 from cnnlab.runs import Run, read_metrics
 from cnnlab.training.recipes import load_recipe
 from test_cli import assert_user_error, cnnlab_in_process
 
-optuna = pytest.importorskip("optuna")
+optuna = extra_module("optuna")
 
 ROOT = Path(__file__).resolve().parents[1]
 BASE = {"dataset": "digits", "val_fraction": 0.2, "epochs": 1, "batch_size": 64}

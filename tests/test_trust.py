@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+from conftest import extra_module
 import torch
 import torch.nn as nn
 
@@ -17,8 +19,8 @@ from cnnlab.visualize.trust_metrics import area, perturbation_curves, spearman_a
 from cnnlab.visualize.trust_randomize import cascade_steps, independent_steps, randomized_copy, randomized_models
 from test_cli import assert_user_error, cnnlab_in_process as cnnlab
 
-pytest.importorskip("captum")
-pytest.importorskip("skimage")
+extra_module("captum")
+extra_module("skimage")
 
 
 @pytest.fixture(scope="module")

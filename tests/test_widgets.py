@@ -10,9 +10,9 @@ import re
 
 import pytest
 
-from conftest import headless_chrome
+from conftest import extra_module, headless_chrome
 
-pytest.importorskip("anywidget")
+extra_module("anywidget")
 
 import cnnlab.widgets as widgets  # noqa: E402
 from cnnlab.errors import CnnlabError  # noqa: E402
