@@ -40,7 +40,7 @@ def test_smallest_inputs_follow_the_arithmetic():
 @pytest.mark.parametrize("name", cnnlab.list_models())
 def test_every_model_reports_num_classes_and_channels(name):
     with torch.device("meta"):
-        model = cnnlab.create_model(name, num_classes=7, in_channels=3)
+        model = cnnlab.create_model(name, num_classes=7, in_channels=3).eval()  # eval: BN-AlexNet cannot train on one sample
     info = cnnlab.get_model_info(name)
     out = model(torch.empty(1, 3, info.input_size, info.input_size, device="meta"))
     assert out.shape == (1, 7)

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from cnnlab import arithmetic
 from cnnlab.errors import CnnlabError
-from cnnlab.models import create_model, list_models
+from cnnlab.models import create_model, list_models, min_input_size
 from cnnlab.visualize import (
     choose_gradcam_layer,
     conv_animation,
@@ -117,7 +117,7 @@ def _last_spatial_by_definition(model: nn.Module, x: torch.Tensor) -> tuple[str,
 
 @pytest.mark.parametrize("name", list_models())
 def test_automatic_layer_is_the_last_with_spatial_extent_for_every_registry_model(name):
-    side = 28 if name.startswith(("convnet", "resblocks")) else 32
+    side = 28 if name.startswith(("convnet", "resblocks")) else max(32, min_input_size(name))  # alexnet 63, inception_v3 75
     with torch.device("meta"):
         model = create_model(name, input_size=side).eval()
         channels = 1 if side == 28 else 3

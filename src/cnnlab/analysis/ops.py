@@ -33,6 +33,7 @@ _ELEMENTWISE = {  # category, ops per output element
     "aten.hardtanh": ("activation", 1), "aten.hardtanh_": ("activation", 1), "aten.sigmoid": ("activation", 1),
     "aten.tanh": ("activation", 1), "aten.gelu": ("activation", 1), "aten.silu": ("activation", 1),
     "aten.silu_": ("activation", 1), "aten.leaky_relu": ("activation", 1), "aten.leaky_relu_": ("activation", 1),
+    "aten._prelu_kernel": ("activation", 1),  # PReLU (ENet)
     "aten.add": ("add", 1), "aten.add_": ("add", 1), "aten.sub": ("add", 1), "aten.mul": ("elementwise", 1),
     "aten.mul_": ("elementwise", 1), "aten.div": ("elementwise", 1), "aten.div_": ("elementwise", 1),
     "aten.pow": ("elementwise", 1), "aten._softmax": ("activation", 3), "aten._log_softmax": ("activation", 3),

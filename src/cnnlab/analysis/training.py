@@ -201,9 +201,15 @@ def peaks_by_batch(model: nn.Module, input_shape: Sequence[int], batch_sizes: Se
         return (simulate_training(model, input_shape, b, settings, layers=False) if train
                 else simulate_inference(model, input_shape, b, settings)).sim
 
+    def alone(b: int) -> int:
+        try:
+            return sim(b).peak
+        except ValueError:  # a BatchNorm after a linear layer refuses to train on one sample (BN-AlexNet)
+            return peak_at_batch(b, 2, s2, 3, s3)
+
     s2, s3 = (at_2 or sim(2)).samples, sim(3).samples
     apart = 16 if torch.get_num_threads() == 1 else 2
-    return {b: sim(b).peak if b < apart or len(s2) != len(s3) else peak_at_batch(b, 2, s2, 3, s3)
+    return {b: alone(b) if b < apart or len(s2) != len(s3) else peak_at_batch(b, 2, s2, 3, s3)
             for b in batch_sizes}
 
 

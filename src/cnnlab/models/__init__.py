@@ -3,6 +3,8 @@
 - ``convnet.py``: the lecture's ConvNet and all-conv net; ``WithProbas`` (the lecture's ``(logits, probas)``)
 - ``vgg.py``: VGG, Table 1 of the paper as data; ``vgg11`` ... ``vgg19_bn``
 - ``resnet.py``: ResNet with its blocks (BasicBlock, Bottleneck) and shortcut options A/B/C; ``resnet18`` ...
+- ``alexnet.py``: AlexNet and BN-AlexNet; ``nin.py``: BN-NIN; ``googlenet.py``: GoogLeNet (Inception v1);
+  ``inception.py``: Inception v3; ``enet.py``: ENet for ImageNet (the six other networks of Canziani et al. 2016)
 - ``resblocks.py``: the lecture's residual block and its two small residual networks
 - ``init.py``: the notebooks' weight-initialisation schemes; ``weights.py``: loading and freezing weights
 - ``_registry.py``: ``register_model``, ``create_model``, ``list_models`` (after timm)
@@ -16,10 +18,15 @@ from cnnlab.models._registry import (
     min_input_size,
     register_model,
 )
+from cnnlab.models.alexnet import AlexNet
 from cnnlab.models.convnet import ConvNet, WithProbas, with_probas
 from cnnlab.models.convnet_bn import ConvNetBN
+from cnnlab.models.enet import ENet
+from cnnlab.models.googlenet import GoogLeNet
+from cnnlab.models.inception import Inception3
 from cnnlab.models.init import INITS, init_weights
 from cnnlab.models.resblocks import ResidualBlock
+from cnnlab.models.nin import NIN
 from cnnlab.models.resnet import BasicBlock, Bottleneck, ResNet, ZeroPadShortcut
 from cnnlab.models.vgg import VGG
 from cnnlab.models.weights import (describe_mismatch, first_conv_key, freeze, head_name, load_state_dict_checked,
@@ -48,6 +55,11 @@ __all__ = [
     "Bottleneck",
     "ZeroPadShortcut",
     "VGG",
+    "AlexNet",
+    "NIN",
+    "GoogLeNet",
+    "Inception3",
+    "ENet",
     "ConvNet",
     "ResidualBlock",
 ]
