@@ -129,16 +129,25 @@ def draw_time_vs_batch(ax, report) -> None:
         ax.text(0.5, 0.5, "timing skipped (--no-timing)", ha="center", va="center", transform=ax.transAxes)
 
 
+_MEMORY = {"measured_inference_peak_bytes": "measured inference peak", "inference_peak_bytes":
+           "estimated inference peak", "forward_bytes": "activations, every output of the forward pass"}
+
+
+def _memory_key(m) -> str:
+    return next(k for k in _MEMORY if all(x.get(k) for x in m.memory) or k == "forward_bytes")
+
+
 def draw_memory_vs_batch(ax, report) -> None:
+    kinds = set()
     for m in report.models:
-        key = "measured_inference_peak_bytes" if all(x.get("measured_inference_peak_bytes") for x in m.memory) \
-            else "inference_peak_bytes" if all("inference_peak_bytes" in x for x in m.memory) else "forward_bytes"
+        key = _memory_key(m)
+        kinds.add(_MEMORY[key])
         ax.plot([x["batch"] for x in m.memory], [x[key] / 2**20 for x in m.memory], marker="o",
                 label=m.name.removeprefix("torchvision:"))
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
     ax.set_xlabel("batch size")
-    ax.set_ylabel("peak memory of inference (MiB)")
-    ax.set_title("Memory vs batch size (measured where timed, else estimated)" + _setup_note(), fontsize=9)
+    ax.set_ylabel("memory of inference (MiB)")
+    ax.set_title(f"Memory vs batch size: {'; '.join(sorted(kinds))}" + _setup_note(), fontsize=9)
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=6, ncol=2)

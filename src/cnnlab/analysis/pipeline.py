@@ -21,7 +21,7 @@ from cnnlab.analysis.ops import count_ops, device_of
 from cnnlab.analysis.report import ModelReport, Report, run_accuracies
 from cnnlab.analysis.sources import check_model_specs, resolve_model
 from cnnlab.analysis.timing import machine_info, raise_roof, roof_measurements, time_model
-from cnnlab.analysis.training import memory_curves
+from cnnlab.analysis.training import memory_curves, peaks_by_batch
 from cnnlab.errors import CnnlabError, check_shape, check_type
 from cnnlab.models import list_models
 from cnnlab.parsing import parse_int_list, parse_shape
@@ -83,12 +83,17 @@ def _memory_estimates(meta: nn.Module, input_shape, memory: list[dict], device: 
     """Estimated peaks of a training step and of inference at every batch size (into ``memory``);
     returns the training FLOPs per image (forward + backward)."""
     settings = StepSettings(device="cuda" if device.type == "cuda" else "cpu")
+    sizes = [m["batch"] for m in memory]
     try:
-        flops, train, infer = memory_curves(meta, input_shape, [m["batch"] for m in memory], settings)
+        flops, train, infer = memory_curves(meta, input_shape, sizes, settings)
     except CnnlabError:
         return 0
+    except ValueError:  # the model refuses a training batch (batch norm on 1x1 maps at batch 1): inference only
+        flops, train, infer = 0, {}, peaks_by_batch(meta, input_shape, sizes, settings, train=False)
     for m in memory:
-        m["training_peak_bytes"], m["inference_peak_bytes"] = train[m["batch"]], infer[m["batch"]]
+        m["inference_peak_bytes"] = infer[m["batch"]]
+        if m["batch"] in train:
+            m["training_peak_bytes"] = train[m["batch"]]
     return flops
 
 
@@ -220,7 +225,8 @@ def run_analyze(
         input: ``CxHxW`` for every model (else each model's own).
         batch_sizes: ``"1,2,4"`` or a sequence of ints; ``quick`` makes it ``1,8``.
         repeats: timed runs per batch size (default 10, ``quick`` 3).
-        no_timing: counts only (parameters, operations, memory).
+        no_timing: counts only (parameters, operations, memory); with ``canziani``/``modern`` also without
+            the simulated training and inference peaks (activation memory only), so the 14 take seconds.
         device: ``cpu``, ``cuda`` or ``auto`` (:func:`cnnlab.runtime.resolve_device`).
         runs: run directories to take test accuracies from.
         charts: folder for the four PNG charts; html: file for the self-contained report.
@@ -237,6 +243,7 @@ def run_analyze(
     charts, html = _output_paths(charts, html)
     report = analyze_models(names, sizes, dev, input_shape=shape, timing=not no_timing, repeats=repeats,
                             per_layer=per_layer, run_dirs=runs, on_model=on_model,
+                            estimates=not (no_timing and (canziani or modern)),  # the paper's sets: counts only
                             fallback_accuracies=paper_accuracies() if canziani or modern else None)
     if canziani or modern:
         report.canziani = canziani_section(report, [k for k, on in (("canziani", canziani), ("modern", modern)) if on])
