@@ -88,12 +88,13 @@ def _print_report(report, *, timing: bool, per_layer: bool) -> None:
     rows = []
     for m in report.models:
         mem = next(x for x in m.memory if x["batch"] == big)
-        infer = f"{mem.get('inference_peak_bytes', 0) / mib:.1f}"
+        infer = "-" if mem.get("inference_peak_bytes") is None else f"{mem['inference_peak_bytes'] / mib:.1f}"
         if mem.get("measured_inference_peak_bytes"):
             infer += f" / {mem['measured_inference_peak_bytes'] / mib:.1f}"
         row = [m.name, "x".join(map(str, m.input_shape)), f"{m.params / 1e6:.2f}", f"{m.flops / 1e9:.3f}",
-               f"{m.training_flops / 1e9:.3f}", f"{mem['forward_bytes'] / mib:.1f} / {mem['training_bytes'] / mib:.1f}",
-               f"{mem.get('training_peak_bytes', 0) / mib:.1f}", infer,
+               f"{m.training_flops / 1e9:.3f}" if m.training_flops else "-",
+               f"{mem['forward_bytes'] / mib:.1f} / {mem['training_bytes'] / mib:.1f}",
+               "-" if mem.get("training_peak_bytes") is None else f"{mem['training_peak_bytes'] / mib:.1f}", infer,
                "-" if m.accuracy is None else f"{m.accuracy:.2f}"]
         if timing:
             first, last = m.timing[0], m.timing[-1]
