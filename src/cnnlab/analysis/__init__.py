@@ -25,8 +25,13 @@ What a training step costs (``cnnlab summary --train``): ``simulate.py`` (the al
 fake tensors over the trainer's step), ``workspace.py`` (CPU kernel buffers the simulation cannot
 see), ``estimate.py`` (the step's settings, per-layer FLOPs and saved bytes), ``training.py``
 (``training_cost``, ``fit_batch_size``, ``peaks_by_batch``), ``measure.py`` (measured peaks:
-profiler on the CPU, ``max_memory_allocated`` on CUDA), ``shapes.py`` (the shape debugger). Users'
-model files and ``cnnlab summary`` as one call live on the command line's side (:mod:`cnnlab.cli.modelspec`).
+profiler on the CPU, ``max_memory_allocated`` on CUDA), ``shapes.py`` (the shape debugger).
+
+What can be analysed (``sources.py``): registry names, ``torchvision:NAME`` (any torchvision classifier,
+random weights, its documented top-1 and input) and ``path/file.py:Class`` (loaders in :mod:`cnnlab.external`,
+shared with ``cnnlab summary``). ``canziani.py``: ``--canziani`` (the paper's 14 networks, the paper's values
+from ``data/canziani2016.json`` with their sources, paper vs cnnlab) and ``--modern`` (later torchvision
+classifiers; findings computed: Spearman, Pareto frontiers, Pearson); ``charts_canziani.py`` draws them.
 """
 
 from cnnlab.analysis.html import write_html

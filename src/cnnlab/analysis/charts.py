@@ -9,6 +9,8 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
+from cnnlab.analysis.charts_canziani import (CANZIANI_CHARTS, draw_figure1, draw_figure2, draw_memory_vs_batch,
+                                             draw_time_vs_batch)
 from cnnlab.figures import close, figure_to_png, save_figure, subplots
 
 __all__ = ["CHARTS", "chart_figures", "chart_pngs", "analysis_charts"]
@@ -18,9 +20,13 @@ CHARTS = (("Accuracy vs operations", "accuracy_vs_ops.png"), ("Time per image vs
 
 
 def chart_figures(report) -> Iterator[tuple[str, str, object]]:
-    """``(title, file name, figure)`` of each chart, one at a time (each figure is the caller's to close)."""
-    draws = (_accuracy_vs_ops, _time_vs_batch, _memory_vs_batch, _ops_vs_time)
-    for (title, filename), draw in zip(CHARTS, draws):
+    """``(title, file name, figure)`` of each chart, one at a time (each figure is the caller's to close);
+    with ``--canziani`` / ``--modern`` the paper's figures with its values beside ours, then operations vs time."""
+    charts, draws = CHARTS, (_accuracy_vs_ops, _time_vs_batch, _memory_vs_batch, _ops_vs_time)
+    if getattr(report, "canziani", None) is not None:
+        charts = CANZIANI_CHARTS + CHARTS[3:]
+        draws = (draw_figure1, draw_figure2, draw_time_vs_batch, draw_memory_vs_batch, _ops_vs_time)
+    for (title, filename), draw in zip(charts, draws):
         fig, ax = subplots(figsize=(7.5, 5))
         try:
             draw(ax, report)
@@ -32,12 +38,12 @@ def chart_figures(report) -> Iterator[tuple[str, str, object]]:
 
 
 def chart_pngs(report) -> dict[str, bytes]:
-    """{title: PNG bytes} of the four charts, in memory."""
+    """{title: PNG bytes} of the charts, in memory."""
     return {title: figure_to_png(fig) for title, _, fig in chart_figures(report)}
 
 
 def analysis_charts(report, out_dir: str | Path) -> dict[str, Path]:
-    """Write the four charts of :mod:`cnnlab.analysis` as PNGs into ``out_dir``; returns {title: path}."""
+    """Write the charts of :mod:`cnnlab.analysis` as PNGs into ``out_dir``; returns {title: path}."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     return {title: save_figure(fig, out_dir / filename) for title, filename, fig in chart_figures(report)}

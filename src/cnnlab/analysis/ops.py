@@ -26,7 +26,7 @@ _FREE = {
     "aten.detach", "aten.clone", "aten.contiguous", "aten.flatten", "aten.squeeze", "aten.unsqueeze", "aten.slice",
     "aten.select", "aten.cat", "aten.stack", "aten.constant_pad_nd", "aten._to_copy", "aten.copy_", "aten.alias",
     "aten.lift_fresh", "aten.split", "aten.chunk", "aten.as_strided", "aten.new_empty", "aten.new_zeros", "aten.fill_",
-    "aten.zero_", "aten.dropout", "aten.native_dropout", "aten.feature_dropout", "aten.unbind", "aten.index",
+    "aten.zero_", "aten.as_strided_", "aten.roll", "aten.scalar_tensor", "aten.dropout", "aten.native_dropout", "aten.feature_dropout", "aten.unbind", "aten.index",
 }
 _ELEMENTWISE = {  # category, ops per output element
     "aten.relu": ("activation", 1), "aten.relu_": ("activation", 1), "aten.threshold": ("activation", 1),
@@ -37,6 +37,10 @@ _ELEMENTWISE = {  # category, ops per output element
     "aten.add": ("add", 1), "aten.add_": ("add", 1), "aten.sub": ("add", 1), "aten.mul": ("elementwise", 1),
     "aten.mul_": ("elementwise", 1), "aten.div": ("elementwise", 1), "aten.div_": ("elementwise", 1),
     "aten.pow": ("elementwise", 1), "aten._softmax": ("activation", 3), "aten._log_softmax": ("activation", 3),
+    "aten.hardsigmoid": ("activation", 1), "aten.hardsigmoid_": ("activation", 1),
+    "aten.hardswish": ("activation", 1), "aten.hardswish_": ("activation", 1), "aten._safe_softmax": ("activation", 3),
+    "aten.clamp": ("elementwise", 1), "aten.clamp_min": ("elementwise", 1), "aten.masked_fill": ("elementwise", 1),
+    "aten.eq": ("elementwise", 1), "aten.ne": ("elementwise", 1), "aten.exp": ("elementwise", 1),
     "aten.native_batch_norm": ("norm", 2), "aten._native_batch_norm_legit_no_training": ("norm", 2),
     "aten._native_batch_norm_legit": ("norm", 2), "aten.native_layer_norm": ("norm", 5),
 }
@@ -94,6 +98,8 @@ class _OpCounter(TorchDispatchMode):
             self._add("pool", _numel(first.shape) * _numel(kernel if isinstance(kernel, (list, tuple)) else [kernel]))
         elif name in ("aten._adaptive_avg_pool2d", "aten.adaptive_max_pool2d", "aten.mean", "aten.sum"):
             self._add("pool", _numel(args[0].shape))
+        elif name == "aten.linalg_vector_norm":  # a square and an add per input element (Swin V2's cosine attention)
+            self._add("norm", 2 * _numel(args[0].shape))
         elif name in _ELEMENTWISE:
             category, per = _ELEMENTWISE[name]
             self._add(category, per * _numel(first.shape))

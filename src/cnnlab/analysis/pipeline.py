@@ -5,22 +5,25 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
 import torch
 import torch.nn as nn
 
+from cnnlab.analysis.canziani import (CANZIANI_NETWORKS, MODERN_NETWORKS, canziani_section, check_canziani,
+                                      paper_accuracies)
 from cnnlab.analysis.charts import analysis_charts
 from cnnlab.analysis.estimate import StepSettings
 from cnnlab.analysis.html import write_html
 from cnnlab.analysis.measure import measure_inference_peak
 from cnnlab.analysis.memory import activation_memory, cuda_peaks, to_meta
 from cnnlab.analysis.ops import count_ops, device_of
-from cnnlab.analysis.report import IMAGENET_SOURCE, IMAGENET_TOP1, ModelReport, Report, run_accuracies
+from cnnlab.analysis.report import ModelReport, Report, run_accuracies
+from cnnlab.analysis.sources import check_model_specs, resolve_model
 from cnnlab.analysis.timing import machine_info, raise_roof, roof_measurements, time_model
-from cnnlab.analysis.training import memory_curves
+from cnnlab.analysis.training import memory_curves, peaks_by_batch
 from cnnlab.errors import CnnlabError, check_shape, check_type
-from cnnlab.models import create_model, get_model_info, list_models
+from cnnlab.models import list_models
 from cnnlab.parsing import parse_int_list, parse_shape
 from cnnlab.paths import check_output
 from cnnlab.runtime import resolve_device
@@ -80,12 +83,17 @@ def _memory_estimates(meta: nn.Module, input_shape, memory: list[dict], device: 
     """Estimated peaks of a training step and of inference at every batch size (into ``memory``);
     returns the training FLOPs per image (forward + backward)."""
     settings = StepSettings(device="cuda" if device.type == "cuda" else "cpu")
+    sizes = [m["batch"] for m in memory]
     try:
-        flops, train, infer = memory_curves(meta, input_shape, [m["batch"] for m in memory], settings)
+        flops, train, infer = memory_curves(meta, input_shape, sizes, settings)
     except CnnlabError:
         return 0
+    except ValueError:  # the model refuses a training batch (batch norm on 1x1 maps at batch 1): inference only
+        flops, train, infer = 0, {}, peaks_by_batch(meta, input_shape, sizes, settings, train=False)
     for m in memory:
-        m["training_peak_bytes"], m["inference_peak_bytes"] = train[m["batch"]], infer[m["batch"]]
+        m["inference_peak_bytes"] = infer[m["batch"]]
+        if m["batch"] in train:
+            m["training_peak_bytes"] = train[m["batch"]]
     return flops
 
 
@@ -136,30 +144,39 @@ def analyze_models(
     run_dirs: Sequence[str | os.PathLike] = (),
     on_model: Callable[[ModelReport], None] | None = None,
     estimates: bool = True,
+    fallback_accuracies: Mapping[str, tuple[float, str]] | None = None,
 ) -> Report:
-    """Analyse registry models at their default input (or ``input_shape``); ``estimates=False``
-    leaves out the simulated training and inference peaks and the training FLOPs (counts only)."""
+    """Analyse models by name -- registry names, ``torchvision:NAME`` or ``path/file.py:Class`` -- at their
+    default input (or ``input_shape``); ``estimates=False`` leaves out the simulated training and inference
+    peaks and the training FLOPs (counts only). ``fallback_accuracies`` ({name: (top-1, source)}) serve
+    where neither a run directory nor documented weights give one."""
     device = torch.device(device)
-    infos = [get_model_info(n) for n in names]  # unknown names fail before any work
+    check_model_specs(names)  # unknown names fail before any work
     accuracies = run_accuracies(run_dirs)
     roof = _roof(device, timing)
     reports = []
-    for info in infos:
-        shape = list(input_shape) if input_shape is not None else list(info.input_shape)
-        with torch.device("meta"):
-            meta = create_model(info.name, in_channels=shape[0], input_size=shape[1])
-        model = create_model(info.name, in_channels=shape[0], input_size=shape[1]) if timing else meta
-        acc, source = accuracies.get(info.name, (IMAGENET_TOP1.get(info.name), IMAGENET_SOURCE))
-        if info.name not in accuracies and info.name not in IMAGENET_TOP1:
-            source = None
-        rep = _analyze_one(model, shape, batch_sizes, device, name=info.name, timing=timing, repeats=repeats,
-                           per_layer=per_layer, accuracy=acc, accuracy_source=source, roof=roof and roof["gflops"],
-                           meta_model=meta, estimates=estimates)
+    for spec in names:
+        src = resolve_model(spec, input_shape, accuracies, fallback_accuracies)
+        meta = src.build(True)
+        model = src.build(False) if timing else meta
+        rep = _analyze_one(model, src.input_shape, batch_sizes, device, name=src.name, timing=timing,
+                           repeats=repeats, per_layer=per_layer, accuracy=src.accuracy,
+                           accuracy_source=src.accuracy_source, roof=roof and roof["gflops"], meta_model=meta,
+                           estimates=estimates)
         reports.append(rep)
         del model
         if on_model is not None:
             on_model(rep)
     return _report(reports, device, roof, batch_sizes)
+
+
+def _model_names(models: Sequence[str], canziani: bool, modern: bool) -> list[str]:
+    """The models named, after the paper's 14 (``canziani``) and the later classifiers (``modern``)."""
+    if canziani:
+        check_canziani()  # one line naming the paper's networks the zoo lacks
+    sets = (list(CANZIANI_NETWORKS) if canziani else []) + (list(MODERN_NETWORKS) if modern else [])
+    names = sets + [m for m in models if m not in sets]
+    return names or list_models()
 
 
 def _batch_sizes(batch_sizes: str | Sequence[int]) -> list[int]:
@@ -191,25 +208,32 @@ def run_analyze(
     charts: str | os.PathLike | None = None,
     html: str | os.PathLike | None = None,
     on_model: Callable[[ModelReport], None] | None = None,
+    canziani: bool = False,
+    modern: bool = False,
 ) -> Report:
     """``cnnlab analyze``: check every argument (one-line :class:`CnnlabError` before any work),
     analyse the models (all registered ones if none are named), write the charts and the HTML
     report where asked. ``report.batch_sizes`` holds the sizes measured.
 
     Args:
-        models: registry names; empty: every registered model.
+        models: registry names, ``torchvision:NAME`` or ``path/file.py:Class``; empty (and neither set):
+            every registered model.
+        canziani: add the 14 networks of Canziani et al. (2016), with the paper's values beside ours
+            (``report.canziani``: the comparison and the findings); refused in one line while the zoo lacks any.
+        modern: add later torchvision classifiers (MobileNetV2/V3, EfficientNet-B0/B3, RegNetY, ConvNeXt-T,
+            ResNeXt-50, ViT-B/16) and the findings.
         input: ``CxHxW`` for every model (else each model's own).
         batch_sizes: ``"1,2,4"`` or a sequence of ints; ``quick`` makes it ``1,8``.
         repeats: timed runs per batch size (default 10, ``quick`` 3).
-        no_timing: counts only (parameters, operations, memory).
+        no_timing: counts only (parameters, operations, memory); with ``canziani``/``modern`` also without
+            the simulated training and inference peaks (activation memory only), so the 14 take seconds.
         device: ``cpu``, ``cuda`` or ``auto`` (:func:`cnnlab.runtime.resolve_device`).
         runs: run directories to take test accuracies from.
         charts: folder for the four PNG charts; html: file for the self-contained report.
         on_model: called with each :class:`ModelReport` as soon as it is done.
     """
-    names = list(models) or list_models()
-    for name in names:
-        get_model_info(name)  # unknown names: one line before any work
+    names = _model_names(list(models), canziani, modern)
+    check_model_specs(names)  # unknown names: one line before any work
     sizes = [1, 8] if quick else _batch_sizes(batch_sizes)
     repeats = (3 if quick else 10) if repeats is None else repeats  # 0 is a mistake, not the default
     if repeats < 1:
@@ -218,7 +242,11 @@ def run_analyze(
     dev = resolve_device(device)
     charts, html = _output_paths(charts, html)
     report = analyze_models(names, sizes, dev, input_shape=shape, timing=not no_timing, repeats=repeats,
-                            per_layer=per_layer, run_dirs=runs, on_model=on_model)
+                            per_layer=per_layer, run_dirs=runs, on_model=on_model,
+                            estimates=not (no_timing and (canziani or modern)),  # the paper's sets: counts only
+                            fallback_accuracies=paper_accuracies() if canziani or modern else None)
+    if canziani or modern:
+        report.canziani = canziani_section(report, [k for k, on in (("canziani", canziani), ("modern", modern)) if on])
     if charts is not None:
         analysis_charts(report, charts)
     if html is not None:

@@ -62,6 +62,7 @@ class Report:
     models: list[ModelReport]
     machine: dict[str, Any]
     batch_sizes: list[int] = field(default_factory=list)  # the batch sizes measured, in order
+    canziani: dict[str, Any] | None = None  # --canziani / --modern: the paper beside ours, the findings
     convention: str = "MACs = multiply-accumulates of conv and linear layers for one image; FLOPs = 2 x MACs; " \
                       "pooling, activation, normalisation and add element-ops are listed apart (other_ops)"
 
@@ -70,7 +71,10 @@ class Report:
         return report_html(self)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"machine": self.machine, "convention": self.convention, "models": [asdict(m) for m in self.models]}
+        out = {"machine": self.machine, "convention": self.convention, "models": [asdict(m) for m in self.models]}
+        if self.canziani is not None:
+            out["canziani"] = self.canziani
+        return out
 
     def to_rows(self) -> list[dict[str, Any]]:
         """One flat row per model (batch-size columns for time and memory)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -30,10 +31,19 @@ __all__ = ["analyze"]
 @click.option("--format", "format", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
 @click.option("--charts", type=PATH, default=None, help="Folder for the four PNG charts.")
 @click.option("--html", "html_path", type=PATH, default=None, help="Write one self-contained HTML report.")
+@click.option("--canziani", is_flag=True, help="The paper's 14 networks, its figures redrawn with the paper's "
+              "values beside ours, and a table of paper vs cnnlab.")
+@click.option("--modern", is_flag=True, help="Later torchvision classifiers (MobileNetV2/V3, EfficientNet-B0/B3, "
+              "RegNetY, ConvNeXt-T, ResNeXt-50, ViT-B/16) in the same figures, and the findings, computed.")
 def analyze(models: tuple[str, ...], input: str | None, batch_sizes: str, repeats: int | None, quick: bool,
             no_timing: bool, per_layer: bool, device: str, runs: tuple[Path, ...], format: str, charts: Path | None,
-            html_path: Path | None) -> None:
-    """Canziani et al. (2016) for the zoo: parameters, operations, memory, time vs batch size, accuracy."""
+            html_path: Path | None, canziani: bool, modern: bool) -> None:
+    """Canziani et al. (2016) for the zoo: parameters, operations, memory, time vs batch size, accuracy.
+
+    MODELS are registry names (cnnlab models), any torchvision classifier as torchvision:NAME (built with
+    random weights, nothing downloaded; its documented ImageNet top-1 and input size), or your own
+    path/to/file.py:ClassName (executed, as cnnlab summary reads it). --canziani and --modern add their
+    sets (both: the paper's figure a decade later)."""
     from cnnlab.analysis import run_analyze
 
     for folder in runs:  # a missing one: run_accuracies says so
@@ -52,13 +62,15 @@ def analyze(models: tuple[str, ...], input: str | None, batch_sizes: str, repeat
 
     report = run_analyze(models, input=input, batch_sizes=batch_sizes, repeats=repeats, quick=quick,
                          no_timing=no_timing, per_layer=per_layer, device=device, runs=runs, charts=charts,
-                         html=html_path, on_model=progress)
+                         html=html_path, on_model=progress, canziani=canziani, modern=modern)
     if format == "json":
-        print(report.to_json())
+        print(report.to_json() if report.canziani is None else json.dumps(report.to_dict(), indent=2))
     elif format == "csv":
         print(report.to_csv(), end="")
     else:
         _print_report(report, timing=not no_timing, per_layer=per_layer)
+        if report.canziani is not None:
+            _print_canziani(report.canziani)
         for path in (charts, html_path):
             if path is not None:
                 console().print(f"Wrote {path}")
@@ -76,12 +88,13 @@ def _print_report(report, *, timing: bool, per_layer: bool) -> None:
     rows = []
     for m in report.models:
         mem = next(x for x in m.memory if x["batch"] == big)
-        infer = f"{mem.get('inference_peak_bytes', 0) / mib:.1f}"
+        infer = "-" if mem.get("inference_peak_bytes") is None else f"{mem['inference_peak_bytes'] / mib:.1f}"
         if mem.get("measured_inference_peak_bytes"):
             infer += f" / {mem['measured_inference_peak_bytes'] / mib:.1f}"
         row = [m.name, "x".join(map(str, m.input_shape)), f"{m.params / 1e6:.2f}", f"{m.flops / 1e9:.3f}",
-               f"{m.training_flops / 1e9:.3f}", f"{mem['forward_bytes'] / mib:.1f} / {mem['training_bytes'] / mib:.1f}",
-               f"{mem.get('training_peak_bytes', 0) / mib:.1f}", infer,
+               f"{m.training_flops / 1e9:.3f}" if m.training_flops else "-",
+               f"{mem['forward_bytes'] / mib:.1f} / {mem['training_bytes'] / mib:.1f}",
+               "-" if mem.get("training_peak_bytes") is None else f"{mem['training_peak_bytes'] / mib:.1f}", infer,
                "-" if m.accuracy is None else f"{m.accuracy:.2f}"]
         if timing:
             first, last = m.timing[0], m.timing[-1]
@@ -112,3 +125,25 @@ def _print_notes(report) -> None:
         console().print(f"Not counted (unknown ops): {', '.join(unsupported)}")
     for source in sorted({m.accuracy_source for m in report.models if m.accuracy_source}):
         console().print(f"Accuracy: {source}")
+
+
+def _num(v, fmt: str) -> str:
+    return "-" if v is None else format(v, fmt)
+
+
+def _print_canziani(section) -> None:
+    rows = [(r["network"], r["cnnlab"] or "-", _num(r["paper_params"] and r["paper_params"] / 1e6, ".1f"),
+             _num(r.get("cnnlab_params") and r["cnnlab_params"] / 1e6, ".2f"), _num(r["paper_gops"], ".2f"),
+             _num(r.get("cnnlab_gmacs"), ".3f"), _num(r.get("cnnlab_gflops"), ".3f"), _num(r["paper_top1"], ".1f"),
+             _num(r.get("cnnlab_top1"), ".2f"), _num(r["top1_difference"], "+.1f"), r["why"])
+            for r in section["comparison"]]
+    if rows:
+        print_table(f"Paper vs cnnlab: {section['paper']}",
+                    ("network", "cnnlab", "params M paper", "params M cnnlab", "G-Ops paper", "GMACs cnnlab",
+                     "GFLOPs cnnlab", "top-1 paper", "top-1 cnnlab", "diff", "why they differ"), rows,
+                    left=("network", "cnnlab", "why they differ"))
+        for note in section["notes"]:
+            console().print(note[0].upper() + note[1:] + ".")
+        console().print(f"The paper measured: {section['setup']['text']} ({section['setup']['source']}).")
+    for sentence in section["findings"]["sentences"]:
+        console().print(sentence)
