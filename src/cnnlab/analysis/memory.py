@@ -64,8 +64,8 @@ def activation_bytes(model: nn.Module, input_shape: Sequence[int], batch: int) -
 def activation_memory(model: nn.Module, input_shape: Sequence[int], batch_sizes: Sequence[int]) -> list[dict]:
     """:func:`activation_bytes` per batch size. Activations grow linearly with the batch, so two
     meta passes (batch 2 and 3) give every size: bytes(b) = bytes(2) + (b - 2) * (bytes(3) - bytes(2)).
-    Not batch 1: batch norm in training mode refuses one value per channel (BN-AlexNet after a linear layer, Inception-v3's
-    auxiliary head at 1x1), and the line through 2 and 3 is the same line."""
+    Not batch 1: batch norm in training mode refuses one value per channel (BN-AlexNet after a linear layer,
+    Inception-v3's auxiliary head at 1x1), and the line through 2 and 3 is the same line."""
     f2, t2 = activation_bytes(model, input_shape, 2)
     f3, t3 = activation_bytes(model, input_shape, 3)
     return [{"batch": b, "forward_bytes": f2 + (b - 2) * (f3 - f2), "training_bytes": t2 + (b - 2) * (t3 - t2)}
