@@ -205,3 +205,19 @@ def test_the_papers_14_resolve_with_an_accuracy():
     for name in cz.CANZIANI_NETWORKS:
         src = resolve_model(name, fallback=acc)
         assert src.accuracy is not None or name == "vgg16_bn", name
+
+
+@pytest.mark.parametrize("name", ["alexnet", "googlenet", "inception_v3"])
+def test_zoo_networks_with_torchvisions_architecture_get_its_documented_accuracy(name):
+    """Inception-v3's documented count includes its auxiliary head (off by default in the zoo, as inference never
+    runs it): the same network, so the same documented top-1."""
+    import torch
+
+    from cnnlab.analysis.sources import _registry_accuracy
+    from cnnlab.external import torchvision_info
+    from cnnlab.models import create_model
+
+    with torch.device("meta"):
+        params = sum(p.numel() for p in create_model(name).parameters())
+    top1, source = _registry_accuracy(name, params)
+    assert top1 == torchvision_info(name).top1 and "torchvision" in source

@@ -62,6 +62,17 @@ def check_model_specs(specs: Sequence[str]) -> None:
             get_model_info(spec)
 
 
+def _params_with_aux_heads(name: str) -> int | None:
+    """Parameters of the zoo network built with its auxiliary classifiers (``aux_logits=True``, as torchvision
+    documents Inception-v3's count: the heads train, inference never runs them); None: it has none."""
+    try:
+        with torch.device("meta"):
+            model = create_model(name, aux_logits=True)
+    except (TypeError, ValueError):
+        return None
+    return sum(p.numel() for p in model.parameters())
+
+
 def _registry_accuracy(name: str, params: int) -> tuple[float | None, str | None]:
     """torchvision's documented top-1 for a zoo network of the same name and parameter count."""
     if name in IMAGENET_TOP1:
@@ -69,7 +80,7 @@ def _registry_accuracy(name: str, params: int) -> tuple[float | None, str | None
     if name not in torchvision_names():
         return None, None
     info = torchvision_info(name)
-    if info.params != params or info.top1 is None:
+    if info.top1 is None or info.params not in (params, _params_with_aux_heads(name)):
         return None, None
     return info.top1, info.source if not info.weights.endswith("IMAGENET1K_V1") else IMAGENET_SOURCE
 
