@@ -18,7 +18,8 @@ import torch.nn.functional as F
 from cnnlab.models._paths import path_side
 from cnnlab.models._registry import register_model
 
-__all__ = ["BasicConv2d", "Inception", "InceptionAux", "GoogLeNet", "GoogLeNetOutputs", "INCEPTIONS", "googlenet"]
+__all__ = ["BasicConv2d", "Inception", "InceptionAux", "GoogLeNet", "GoogLeNetOutputs", "INCEPTIONS", "googlenet",
+           "init_inception", "transform_input"]
 
 PAPER = "Szegedy et al. 2015, arXiv:1409.4842"
 
@@ -43,6 +44,17 @@ def transform_input(x: torch.Tensor) -> torch.Tensor:
     """Re-normalise an ImageNet-normalised RGB batch to Inception's [-1, 1] scaling (torchvision's rule)."""
     channels = [x[:, c : c + 1] * (_STD[c] / 0.5) + (_MEAN[c] - 0.5) / 0.5 for c in range(3)]
     return torch.cat(channels, 1)
+
+
+def init_inception(model: nn.Module, std: float) -> None:
+    """torchvision's initialisation of GoogLeNet and Inception-v3: conv and linear weights from a normal
+    truncated to [-2, 2] with ``std`` (or the layer's own ``stddev`` where it sets one), batch norm 1 and 0."""
+    for m in model.modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            nn.init.trunc_normal_(m.weight, mean=0.0, std=float(getattr(m, "stddev", std)), a=-2, b=2)
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.constant_(m.weight, 1)
+            nn.init.constant_(m.bias, 0)
 
 
 class GoogLeNetOutputs(NamedTuple):
@@ -134,12 +146,7 @@ class GoogLeNet(nn.Module):
         self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
         self.dropout = nn.Dropout(p=dropout)
         self.fc = nn.Linear(1024, num_classes)
-        for m in self.modules():  # torchvision's initialisation
-            if isinstance(m, (nn.Conv2d, nn.Linear)):
-                nn.init.trunc_normal_(m.weight, mean=0.0, std=0.01, a=-2, b=2)
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.constant_(m.weight, 1)
-                nn.init.constant_(m.bias, 0)
+        init_inception(self, std=0.01)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | GoogLeNetOutputs:
         if self.transform_input:

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from cnnlab.models._paths import path_side
 from cnnlab.models._registry import register_model
-from cnnlab.models.googlenet import BasicConv2d, transform_input
+from cnnlab.models.googlenet import BasicConv2d, init_inception, transform_input
 
 __all__ = ["InceptionA", "InceptionB", "InceptionC", "InceptionD", "InceptionE", "InceptionAux", "Inception3",
            "InceptionOutputs", "STEM", "BLOCKS", "inception_v3"]
@@ -207,13 +207,7 @@ class Inception3(nn.Module):
         self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
         self.dropout = nn.Dropout(p=dropout)
         self.fc = nn.Linear(2048, num_classes)
-        for m in self.modules():  # torchvision's initialisation
-            if isinstance(m, (nn.Conv2d, nn.Linear)):
-                std = float(m.stddev) if hasattr(m, "stddev") else 0.1
-                nn.init.trunc_normal_(m.weight, mean=0.0, std=std, a=-2, b=2)
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.constant_(m.weight, 1)
-                nn.init.constant_(m.bias, 0)
+        init_inception(self, std=0.1)  # torchvision's; the aux head's conv1 and fc set their own stddev
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | InceptionOutputs:
         if self.transform_input:
