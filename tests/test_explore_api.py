@@ -251,6 +251,10 @@ def test_the_playground_computes_or_explains(model_api):
     assert_error(model_api.post("/api/playground", json={"input": 3, "kernel": 5}), 400, "-1")
     assert_error(model_api.post("/api/playground", json={"input": 5, "kernel": 3, "padding": "wide"}), 400, "padding")
     assert_error(model_api.post("/api/playground", json={"input": 5, "kernel": 3, "stride": 0}), 400, "stride")
+    for huge in ({"input": 2**40, "kernel": 2**40}, {"input": 2000, "kernel": 1, "stride": 2000},
+                 {"input": 3, "kernel": 3, "padding": "5000"}, {"input": 300, "kernel": 3, "stride": 100, "transposed": True}):
+        assert_error(model_api.post("/api/playground", json=huge), 400)  # refused before anything is drawn
+    assert model_api.post("/api/playground", json={"input": 5, "kernel": 3}).status_code == 200
 
 
 def test_a_model_without_a_dataset_needs_an_image():

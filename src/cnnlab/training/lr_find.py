@@ -36,8 +36,8 @@ from cnnlab.runtime import determinism, explain_out_of_memory
 from cnnlab.training.callbacks import Callback, TrainerView
 from cnnlab.training.config import TrainConfig
 from cnnlab.training.loop import Trainer
-from cnnlab.training.lr_rules import (BETA, DEFAULT_RULE, RULES, analysis_window, check_rule, check_sweep, smooth,
-                                      suggest, sweep_lrs)
+from cnnlab.training.lr_rules import (BETA, DEFAULT_RULE, RULES, analysis_window, check_rule, check_sweep, suggest,
+                                      sweep_lrs)
 from cnnlab.training.setup import RunParts, prepare
 
 __all__ = ["LrFindResult", "lr_find", "range_test", "preserved", "DIVERGE", "RULES", "DEFAULT_RULE", "LrFindRecord"]
@@ -78,7 +78,7 @@ class LrFindResult:
                 "settings": dict(self.settings)}
 
 
-def _rng_states(device: torch.device) -> dict[str, Any]:
+def _rng_states() -> dict[str, Any]:
     states = {"torch": torch.get_rng_state(), "random": random.getstate(), "numpy": np.random.get_state()}
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         states["cuda"] = torch.cuda.get_rng_state_all()
@@ -106,7 +106,7 @@ def preserved(parts: RunParts) -> Iterator[None]:
     lookahead_state = copy.deepcopy(parts.lookahead.state_dict()) if parts.lookahead is not None else None
     modes = {name: module.training for name, module in parts.model.named_modules()}
     shuffle_state = parts.shuffle.get_state()
-    rng = _rng_states(parts.device)
+    rng = _rng_states()
     try:
         yield
     finally:
@@ -135,8 +135,10 @@ def _batches(parts: RunParts) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
                                    shard=(parts.rank, parts.world))
 
 
-def _sweep(parts: RunParts, lrs: list[float], stop_div: bool) -> tuple[list[float], list[float], str]:
-    """Train one step per learning rate; returns the rates and losses recorded and why it stopped ('' if it did not)."""
+def _sweep(parts: RunParts, lrs: list[float], stop_div: bool) -> tuple[list[float], list[float], list[float], str]:
+    """Train one step per learning rate; returns the rates, losses and smoothed losses recorded (the smoothing of
+    :func:`~cnnlab.training.lr_rules.smooth`, kept as it is computed for the stop rule) and why it stopped ('' if
+    it did not)."""
     trainer = Trainer(parts)
     parts.model.train()
     for name in parts.config.freeze:
@@ -144,6 +146,7 @@ def _sweep(parts: RunParts, lrs: list[float], stop_div: bool) -> tuple[list[floa
     batches = _batches(parts)
     done: list[float] = []
     losses: list[float] = []
+    smoothed: list[float] = []
     best, average = math.inf, 0.0
     for step, lr in enumerate(lrs):
         for group in parts.optimizer.param_groups:
@@ -151,16 +154,16 @@ def _sweep(parts: RunParts, lrs: list[float], stop_div: bool) -> tuple[list[floa
         x, y = next(batches)
         loss = float(trainer.train_step(x, y)[1])
         if not math.isfinite(loss):
-            return done, losses, f"the loss became {loss} at lr {lr:.3g} (step {step + 1})"
+            return done, losses, smoothed, f"the loss became {loss} at lr {lr:.3g} (step {step + 1})"
         done.append(lr)
         losses.append(loss)
         average = BETA * average + (1 - BETA) * loss
-        smoothed = average / (1 - BETA ** (step + 1))
-        best = min(best, smoothed)
-        if stop_div and smoothed > DIVERGE * best:
-            return done, losses, (f"the smoothed loss {smoothed:.3g} passed {DIVERGE:g}x its best ({best:.3g}) at "
-                                  f"lr {lr:.3g} (step {step + 1})")
-    return done, losses, ""
+        smoothed.append(average / (1 - BETA ** (step + 1)))
+        best = min(best, smoothed[-1])
+        if stop_div and smoothed[-1] > DIVERGE * best:
+            return done, losses, smoothed, (f"the smoothed loss {smoothed[-1]:.3g} passed {DIVERGE:g}x its best "
+                                            f"({best:.3g}) at lr {lr:.3g} (step {step + 1})")
+    return done, losses, smoothed, ""
 
 
 def range_test(parts: RunParts, *, start_lr: float = 1e-7, end_lr: float = 10.0, num_iter: int = 100,
@@ -173,11 +176,10 @@ def range_test(parts: RunParts, *, start_lr: float = 1e-7, end_lr: float = 10.0,
     with preserved(parts), determinism(config.deterministic, parts.device), \
             explain_out_of_memory(f"the range test of {config.model} on {shape} images in batches of "
                                   f"{config.batch_size}"):
-        lrs, losses, reason = _sweep(parts, sweep_lrs(start_lr, end_lr, num_iter), stop_div)
+        lrs, losses, smoothed, reason = _sweep(parts, sweep_lrs(start_lr, end_lr, num_iter), stop_div)
     if len(lrs) < 2:
         raise CnnlabError(f"the range test stopped after {len(lrs)} step(s): {reason}; start lower (--start-lr "
                           f"below {start_lr:g})")
-    smoothed = smooth(losses)
     return LrFindResult(lrs=lrs, losses=losses, smoothed=smoothed, suggestions=suggest(lrs, smoothed, num_iter),
                         stopped_early=bool(reason), stop_reason=reason or f"ran all {num_iter} steps",
                         start_lr=float(start_lr), end_lr=float(end_lr), num_iter=num_iter,

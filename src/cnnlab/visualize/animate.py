@@ -28,6 +28,7 @@ __all__ = ["Panel", "Frame", "Animation", "conv_animation", "pool_animation", "x
            "MAX_POSITIONS", "FLAGS"]
 
 MAX_POSITIONS = 4096  # output positions (= frames) one animation may have
+MAX_GRID_SIDE = 256  # side of the (padded) input grid drawn: every cell is a number in the animation
 # the lecture's symbols -> the ``cnnlab animate`` flags: pass ``names=FLAGS`` for messages that name the flags
 FLAGS = {"i": "--input", "k": "--kernel", "s": "--stride", "p": "--padding", "d": "--dilation",
          "output_padding": "--output-padding", "mode": "--mode"}
@@ -141,12 +142,17 @@ def _rows(t: torch.Tensor) -> list[list[float]]:
     return [[float(v) for v in row] for row in t]
 
 
-def _check_positions(o: int, names: Mapping[str, str] | None = None) -> None:
+def _check_positions(o: int, names: Mapping[str, str] | None = None, *, grid: int = 0) -> None:
+    """The animation stays drawable: at most :data:`MAX_POSITIONS` output positions (one frame each) and a
+    (padded) input grid of at most :data:`MAX_GRID_SIDE` a side (checked before anything is allocated)."""
+    label = (names or {}).get
     if o * o > MAX_POSITIONS:
-        label = (names or {}).get
         raise CnnlabValueError(f"the output would be {o}x{o} = {o * o} positions, one frame each; keep it to "
                                f"{MAX_POSITIONS} (e.g. a smaller {label('i', 'input i')} or a larger "
                                f"{label('s', 'stride s')})")
+    if grid > MAX_GRID_SIDE:
+        raise CnnlabValueError(f"the grid drawn would be {grid}x{grid} cells; keep its side to {MAX_GRID_SIDE} "
+                               f"(a smaller {label('i', 'input i')} or {label('p', 'padding p')})")
 
 
 def _value_text(panel: Panel, anim: Animation, frame_out: tuple[int, int], window: tuple[int, int]) -> str:
@@ -203,7 +209,7 @@ def conv_animation(i: int, k: int, s: int = 1, p: int | str = 0, d: int = 1, *, 
         o, lines = arithmetic.explain_output_size(i, k, s, p, d)
     except ValueError as exc:
         raise _fail(exc) from None
-    _check_positions(o, names)
+    _check_positions(o, names, grid=i + before + after)
     a, w = _ints((i, i), 0, 3, seed), _ints((k, k), -1, 1, _next_seed(seed))
     grid, kinds = _padded(a, before, after)
     out = F.conv2d(grid[None, None], w[None, None], stride=s, dilation=d)[0, 0]
@@ -229,7 +235,7 @@ def _transposed_animation(i: int, k: int, s: int, p: int | str, d: int, output_p
         o = arithmetic.conv_transpose_output_size(i, k, s, p, output_padding, d)
     except ValueError as exc:
         raise _fail(exc) from None
-    _check_positions(o, names)
+    _check_positions(o, names, grid=max(i, o + d * (k - 1)))
     a, w = _ints((i, i), 0, 3, seed), _ints((k, k), -1, 1, _next_seed(seed))
     q = d * (k - 1) - p  # padding of the equivalent direct convolution (negative: cropping)
     n = o + d * (k - 1)  # its grid side
@@ -278,7 +284,7 @@ def pool_animation(i: int, k: int, s: int | None = None, p: int = 0, d: int = 1,
         o = arithmetic.conv_output_size(i, k, s, p, d, ceil_mode)
     except ValueError as exc:
         raise _fail(exc) from None
-    _check_positions(o, names)
+    _check_positions(o, names, grid=i + 2 * p)
     a = _ints((i, i), 0, 9, seed)
     grid, kinds = _padded(a, p, p)
     if mode == "max":
@@ -307,7 +313,7 @@ def xcorr_animation(i: int = 5, k: int = 3, p: int = 0, *, seed: int = 0,
         o, lines = arithmetic.explain_output_size(i, k, 1, p)
     except ValueError as exc:
         raise _fail(exc) from None
-    _check_positions(o, names)
+    _check_positions(o, names, grid=i + 2 * p)
     a, w = _ints((i, i), 0, 3, seed), _ints((k, k), -2, 2, _next_seed(seed))
     grid, kinds = _padded(a, p, p)
     xcorr = correlate2d(grid, w, "valid")  # Z[i,j] = sum K[u,v] A[i+u, j+v]
