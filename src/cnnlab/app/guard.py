@@ -43,7 +43,7 @@ class Policy:
     host: str
     port: int
     token: str | None = None
-    hosts: set[str] = field(default_factory=set)
+    hosts: set[str] = field(init=False, default_factory=set)  # derived from host and port
 
     @property
     def any_host(self) -> bool:
@@ -108,10 +108,8 @@ class Guard:
             if in_url:
                 extra = [(b"set-cookie", f"{TOKEN_COOKIE}={given}; HttpOnly; SameSite=Strict; Path=/".encode())]
         length = headers.get("content-length")
-        if length is not None and (not length.isdigit() or int(length) > self.max_body):
-            return await _answer(send, 413, f"the request body is over {self.max_body // 2**20} MB; send a "
-                                            f"smaller image")
-        body = await self._body(receive)
+        too_long = length is not None and (not length.isdigit() or int(length) > self.max_body)
+        body = None if too_long else await self._body(receive)  # a declared length over the limit: nothing read
         if body is None:
             return await _answer(send, 413, f"the request body is over {self.max_body // 2**20} MB; send a "
                                             f"smaller image")

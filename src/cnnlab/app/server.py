@@ -80,7 +80,7 @@ def create_app(catalog: Catalog, *, host: str = "127.0.0.1", port: int = 8000, t
     app.state.catalog = catalog
     app.include_router(router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
-    first = next(iter(catalog.entries), None) if len(catalog.entries) == 1 else None
+    first = catalog.only
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def page() -> HTMLResponse:

@@ -20,7 +20,8 @@ from typing import Any
 from cnnlab.errors import CnnlabError, RunDirError
 from cnnlab.models import get_model_info, list_models
 from cnnlab.paths import check_folder
-from cnnlab.runs import read_config_doc, read_metrics, read_test_accuracy, run_dirs_under
+from cnnlab.runs import read_config_doc, read_test_accuracy, run_dirs_under
+from cnnlab.runs.compare import read_curves
 from cnnlab.visualize.source import InputImage, Subject, image_from_bytes, load_subject, load_test_split, \
     test_image
 
@@ -31,10 +32,6 @@ MAX_LOADED = 4  # models kept in memory at once (a ResNet-152 is 240 MB)
 
 class SubjectNotFound(CnnlabError):
     """An id that names no subject served here (a 404)."""
-
-
-def _floats(rows: list[dict[str, str]], key: str) -> list[float | None]:
-    return [float(r[key]) if r.get(key) else None for r in rows]
 
 
 @dataclass
@@ -68,10 +65,8 @@ def run_entry(path: Path, run_id: str) -> Entry | None:
     if doc is None or not (path / "model.pt").is_file():
         return None
     config = doc["config"]
-    rows = read_metrics(path)
-    curves = {"epoch": [int(r["epoch"]) for r in rows if r.get("epoch")]} if rows else None
-    if curves is not None:
-        curves |= {key: _floats(rows, key) for key in ("train_acc", "val_acc", "test_acc")}
+    curves = read_curves(path)  # metrics.csv as columns, as cnnlab compare reads it
+    curves = curves if curves["epoch"] else None
     shape = doc.get("input_shape") or []
     return Entry(run_id, "run", path.name, str(config.get("model")), config.get("dataset"), list(shape),
                  [str(c) for c in doc.get("classes") or []], path, read_test_accuracy(path), curves)
@@ -146,11 +141,16 @@ class Catalog:
             real = path.resolve()
             if real != root and root not in real.parents:
                 continue  # a link out of the served folder
-            key = path.name if path != root else root.name
+            key = path.name
             entry = run_entry(path, key)
             if entry is not None:
                 found[key] = entry
         return found
+
+    @property
+    def only(self) -> str | None:
+        """The id of the one subject served, where there is exactly one (the page opens it at once)."""
+        return next(iter(self.entries)) if len(self.entries) == 1 else None
 
     def list(self) -> list[dict[str, Any]]:
         self.refresh()

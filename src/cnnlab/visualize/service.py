@@ -21,11 +21,12 @@ from typing import Any, Callable
 import torch
 
 from cnnlab.errors import CnnlabValueError
+from cnnlab.trace import sample_input, trace
 from cnnlab.visualize.animate import parse_padding
 from cnnlab.visualize.catalog import Catalog, Entry
 from cnnlab.visualize.cell import explain_cell
 from cnnlab.visualize.filters import conv_layers
-from cnnlab.visualize.layers import choose_gradcam_layer
+from cnnlab.visualize.layers import check_image, choice_from_trace
 from cnnlab.visualize.source import InputImage, to_model_input
 from cnnlab.visualize.views import (attribution_view, erf_view, feature_map_layers, filters_view, layer_overview,
                                     picture, playground, prediction)
@@ -90,11 +91,12 @@ def _image(catalog: Catalog, entry: Entry, body: dict[str, Any]) -> InputImage:
 def subject(catalog: Catalog, entry: Entry, body: dict[str, Any]) -> dict[str, Any]:
     """One subject with what the page needs to ask about it: layers, conv layers, Grad-CAM's layer."""
     loaded = catalog.subject(entry)
-    model = loaded.model
-    choice = choose_gradcam_layer(model, loaded.input_shape)
+    model, shape = loaded.model, tuple(loaded.input_shape)
+    traced = trace(model, check_image(model, sample_input(model, shape)))  # one pass: the layers, Grad-CAM's
+    choice = choice_from_trace(model, traced.outputs(), shape)
     return entry.record() | {
-        "test_size": catalog.test_size(entry), "gray": loaded.input_shape[0] == 1,
-        "conv_layers": conv_layers(model), "layers": feature_map_layers(model, loaded.input_shape),
+        "test_size": catalog.test_size(entry), "gray": shape[0] == 1,
+        "conv_layers": conv_layers(model), "layers": feature_map_layers(traced),
         "gradcam_layer": {"name": choice.name, "reason": choice.reason}, "description": loaded.description}
 
 

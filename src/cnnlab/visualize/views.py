@@ -25,7 +25,7 @@ from cnnlab.visualize.attribution import grad_cam, integrated_gradients, minmax_
 from cnnlab.visualize.filters import conv_layers, filters_figure
 from cnnlab.visualize.layers import CONV_POOL, MAX_DEFAULT_LAYERS, choice_from_trace, check_image, get_layer, \
     layers_from_trace
-from cnnlab.visualize.receptive import effective_receptive_field
+from cnnlab.visualize.receptive import effective_receptive_field, theoretical_receptive_field
 
 __all__ = ["ACTIVATIONS", "NORMS", "MAX_CHANNELS", "layer_kind", "picture", "prediction", "layer_overview",
            "feature_map_layers",
@@ -115,9 +115,9 @@ def _overview_calls(traced: Trace) -> tuple[list[LayerCall], bool]:
     return [c for c in calls if c.leaf or not isinstance(c.module, (nn.Sequential, nn.ModuleList))], deep
 
 
-def feature_map_layers(model: nn.Module, input_shape: Sequence[int]) -> list[str]:
-    """The names of the layers :func:`layer_overview` lists, for an input of ``input_shape`` (C, H, W)."""
-    return [c.name for c in _overview_calls(trace(model, input_shape))[0]]
+def feature_map_layers(traced: Trace) -> list[str]:
+    """The names of the layers :func:`layer_overview` lists, from a trace of the model (e.g. on a zero image)."""
+    return [c.name for c in _overview_calls(traced)[0]]
 
 
 def layer_overview(model: nn.Module, x: torch.Tensor, *, channels: int = 8, expand: str | None = None
@@ -210,8 +210,8 @@ def erf_view(model: nn.Module, x: torch.Tensor, pixels: torch.Tensor, layer: str
     x = check_image(model, x)[:1]
     get_layer(model, layer)
     erf = effective_receptive_field(model, layer, tuple(x.shape[1:]), images=x, cell=cell)
-    call = next((c for c in reversed(trace(model, x).calls) if c.name == layer), None)
-    box = None if call is None or call.rf is None else list(call.box(*cell))
+    rf = theoretical_receptive_field(model, layer, tuple(x.shape[1:]))
+    box = None if rf is None else list(rf.box(*cell))
     scale = max(1, PICTURE_SIDE // pixels.shape[-1])
     return {"layer": layer, "y": cell[0], "x": cell[1], "rf_box": box,
             "erf": png_data_url(array_to_png(heat_overlay(pixels, minmax_per_image(erf[None])[0], "inferno", 0.6),

@@ -164,7 +164,7 @@ def explore_class() -> type:
         _config = traitlets.Dict().tag(sync=True)
 
         def __init__(self, catalog: Catalog, **kwargs: Any):
-            first = next(iter(catalog.entries), None) if len(catalog.entries) == 1 else None
+            first = catalog.only
             super().__init__(_config={"token": None, "subject": first, "widget": True}, **kwargs)
             self.catalog = catalog
             self._static: str | None = None
