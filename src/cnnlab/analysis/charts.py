@@ -23,7 +23,7 @@ def chart_figures(report) -> Iterator[tuple[str, str, object]]:
     """``(title, file name, figure)`` of each chart, one at a time (each figure is the caller's to close);
     with ``--canziani`` / ``--modern`` the paper's figures with its values beside ours, then operations vs time."""
     charts, draws = CHARTS, (_accuracy_vs_ops, _time_vs_batch, _memory_vs_batch, _ops_vs_time)
-    if getattr(report, "canziani", None) is not None:
+    if report.canziani is not None:
         charts = CANZIANI_CHARTS + CHARTS[3:]
         draws = (draw_figure1, draw_figure2, draw_time_vs_batch, draw_memory_vs_batch, _ops_vs_time)
     for (title, filename), draw in zip(charts, draws):

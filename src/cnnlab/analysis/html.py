@@ -48,7 +48,7 @@ def _at(m, key: str, batch: int) -> Any:
 
 def findings(report) -> list[str]:
     """The headline sentences: what the numbers say (with ``--canziani``/``--modern`` the paper's questions first)."""
-    out = list((getattr(report, "canziani", None) or {}).get("findings", {}).get("sentences", []))
+    out = list((report.canziani or {}).get("findings", {}).get("sentences", []))
     timed = [m for m in report.models if m.timing]
     if len(timed) >= 3:
         batch = max(t["batch"] for t in timed[0].timing)

@@ -81,13 +81,13 @@ def compare(run_dirs: tuple[Path, ...], seed: int, bootstrap: int, format: str, 
     from cnnlab.runtime import resolve_device
     from cnnlab.visualize.comparison import write_comparison
 
-    open_runs(run_dirs)  # two or more, each a finished run: said before anything else
+    runs = open_runs(run_dirs, resolve_device(device))  # two or more, each a finished run: said before anything else
     if html is not None:
         html = check_output(html, "file", what="--html", suffixes=(".html", ".htm"), default_suffix=".html",
                             writes="an HTML page")
     if out is not None:
         out = check_output(out, "file", suffixes=FIGURE_SUFFIXES, default_suffix=".png", writes="a PNG")
-    comparison = compare_runs(run_dirs, seed=seed, bootstrap=bootstrap, device=resolve_device(device),
+    comparison = compare_runs(runs, seed=seed, bootstrap=bootstrap, device=resolve_device(device),
                               data_dir=str(data_dir) if data_dir else None)
     write_comparison(comparison, png=out, html=html)
     if format == "json":

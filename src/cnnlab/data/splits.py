@@ -72,11 +72,9 @@ def _fraction_near(count: int, n: int, up: bool) -> str:
 
 
 def shuffle_labels(data, seed: int):
-    """``data`` with its labels permuted by a generator seeded with ``seed`` (Zhang et al. 2017,
+    """``data`` (a BatchSource) with its labels permuted by a generator seeded with ``seed`` (Zhang et al. 2017,
     "Understanding deep learning requires rethinking generalization"): every image keeps its place,
     the labels are the same multiset, reassigned at random; the same seed gives the same labels."""
     order = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))
     labels = data.labels.cpu()[order].to(data.labels.device)
-    if not hasattr(data, "with_labels"):
-        raise CnnlabError(f"--shuffle-labels cannot relabel a split of type {type(data).__name__}")
     return data.with_labels(labels)

@@ -39,6 +39,10 @@ class BatchSource(Protocol):
 
     def subset(self, idx: torch.Tensor) -> "BatchSource": ...
 
+    def with_labels(self, labels: torch.Tensor) -> "BatchSource":
+        """The same images with other labels (``--shuffle-labels``)."""
+        ...
+
     def batches(self, index_batches: Iterable[Batch]) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """(uint8 images, labels) for each batch (a slice or a tensor of indices), in order."""
         ...

@@ -196,15 +196,16 @@ def _per_class_difference(summaries: list[RunSummary]) -> list[dict[str, Any]]:
     return rows
 
 
-def open_runs(run_dirs: Sequence[str | os.PathLike], device: torch.device | str = "cpu") -> list[Run]:
-    """Every run opened (a folder that is not a finished run: one line) before any data is read."""
+def open_runs(run_dirs: Sequence[str | os.PathLike | Run], device: torch.device | str = "cpu") -> list[Run]:
+    """Every run opened (a folder that is not a finished run: one line) before any data is read; a
+    :class:`Run` already opened is taken as it is (its model.pt is not read again)."""
     if len(run_dirs) < 2:
         raise CnnlabError(f"compare needs two or more run directories, got {len(run_dirs)}; e.g. cnnlab compare "
                           f"runs/a runs/b")
-    return [Run.open(Path(d), device) for d in run_dirs]
+    return [d if isinstance(d, Run) else Run.open(Path(d), device) for d in run_dirs]
 
 
-def compare_runs(run_dirs: Sequence[str | os.PathLike], *, seed: int = 0, bootstrap: int = 2000,
+def compare_runs(run_dirs: Sequence[str | os.PathLike | Run], *, seed: int = 0, bootstrap: int = 2000,
                  device: torch.device | str = "cpu", data_dir: str | None = None) -> Comparison:
     """Compare 2+ finished runs on their shared test set; for exactly two, McNemar's exact test and
     the bootstrap interval of acc(second) - acc(first)."""

@@ -74,6 +74,6 @@ def load_run_splits(config: TrainConfig, prep: Preprocessing, data_dir: str | os
                           config.workers)
     splits = load_splits(config.dataset, data_dir or config.data_dir, options, val_fraction=config.val_fraction,
                          seed=config.seed)
-    if getattr(config, "shuffle_labels", False):  # --shuffle-labels: the training labels only, after the val split
+    if config.shuffle_labels:  # --shuffle-labels: the training labels only, after the val split
         splits = Splits(shuffle_labels(splits.train, config.seed), splits.test, splits.val)
     return splits
