@@ -14,6 +14,7 @@ recipe of the architecture's paper), through the weights' ``meta`` and ``transfo
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import importlib.util
 import inspect
@@ -114,9 +115,14 @@ def is_torchvision(spec: str) -> bool:
 
 def torchvision_names() -> list[str]:
     """The classifiers of ``torchvision.models`` (not detection, segmentation, video or quantized ones)."""
+    return list(_classifier_names())
+
+
+@functools.cache
+def _classifier_names() -> tuple[str, ...]:
     import torchvision.models  # ~1 s to import: paid by the runs that name a torchvision model
 
-    return sorted(torchvision.models.list_models(module=torchvision.models))
+    return tuple(sorted(torchvision.models.list_models(module=torchvision.models)))
 
 
 @dataclass(frozen=True)
@@ -139,6 +145,7 @@ def _name(spec: str) -> str:
     return spec[len(TORCHVISION_PREFIX):] if is_torchvision(spec) else spec
 
 
+@functools.cache  # asked for by the check, the resolution and the build of one model: read once
 def torchvision_info(spec: str) -> TorchvisionInfo:
     """``torchvision:NAME`` (or ``NAME``): the documented facts, read from the weights' meta (no download).
     An unknown name: :class:`UnknownNameError` with the closest names."""

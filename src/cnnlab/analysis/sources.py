@@ -80,7 +80,7 @@ def _registry_accuracy(name: str, params: int) -> tuple[float | None, str | None
     if name not in torchvision_names():
         return None, None
     info = torchvision_info(name)
-    if info.top1 is None or info.params not in (params, _params_with_aux_heads(name)):
+    if info.top1 is None or (info.params != params and info.params != _params_with_aux_heads(name)):
         return None, None
     return info.top1, info.source if not info.weights.endswith("IMAGENET1K_V1") else IMAGENET_SOURCE
 
