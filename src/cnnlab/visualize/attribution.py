@@ -21,7 +21,9 @@ import torch.nn.functional as F
 from cnnlab.errors import CnnlabError
 from cnnlab.visualize.layers import check_image, choice_from_trace, get_layer, hw_c, trace_forward
 
-__all__ = ["grad_cam", "saliency", "integrated_gradients", "resolve_targets", "minmax_per_image"]
+__all__ = ["METHODS", "grad_cam", "saliency", "integrated_gradients", "resolve_targets", "minmax_per_image"]
+
+METHODS = ("gradcam", "saliency", "ig")  # the maps cnnlab draws: Grad-CAM, vanilla gradient, integrated gradients
 
 Target = int | Sequence[int] | torch.Tensor | None
 

@@ -12,14 +12,13 @@ import torch
 from cnnlab.display import figures_html
 from cnnlab.errors import CnnlabError, UnknownNameError
 from cnnlab.figures import overlay, save_figure, show_image, subplots
-from cnnlab.visualize.attribution import grad_cam, integrated_gradients, saliency
+from cnnlab.visualize.attribution import METHODS, grad_cam, integrated_gradients, saliency
 from cnnlab.visualize.layers import LayerChoice, choose_gradcam_layer, default_layers, get_layer, hw_c, trace_outputs
 from cnnlab.visualize.source import default_out, parse_target, resolve, to_model_input, writing
 from cnnlab.visualize.trust_checks import map_faithfulness
 
 __all__ = ["METHODS", "GradCamResult", "show_gradcam", "parse_methods", "plot_attributions"]
 
-METHODS = ("gradcam", "saliency", "ig")
 
 
 @dataclass

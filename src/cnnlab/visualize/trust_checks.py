@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 
 from cnnlab.errors import CnnlabError, UnknownNameError
-from cnnlab.visualize.attribution import grad_cam, integrated_gradients, saliency
+from cnnlab.visualize.attribution import METHODS, grad_cam, integrated_gradients, saliency
 from cnnlab.visualize.layers import choice_from_trace, layers_from_trace, trace_outputs
 from cnnlab.visualize.trust_metrics import Curves, centre_maps, perturbation_curves, random_maps, spearman_abs, ssim
 from cnnlab.visualize.trust_randomize import CascadeStep, randomized_models
@@ -21,7 +21,6 @@ from cnnlab.visualize.trust_randomize import CascadeStep, randomized_models
 __all__ = ["METHODS", "METHOD_TITLES", "parse_trust_methods", "MapMaker", "StepScore", "randomization_check",
            "compare_maps", "faithfulness", "map_faithfulness", "candidate_layers", "rank_layers"]
 
-METHODS = ("gradcam", "saliency", "ig")
 METHOD_TITLES = {"gradcam": "Grad-CAM", "saliency": "saliency", "ig": "integrated gradients"}
 
 

@@ -21,7 +21,7 @@ from cnnlab.errors import CnnlabError, CnnlabValueError
 from cnnlab.figures import array_to_png, colorize, heat_overlay, png_data_url, uint8_image
 from cnnlab.trace import LayerCall, Trace, trace
 from cnnlab.visualize.animate import conv_animation
-from cnnlab.visualize.attribution import grad_cam, integrated_gradients, minmax_per_image, saliency
+from cnnlab.visualize.attribution import METHODS, grad_cam, integrated_gradients, minmax_per_image, saliency
 from cnnlab.visualize.filters import conv_layers, filters_figure
 from cnnlab.visualize.layers import CONV_POOL, MAX_DEFAULT_LAYERS, choice_from_trace, check_image, get_layer, \
     layers_from_trace
@@ -35,7 +35,6 @@ ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.ELU, nn.SELU, nn.CE
                nn.Sigmoid, nn.Tanh, nn.Hardswish, nn.Hardsigmoid, nn.Hardtanh, nn.Softplus)
 NORMS = (nn.BatchNorm2d, nn.GroupNorm, nn.InstanceNorm2d, nn.LayerNorm, nn.LocalResponseNorm)
 MAX_CHANNELS = 64  # maps per layer one answer may carry
-METHODS = ("gradcam", "saliency", "ig")
 PICTURE_SIDE = 168  # small images are scaled up (nearest) to about this side
 
 
