@@ -19,7 +19,7 @@ from cnnlab.trace import PASS_THROUGH, LayerOutput, trace  # noqa: F401 -- (Laye
 
 __all__ = ["LayerOutput", "LayerChoice", "get_layer", "layer_name", "layer_names", "trace_forward", "trace_outputs",
            "choose_gradcam_layer", "choice_from_trace",
-           "default_layers", "layers_from_trace", "check_image", "first_conv", "hw_c", "MAX_DEFAULT_LAYERS"]
+           "default_layers", "layers_from_trace", "is_block", "check_image", "first_conv", "hw_c", "MAX_DEFAULT_LAYERS"]
 
 CONV_POOL = (nn.Conv2d, nn.ConvTranspose2d, nn.MaxPool2d, nn.AvgPool2d)
 MAX_DEFAULT_LAYERS = 16  # more conv/pool layers than this: show one layer per stage instead
@@ -143,7 +143,7 @@ def choice_from_trace(model: nn.Module, outputs: list[LayerOutput], input_shape:
     return LayerChoice(best.name, best.shape, nxt.name if nxt else None, nxt.shape if nxt else None)
 
 
-def _is_block(module: nn.Module) -> bool:
+def is_block(module: nn.Module) -> bool:
     """A container that is a building block (a residual block), not a plain Sequential of layers."""
     return next(module.children(), None) is not None and not isinstance(module, (nn.Sequential, nn.ModuleList))
 
@@ -165,7 +165,7 @@ def layers_from_trace(model: nn.Module, outputs: list[LayerOutput]) -> list[str]
         return []
     if len(leaves) <= MAX_DEFAULT_LAYERS:
         return [o.name for o in leaves]
-    blocks = [o.name for o in outputs if _is_block(o.module)]
+    blocks = [o.name for o in outputs if is_block(o.module)]
     candidates = [o for o in outputs if o.name in blocks or (
         isinstance(o.module, CONV_POOL) and not any(o.name.startswith(b + ".") for b in blocks))]
     return [o.name for o, nxt in zip(candidates, [*candidates[1:], None]) if nxt is None or nxt.shape != o.shape]

@@ -21,7 +21,7 @@ import torch.nn as nn
 
 from cnnlab.errors import CnnlabError
 from cnnlab.trace import trace
-from cnnlab.visualize.layers import get_layer
+from cnnlab.visualize.layers import get_layer, is_block
 
 __all__ = ["CascadeStep", "parameter_layers", "cascade_steps", "independent_steps", "reinitialize",
            "randomized_copy", "randomized_models", "MAX_CASCADE_STEPS"]
@@ -46,8 +46,6 @@ def parameter_layers(model: nn.Module, x: torch.Tensor) -> list[str]:
         raise CnnlabError(f"{type(model).__name__} has no layer with parameters: there is nothing to randomize")
     return called
 
-def _is_block(module: nn.Module) -> bool:
-    return next(module.children(), None) is not None and not isinstance(module, (nn.Sequential, nn.ModuleList))
 
 def _group(model: nn.Module, name: str) -> str:
     """The building block a layer belongs to (its outermost ancestor that is a block, a residual
@@ -56,7 +54,7 @@ def _group(model: nn.Module, name: str) -> str:
     parts = name.split(".")
     for i in range(1, len(parts)):
         prefix = ".".join(parts[:i])
-        if _is_block(modules[prefix]):
+        if is_block(modules[prefix]):
             return prefix
     return name
 

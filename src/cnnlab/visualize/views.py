@@ -24,7 +24,7 @@ from cnnlab.visualize.animate import conv_animation
 from cnnlab.visualize.attribution import METHODS, grad_cam, integrated_gradients, minmax_per_image, saliency
 from cnnlab.visualize.filters import conv_layers, filters_figure
 from cnnlab.visualize.layers import CONV_POOL, MAX_DEFAULT_LAYERS, choice_from_trace, check_image, get_layer, \
-    layers_from_trace
+    is_block, layers_from_trace
 from cnnlab.visualize.receptive import effective_receptive_field, theoretical_receptive_field
 
 __all__ = ["ACTIVATIONS", "NORMS", "MAX_CHANNELS", "layer_kind", "picture", "prediction", "layer_overview",
@@ -111,7 +111,7 @@ def _overview_calls(traced: Trace) -> tuple[list[LayerCall], bool]:
     deep = sum(isinstance(c.module, CONV_POOL) for c in leaves) > MAX_DEFAULT_LAYERS
     last = {c.name: c for c in (spatial if deep else leaves)}  # a module called twice: its last call, as /cell
     calls = sorted(last.values(), key=lambda c: c.order)
-    return [c for c in calls if c.leaf or not isinstance(c.module, (nn.Sequential, nn.ModuleList))], deep
+    return [c for c in calls if c.leaf or is_block(c.module)], deep
 
 
 def feature_map_layers(traced: Trace) -> list[str]:
