@@ -38,7 +38,7 @@ from cnnlab.visualize.trust_checks import (METHOD_TITLES, METHODS, MapMaker, Ste
                                            faithfulness, parse_trust_methods, randomization_check, rank_layers)
 from cnnlab.visualize.trust_figures import plot_cascade, plot_cascade_scores, plot_faithfulness
 from cnnlab.visualize.trust_metrics import BASELINES, Curves
-from cnnlab.visualize.trust_randomize import MAX_CASCADE_STEPS, cascade_steps, independent_steps
+from cnnlab.visualize.trust_randomize import MAX_CASCADE_STEPS, cascade_steps, independent_of
 
 __all__ = ["TrustResult", "TrustSettings", "check_trust", "trust_images", "default_trust_dir", "load_twin", "report_trust", "METHODS", "BASELINES"]
 
@@ -59,13 +59,12 @@ class TrustSettings:
     seed: int = 0
 
     def check(self) -> tuple[str, ...]:
-        if isinstance(self.n_images, bool) or not isinstance(self.n_images, int) or self.n_images < 1:
-            raise CnnlabError(f"--images must be a positive integer, got {self.n_images!r}")
-        if self.baseline not in BASELINES:
-            raise UnknownNameError("baseline", self.baseline, BASELINES)
-        for flag, value in (("--steps", self.steps), ("--ig-steps", self.ig_steps), ("--max-cascade", self.max_cascade)):
+        for flag, value in (("--images", self.n_images), ("--steps", self.steps), ("--ig-steps", self.ig_steps),
+                            ("--max-cascade", self.max_cascade)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise CnnlabError(f"{flag} must be a positive integer, got {value!r}")
+        if self.baseline not in BASELINES:
+            raise UnknownNameError("baseline", self.baseline, BASELINES)
         return parse_trust_methods(self.methods)
 
 
@@ -226,7 +225,7 @@ def _measure(subject: Subject, settings: TrustSettings, methods: tuple[str, ...]
     independent = {}
     if settings.independent:
         independent = {m: s[1:] for m, s in randomization_check(
-            model, x, targets, methods, independent_steps(model, x, settings.max_cascade), make, seed=settings.seed,
+            model, x, targets, methods, independent_of(steps), make, seed=settings.seed,
             cascading=False, original=original)[0].items()}
     curves = faithfulness(model, x, targets, original, baseline=settings.baseline, steps=settings.steps,
                           seed=settings.seed)

@@ -23,7 +23,7 @@ from cnnlab.errors import CnnlabError
 from cnnlab.trace import trace
 from cnnlab.visualize.layers import get_layer, is_block
 
-__all__ = ["CascadeStep", "parameter_layers", "cascade_steps", "independent_steps", "reinitialize",
+__all__ = ["CascadeStep", "parameter_layers", "cascade_steps", "independent_steps", "independent_of", "reinitialize",
            "randomized_copy", "randomized_models", "MAX_CASCADE_STEPS"]
 
 MAX_CASCADE_STEPS = 8  # more groups of layers than this (a ResNet's blocks): contiguous groups are merged
@@ -88,7 +88,13 @@ def cascade_steps(model: nn.Module, x: torch.Tensor, max_steps: int = MAX_CASCAD
 
 def independent_steps(model: nn.Module, x: torch.Tensor, max_steps: int = MAX_CASCADE_STEPS) -> list[CascadeStep]:
     """The independent variant: each group re-initialised alone, the rest of the network as trained."""
-    return [CascadeStep(s.label, s.added, s.added) for s in cascade_steps(model, x, max_steps)]
+    return independent_of(cascade_steps(model, x, max_steps))
+
+
+def independent_of(steps: Sequence[CascadeStep]) -> list[CascadeStep]:
+    """The independent variant of a cascade already made: the same groups, each alone."""
+    return [CascadeStep(s.label, s.added, s.added) for s in steps]
+
 
 def _layer_seed(seed: int, name: str) -> int:
     return (int(seed) * 1_000_003 + zlib.crc32(name.encode())) % (1 << 63)
