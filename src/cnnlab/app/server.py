@@ -22,10 +22,11 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException
 
 from cnnlab.app.api import router
-from cnnlab.visualize.catalog import Catalog, SubjectNotFound
 from cnnlab.app.guard import Guard, Policy, is_loopback, new_token
 from cnnlab.errors import CnnlabError
 from cnnlab.pages import render
+from cnnlab.visualize.catalog import Catalog
+from cnnlab.visualize.service import error_reply
 
 __all__ = ["create_app", "serve", "bind", "STATIC"]
 
@@ -47,14 +48,6 @@ def _validation_message(exc: RequestValidationError) -> str:
 
 
 def _handlers(app: FastAPI) -> None:
-    @app.exception_handler(SubjectNotFound)
-    async def not_found(request: Request, exc: SubjectNotFound) -> JSONResponse:
-        return _error(404, str(exc))
-
-    @app.exception_handler(CnnlabError)
-    async def user_error(request: Request, exc: CnnlabError) -> JSONResponse:
-        return _error(400, str(exc))
-
     @app.exception_handler(RequestValidationError)
     async def bad_body(request: Request, exc: RequestValidationError) -> JSONResponse:
         return _error(422, _validation_message(exc))
@@ -63,13 +56,12 @@ def _handlers(app: FastAPI) -> None:
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
         return _error(exc.status_code, str(exc.detail))
 
-    @app.exception_handler(MemoryError)
-    async def no_memory(request: Request, exc: MemoryError) -> JSONResponse:
-        return _error(507, "out of memory for this request; try a smaller image or model")
+    async def reply(request: Request, exc: Exception) -> JSONResponse:
+        return _error(*error_reply(exc))  # an unknown subject 404, a user's mistake 400, memory 507, else 500
 
-    @app.exception_handler(Exception)
-    async def internal(request: Request, exc: Exception) -> JSONResponse:
-        return _error(500, f"internal error ({type(exc).__name__}): {exc}")
+    for kind in (CnnlabError, MemoryError):  # answered where raised, the server goes on
+        app.add_exception_handler(kind, reply)
+    app.add_exception_handler(Exception, reply)  # the rest: a 500 with its one line (Starlette logs it too)
 
 
 def create_app(catalog: Catalog, *, host: str = "127.0.0.1", port: int = 8000, token: str | None = None) -> FastAPI:

@@ -20,10 +20,10 @@ from typing import Any, Callable
 
 import torch
 
-from cnnlab.errors import CnnlabValueError
+from cnnlab.errors import CnnlabError, CnnlabValueError
 from cnnlab.trace import sample_input, trace
 from cnnlab.visualize.animate import parse_padding
-from cnnlab.visualize.catalog import Catalog, Entry
+from cnnlab.visualize.catalog import Catalog, Entry, SubjectNotFound
 from cnnlab.visualize.cell import explain_cell
 from cnnlab.visualize.filters import conv_layers
 from cnnlab.visualize.layers import check_image, choice_from_trace
@@ -31,7 +31,7 @@ from cnnlab.visualize.source import InputImage, to_model_input
 from cnnlab.visualize.views import (attribution_view, erf_view, feature_map_layers, filters_view, layer_overview,
                                     picture, playground, prediction)
 
-__all__ = ["ENDPOINTS", "handle", "image_bytes", "check_body"]
+__all__ = ["ENDPOINTS", "handle", "image_bytes", "check_body", "error_reply"]
 
 DATA_URL = re.compile(r"data:image/[\w.+-]+(?:;[\w=.+-]+)*;base64,", re.IGNORECASE)
 IMAGE = {"index": int, "image": str}
@@ -169,3 +169,18 @@ def handle(catalog: Catalog | None, name: str, key: str | None = None, body: dic
     entry = catalog.get(str(key))
     with entry.lock:
         return ENDPOINTS[name](catalog, entry, body)
+
+
+def error_reply(exc: BaseException) -> tuple[int, str]:
+    """(HTTP status, one line) for an exception an answer ended in -- the app's JSON error and the widget's
+    reply alike: an unknown subject 404, a user's mistake 400, no memory 507, anything else 500 (the server
+    and the widget go on answering)."""
+    lines = str(exc).strip().splitlines()
+    first = lines[0] if lines else type(exc).__name__
+    if isinstance(exc, SubjectNotFound):
+        return 404, first
+    if isinstance(exc, CnnlabError):
+        return 400, first
+    if isinstance(exc, MemoryError):
+        return 507, "out of memory for this request; try a smaller image or model"
+    return 500, f"internal error ({type(exc).__name__}): {first}"

@@ -15,7 +15,7 @@ from cnnlab.display import display_html, table
 from cnnlab.errors import CnnlabError
 from cnnlab.pages import asset, fragment
 from cnnlab.visualize.catalog import Catalog
-from cnnlab.visualize.service import handle
+from cnnlab.visualize.service import error_reply, handle
 from cnnlab.visualize.views import picture
 
 __all__ = ["arithmetic_esm", "explore_esm", "arithmetic_class", "explore_class", "SETTINGS"]
@@ -44,11 +44,6 @@ def _anywidget() -> tuple[Any, Any]:
     except ImportError:
         raise CnnlabError("cnnlab's notebook widgets need anywidget: pip install 'cnnlab[notebook]'") from None
     return anywidget, traitlets
-
-
-def _first_line(exc: Exception) -> str:
-    lines = str(exc).strip().splitlines()
-    return lines[0] if lines else type(exc).__name__
 
 
 def with_html(bundle: Any, html: str) -> Any:
@@ -103,7 +98,7 @@ def arithmetic_class() -> type:
             try:
                 result, error = handle(None, "playground", None, self.settings()), ""
             except CnnlabError as exc:
-                result, error = {}, _first_line(exc)
+                result, error = {}, error_reply(exc)[1]
             with self.hold_sync():
                 self.result, self.error = result, error
 
@@ -142,12 +137,8 @@ def answer(catalog: Catalog, content: dict[str, Any]) -> dict[str, Any]:
     reply: dict[str, Any] = {"id": content.get("id")}
     try:
         reply["answer"] = handle(catalog, str(content.get("name")), content.get("subject"), content.get("body"))
-    except CnnlabError as exc:
-        reply["error"] = _first_line(exc)
-    except MemoryError:
-        reply["error"] = "out of memory for this request; try a smaller image or model"
-    except Exception as exc:  # the widget keeps answering, as the app's server does
-        reply["error"] = f"internal error ({type(exc).__name__}): {_first_line(exc)}"
+    except Exception as exc:  # the widget keeps answering, as the app's server does, with the same line
+        reply["error"] = error_reply(exc)[1]
     return reply
 
 
