@@ -14,7 +14,7 @@ import torch
 
 from cnnlab.errors import CnnlabError
 from cnnlab.figures import gallery_figure, reliability_figure, save_figure
-from cnnlab.runs import Run, RunOutput, split_logits
+from cnnlab.runs import Run, RunOutput, load_run_splits, split_logits
 from cnnlab.runs.interpret import Interpretation, interpret_logits
 from cnnlab.runtime import resolve_device
 from cnnlab.storage import atomic_write
@@ -38,11 +38,12 @@ def interpret_run(run_dir: str | os.PathLike, *, top_losses: int = 16, temperatu
     with RunOutput(run_dir, folder, "interpret") as output:
         run = Run.open(run_dir, resolve_device(device))
         output.check(run)
-        model, data = run.load_model(), run.split("test", data_dir)
+        splits = load_run_splits(run.config, run.preprocessing, data_dir)  # read once: test and val come from it
+        model, data = run.load_model(), splits.test.to(run.device)
         logits, labels = split_logits(run, "test", model=model, data=data)
         val, notes = None, []
         if temperature and run.config.val_fraction > 0:
-            val = split_logits(run, "val", data_dir, model=model)
+            val = split_logits(run, "val", model=model, data=splits.val.to(run.device))
         elif temperature:
             notes.append(f"no temperature scaling: {run.path} was trained without --val-fraction, so it has no "
                          f"validation split to fit the temperature on")
