@@ -48,9 +48,10 @@ def _at(m, key: str, batch: int) -> Any:
 
 def findings(report) -> list[str]:
     """The headline sentences: what the numbers say (with ``--canziani``/``--modern`` the paper's questions first)."""
-    out = list((report.canziani or {}).get("findings", {}).get("sentences", []))
+    paper = (report.canziani or {}).get("findings", {})
+    out = list(paper.get("sentences", []))
     timed = [m for m in report.models if m.timing]
-    if len(timed) >= 3:
+    if len(timed) >= 3 and "pearson_ops_time" not in paper:  # the paper's findings say it already (FLOPs = 2 MACs)
         batch = max(t["batch"] for t in timed[0].timing)
         pairs = [(m.flops, next((t for t in m.timing if t["batch"] == batch), m.timing[-1])["ms_per_image"]) for m in timed]
         r = statistics.correlation([p[0] for p in pairs], [p[1] for p in pairs])
