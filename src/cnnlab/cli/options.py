@@ -28,10 +28,10 @@ from cnnlab.cli._common import parse_options
 from cnnlab.errors import CnnlabError
 from cnnlab.parsing import MAX_INT, parse_bytes, parse_shape
 from cnnlab.training.config import DEVICES as DEVICE_NAMES
-from cnnlab.training.config import SEED_RANGE, Range, TrainConfig
+from cnnlab.training.config import SEED_RANGE, Range, setting_field
 
-__all__ = ["SettingOption", "RangedInt", "LearningRateOrFind", "LR_OR_FIND", "SEED", "POSITIVE", "NON_NEGATIVE", "SHAPE", "BYTES", "DEVICES", "FORMATS",
-           "PATH", "SHARED", "VARIANTS", "flag_of", "device_option", "seed_option",
+__all__ = ["SettingOption", "RangedInt", "LearningRateOrFind", "LR_OR_FIND", "SEED", "POSITIVE", "NON_NEGATIVE",
+           "SHAPE", "BYTES", "DEVICES", "FORMATS", "PATH", "SHARED", "VARIANTS", "flag_of", "device_option", "seed_option",
            "format_option", "data_dir_option", "dataset_option", "weights_option", "model_option",
            "num_classes_option", "in_channels_option", "input_size_option", "index_option", "convert_option",
            "optimize_option", "overwrite_option", "methods_option"]
@@ -118,7 +118,7 @@ PATH = click.Path(path_type=Path)
 
 
 def _setting(name: str) -> dataclasses.Field:
-    return next(f for f in dataclasses.fields(TrainConfig) if f.name == name)
+    return setting_field(name)
 
 
 def _declare(*decls: str, **attrs: Any) -> Callable[[Callable], Callable]:

@@ -19,7 +19,7 @@ from cnnlab.cli._common import CONTEXT, console, parse_options, print_json, prin
 from cnnlab.cli.options import LR_OR_FIND, SettingOption, format_option, overwrite_option
 from cnnlab.errors import CnnlabError
 from cnnlab.paths import check_output
-from cnnlab.training.config import GROUPS, INIT_SCHEMES, TrainConfig, option_flag, resume_safe
+from cnnlab.training.config import GROUPS, INIT_SCHEMES, TrainConfig, option_flag, resume_safe, setting_field
 
 __all__ = ["config_options", "explicit_settings", "train", "experiment", "recipes"]
 
@@ -160,7 +160,7 @@ def _lr_find_rule(settings: dict[str, Any], resume_dir: Path | None, nproc: int)
     if nproc != 1:
         raise CnnlabError("--lr find runs in one process; run `cnnlab lr-find` with these settings first and "
                                f"pass the learning rate it suggests as --lr with --nproc {nproc}")
-    settings["lr"] = next(f.default for f in dataclasses.fields(TrainConfig) if f.name == "lr")
+    settings["lr"] = setting_field("lr").default
     return lr.partition(":")[2]
 
 

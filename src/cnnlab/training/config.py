@@ -18,7 +18,7 @@ from typing import Any
 
 from cnnlab.errors import CnnlabError, UnknownNameError
 
-__all__ = ["TrainConfig", "setting", "Range", "GROUPS", "LAUNCH_OPTIONS", "resume_safe", "option_flag",
+__all__ = ["TrainConfig", "setting", "setting_field", "Range", "GROUPS", "LAUNCH_OPTIONS", "resume_safe", "option_flag",
            "ResumeOptionError", "OPTIMIZERS", "SCHEDULES", "TRAIN_EVALS", "INIT_SCHEMES", "DEVICES"]
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
@@ -286,6 +286,11 @@ class TrainConfig:
 # The options of ``cnnlab train`` that are not settings of the run (see cnnlab.cli.train), each with whether it
 # may be given with --resume: output only, never the run's numbers.
 LAUNCH_OPTIONS = {"quiet": True, "tensorboard": True, "overwrite": False, "nproc": False, "force_nproc": False}
+
+
+def setting_field(name: str) -> dataclasses.Field:
+    """The :class:`TrainConfig` field called ``name``: its default, and in its metadata its help, range and group."""
+    return next(f for f in dataclasses.fields(TrainConfig) if f.name == name)
 
 
 def option_flag(name: str) -> str:

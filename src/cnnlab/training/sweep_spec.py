@@ -38,7 +38,7 @@ from typing import Any
 
 from cnnlab.errors import CnnlabError
 from cnnlab.paths import check_file
-from cnnlab.training.config import TrainConfig
+from cnnlab.training.config import TrainConfig, setting_field
 from cnnlab.training.recipes import _type_ok, load_recipe
 from cnnlab.training.setup import check_data_settings
 
@@ -232,7 +232,7 @@ def _choice_dimension(name: str, spec: dict[str, Any], kind: Any, where: str) ->
         raise _fail(where, f"[space] {name}: choices must be a non-empty list, got {choices!r}")
     if len(set(map(repr, choices))) != len(choices):
         raise _fail(where, f"[space] {name}: choices has a value twice ({choices!r})")
-    field_ = next(f for f in dataclasses.fields(TrainConfig) if f.name == name)
+    field_ = setting_field(name)
     for value in choices:
         if not _type_ok(value, kind):
             raise _fail(where, f"[space] {name} takes {_kind(kind)} values, got {value!r} in choices")
@@ -263,7 +263,7 @@ def _range_dimension(name: str, spec: dict[str, Any], kind: Any, where: str) -> 
         raise _fail(where, f"[space] {name}: log = true needs low above 0, got {low!r}")
     if log and step is not None and not (kind is int and step == 1):
         raise _fail(where, f"[space] {name}: a log range takes no step")
-    bounds = next(f for f in dataclasses.fields(TrainConfig) if f.name == name).metadata.get("range")
+    bounds = setting_field(name).metadata.get("range")
     if bounds is not None:
         bounds.check(f"{where}: [space] {name}.low", low)
         bounds.check(f"{where}: [space] {name}.high", high)
