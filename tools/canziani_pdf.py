@@ -4,8 +4,9 @@ vector drawings of its figures, and check ``src/cnnlab/analysis/data/canziani201
 The paper states its per-network values only as figures; the arXiv PDF embeds them as matplotlib vector
 drawings (form XObjects named ``./figures/*.pdf``), so a bar's top, a blob's centre and radius and a curve's
 vertices are in the file as coordinates. Each is mapped to data through the figure's own axis ticks
-(linear, or log for Figures 3 and 5). Standard library only; the PDF is not in the repository (fetch
-https://arxiv.org/pdf/1605.07678v4, 327,513 bytes, sha256 191b45b0...a126)::
+(linear, or log for Figures 3 and 5). Standard library only; the PDF is not in the repository: the data file's
+``pdf`` entry names the copy the values were decoded from (327,513 bytes, sha256 191b45b0...a126; a PDF of
+https://arxiv.org/abs/1605.07678v4 built elsewhere should hold the same drawings, and a warning says so)::
 
     python tools/canziani_pdf.py 1605.07678v4.pdf            # the decoded values as JSON
     python tools/canziani_pdf.py 1605.07678v4.pdf --check    # every number of the data file against them
@@ -192,7 +193,8 @@ def curves(stream: bytes, colours: dict | None, log_y: bool, panel: int = 0):
         for p in paths:
             (a, *rest) = p["pts"][0]
             if p["op"] == "S" and len(rest) == 1 and a[1] == rest[0][1] and abs(rest[0][0] - a[0] - 14) < 1e-3:
-                lab = [t["text"] for t in texts if 0 < t["at"][0] - rest[0][0] < 15 and abs(t["at"][1] + 3.5 - a[1]) < 1.5]
+                lab = [t["text"] for t in texts
+                       if 0 < t["at"][0] - rest[0][0] < 15 and abs(t["at"][1] + 3.5 - a[1]) < 1.5]
                 if len(lab) == 1:
                     colours[_key(p["stroke"])] = lab[0]
     out = {}
@@ -232,7 +234,8 @@ def check(nets: dict, data: dict) -> list[str]:
         if n not in nets:
             continue
         d = nets[n]
-        assert abs(d["fig1_top1"] - d["top1"]) < 1e-4 and abs(d["fig10_density"] - d["top1"] / d["params_millions"]) < 1e-4
+        assert abs(d["fig1_top1"] - d["top1"]) < 1e-4, n  # Figure 1's bar and Figure 2's blob agree
+        assert abs(d["fig10_density"] - d["top1"] / d["params_millions"]) < 1e-4, n  # Figure 10 = top-1 / params
         for field in ("top1", "gops", "params_millions"):
             if row[field]["value"] is None or abs(row[field]["value"] - d[field]) > 1e-4:
                 bad.append(f"{n} {field}: file {row[field]['value']}, figure {d[field]:.6f}")
@@ -250,7 +253,7 @@ def main() -> int:
     args = ap.parse_args()
     pdf = args.pdf.read_bytes()
     if hashlib.sha256(pdf).hexdigest() != SHA256:
-        print(f"note: {args.pdf} is not the file the data were decoded from (sha256 {SHA256[:12]}...)", file=sys.stderr)
+        print(f"note: {args.pdf} is not the copy the data were decoded from (sha256 {SHA256[:12]}...)", file=sys.stderr)
     nets = decode(pdf)
     if not args.check:
         print(json.dumps(nets, indent=1))

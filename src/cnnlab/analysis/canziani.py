@@ -54,7 +54,8 @@ def paper_networks() -> list[dict[str, Any]]:
         out.append({"paper_name": n["paper_name"], "cnnlab": n["cnnlab"], "top1": _value(n["top1"]),
                     "gops": _value(n["gops"]), "params": None if params is None else params * 1e6,
                     "time_ms": _curve(n.get("time_ms_per_image")), "memory_mb": _curve(n.get("memory_mb")),
-                    "top1_source": n["top1"].get("source"), "gops_note": n["gops"].get("note") if n["gops"]["value"] is not None else None, "note": n.get("note")})
+                    "top1_source": n["top1"].get("source"), "note": n.get("note"),
+                    "gops_note": n["gops"].get("note") if n["gops"]["value"] is not None else None})
     return out
 
 

@@ -37,9 +37,9 @@ def _paper_rows(report) -> list[tuple[dict[str, Any], Any]]:
 
 def figure1_data(report) -> dict[str, Any]:
     """Points of the redrawn Figure 1: ``ours`` (name, G-FLOPs = 2 x MACs, top-1, parameters, group) for the
-    networks with an accuracy, and ``paper`` (name, x, top-1, parameters, ``x_from``, ``alone``) for those of
-    :func:`_paper_rows`: x is the paper's G-Ops where the data file has them, else the cnnlab network's G-FLOPs
-    (``x_from == "cnnlab"``); ``alone`` for a network only the paper has (Inception-v4)."""
+    networks with an accuracy, and ``paper`` (name, x, top-1, parameters, ``x_from``, ``alone``) for the networks
+    the report ran (with ``--canziani`` also Inception-v4): x is the paper's G-Ops where the data file has them,
+    else the cnnlab network's G-FLOPs (``x_from == "cnnlab"``); ``alone`` for a network only the paper has."""
     ours = [{"name": m.name, "x": m.flops / 1e9, "y": m.accuracy, "params": m.params, "group": _group(m)}
             for m in report.models if m.accuracy is not None]
     paper = []
@@ -54,7 +54,7 @@ def figure1_data(report) -> dict[str, Any]:
 
 def figure2_data(report) -> dict[str, Any]:
     """Operations (G-FLOPs) vs parameters (millions): ours, and the paper's (its G-Ops vs its parameters, Figure 2;
-    ``alone`` as in :func:`figure1_data`) for the networks of :func:`_paper_rows` where the data file has both."""
+    ``alone`` as in :func:`figure1_data`) for the networks the report ran (with ``--canziani`` also Inception-v4)."""
     ours = [{"name": m.name, "x": m.params / 1e6, "y": m.flops / 1e9, "group": _group(m)} for m in report.models]
     paper = [{"name": p["paper_name"], "x": p["params"] / 1e6, "y": p["gops"], "alone": m is None}
              for p, m in _paper_rows(report) if p["params"] is not None and p["gops"] is not None]
@@ -128,7 +128,8 @@ def draw_figure2(ax, report) -> dict[str, Any]:
 
 
 def _paper_curves(report, key: str) -> list[dict[str, Any]]:
-    """The paper's curves (``key``: ``time_ms`` or ``memory_mb``) of the networks of :func:`_paper_rows`."""
+    """The paper's curves (``key``: ``time_ms`` or ``memory_mb``) of the networks the report ran (with
+    ``--canziani`` also Inception-v4)."""
     return [{"name": p["paper_name"], "cnnlab": p["cnnlab"], "batches": [b for b, _ in p[key]],
              "values": [v for _, v in p[key]]} for p, _ in _paper_rows(report) if p[key]]
 

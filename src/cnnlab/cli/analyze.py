@@ -134,8 +134,8 @@ def _num(v, fmt: str) -> str:
 def _print_canziani(section) -> None:
     rows = [(r["network"], r["cnnlab"] or "-", _num(r["paper_params"] and r["paper_params"] / 1e6, ".2f"),
              _num(r.get("cnnlab_params") and r["cnnlab_params"] / 1e6, ".2f"), _num(r["paper_gops"], ".2f"),
-             _num(r.get("cnnlab_gmacs"), ".3f"), _num(r.get("cnnlab_gflops"), ".3f"), _num(r["gops_per_gflops"], ".2f"),
-             _num(r["paper_top1"], ".2f"), _num(r.get("cnnlab_top1"), ".2f"), _num(r["top1_difference"], "+.2f"), r["why"])
+             _num(r.get("cnnlab_gmacs"), ".3f"), _num(r.get("cnnlab_gflops"), ".3f"),
+             _num(r["gops_per_gflops"], ".2f"), _num(r["paper_top1"], ".2f"), _num(r.get("cnnlab_top1"), ".2f"), _num(r["top1_difference"], "+.2f"), r["why"])
             for r in section["comparison"]]
     if rows:
         print_table(f"Paper vs cnnlab: {section['paper']}",
