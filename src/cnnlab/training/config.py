@@ -126,6 +126,10 @@ class TrainConfig:
                                    range=Range(1, integer=True), group="loop")
     tta: bool = setting(False, "Test-time augmentation: score the mean logits of each image and its 1-pixel "
                                "shifts (half weight), and of its mirror image for colour datasets.", group="loop")
+    tta_margin: float | None = setting(None, "With --tta: augment only the unsure images, those whose top-1 and "
+                                             "top-2 probabilities are closer than this (e.g. 0.5); the others keep "
+                                             "their plain logits [default: every image].",
+                                       range=Range(0, 1, "lo"), group="loop")
     limit_batches: int | None = setting(None, "Stop each epoch after N batches (quick smoke runs, like Lightning's).",
                                         range=Range(1, integer=True), group="loop")
 

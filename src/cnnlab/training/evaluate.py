@@ -33,15 +33,17 @@ def evaluate_accuracy(
     memory_format: torch.memory_format = torch.contiguous_format,
     normalize: tuple[Sequence[float], Sequence[float]] | None = None,
     tta: str | None = None,
+    tta_margin: float | None = None,
 ) -> tuple[int, int, float]:
     """(correct, total, mean loss) of ``model`` on ``data`` (already on the model's device);
-    ``tta``: score the mean logits of the views of :mod:`cnnlab.training.tta` ("shift", "shift+flip")."""
+    ``tta``: score the mean logits of the views of :mod:`cnnlab.training.tta` ("shift", "shift+flip"),
+    for the images less sure than ``tta_margin`` only if given (:func:`~cnnlab.training.tta.tta_logits`)."""
     was_training = model.training
     model.eval()
     correct = torch.zeros((), dtype=torch.long, device=data.device)
     loss_sum = torch.zeros((), dtype=torch.float64, device=data.device)
     for x, y in iterate_batches(data, batch_size, memory_format=memory_format, normalize=normalize):
-        logits = tta_logits(model, x, tta)
+        logits = tta_logits(model, x, tta, tta_margin)
         correct += (logits.argmax(dim=1) == y).sum()
         loss_sum += F.cross_entropy(logits, y, reduction="sum").double()
     model.train(was_training)
@@ -60,13 +62,13 @@ def run_split(run: Run, split: str, data_dir: str | None, device: torch.device):
 def confusion_matrix(model: nn.Module, data, num_classes: int, batch_size: int,
                      memory_format: torch.memory_format = torch.contiguous_format,
                      normalize: tuple[Sequence[float], Sequence[float]] | None = None,
-                     tta: str | None = None) -> torch.Tensor:
+                     tta: str | None = None, tta_margin: float | None = None) -> torch.Tensor:
     """Counts per (true class, predicted class) of ``model`` on ``data`` (rows: true); ``tta`` as in
     :func:`evaluate_accuracy` (a run trained with --tta is scored as it was)."""
     confusion = torch.zeros(num_classes, num_classes, dtype=torch.long)
     model.eval()
     for x, y in iterate_batches(data, batch_size, memory_format=memory_format, normalize=normalize):
-        confusion += confusion_counts(y, tta_logits(model, x, tta).argmax(dim=1), num_classes)
+        confusion += confusion_counts(y, tta_logits(model, x, tta, tta_margin).argmax(dim=1), num_classes)
     return confusion
 
 
@@ -96,7 +98,8 @@ def evaluate_run_detailed(run_dir: str | os.PathLike, *, data_dir: str | None = 
             example, _ = next(prep.batches(data, run.config.eval_batch_size))
             model = optimize_run(run, optimize, example, data_dir=data_dir)
         confusion = confusion_matrix(model, data, len(run.classes), run.config.eval_batch_size, prep.memory_format,
-                                     prep.normalize, tta_kind(run.config.dataset, run.config.tta))
+                                     prep.normalize, tta_kind(run.config.dataset, run.config.tta),
+                                     run.config.tta_margin)
     return int(confusion.diagonal().sum()), int(confusion.sum()), run, confusion
 
 
