@@ -29,15 +29,23 @@ IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".
 DEFAULT_SIDE = 32  # square side when --input-size is not given
 
 
+def _visible(folder: Path, keep: Callable[[os.DirEntry], bool]) -> list[str]:
+    """The sorted names of the entries of ``folder`` that are not hidden and ``keep`` accepts (one
+    ``scandir``: the entry types come with the listing, no ``stat`` per file)."""
+    with os.scandir(folder) as entries:
+        return sorted(e.name for e in entries if not e.name.startswith(".") and keep(e))
+
+
 def _scan(split_dir: Path) -> tuple[list[str], list[tuple[Path, int]]]:
     if not split_dir.is_dir():
         raise DataNotFoundError(f"{split_dir} does not exist; an image folder needs DIR/train/<class>/<images>")
-    classes = sorted(d.name for d in split_dir.iterdir() if d.is_dir() and not d.name.startswith("."))
+    classes = _visible(split_dir, os.DirEntry.is_dir)
     if not classes:
         raise DataNotFoundError(f"no class folders in {split_dir}; expected {split_dir}/<class>/<images>")
     items = []
     for label, name in enumerate(classes):
-        files = sorted(f for f in (split_dir / name).iterdir() if f.is_file() and not f.name.startswith("."))
+        folder = split_dir / name
+        files = [folder / f for f in _visible(folder, os.DirEntry.is_file)]
         if not files:
             raise DataNotFoundError(f"class folder {split_dir / name} is empty; add images or remove the folder")
         items += [(f, label) for f in files]
