@@ -26,22 +26,27 @@ Contenders, each in its own process (started by this script, one after the other
   --ratio 1 1 --crop-pct 1.0 --train-interpolation bilinear -j W --val-split test``. Skipped with one
   line when timm is not installed or no train.py is given.
 
-Columns: images/s of the training pass of epoch 1 (the streaming contenders decode in it) and of
-epochs 2.. (median); "data prep": seconds spent on the data before the first epoch (scanning the
-folder; for cnnlab in memory also decoding it, or reading its cache); the seconds of all training
-passes; the whole process's wall time (start-up, data, training, the test pass after every epoch,
-checkpoints and the files each writes), the process's own peak RSS (``ru_maxrss`` from ``wait4``: the largest
-of it and its DataLoader workers), the peak of the summed PSS of all its processes (sampled every
-0.2 s: workers share pages with their parent, PSS counts a shared page once), final test accuracy.
+Columns: images/s of the training pass of epoch 1 (the streaming contenders decode in it), of epoch 1
+with the data preparation before it, and of epochs 2.. (median); "data prep": seconds spent on the data
+before the first epoch (scanning the folder; for cnnlab in memory also decoding it, or reading its
+cache); the seconds of all training passes; the whole process's wall time (start-up, data, training,
+the test pass after every epoch, checkpoints and the files each writes); the process's own peak RSS
+(``ru_maxrss`` from ``wait4``: the largest of it and its DataLoader workers); the peak of the summed
+PSS of all its processes (sampled every 5 s, see SAMPLE_EVERY: workers share pages with their parent,
+PSS counts a shared page once); final test accuracy. Contenders alternate within each round; medians
+over ``--repeats`` rounds. ``--lock FILE`` holds an flock on FILE during each run, not in between.
 
-    .venv/bin/python benchmarks/bench_imagefolder.py [--per-class 400] [--epochs 3] [--repeats 1]
-        [--timm-train ../pytorch-image-models/train.py] [--png docs/img/imagefolder.png]
+    .venv/bin/python benchmarks/bench_imagefolder.py [--per-class 300] [--epochs 3] [--repeats 2]
+        [--timm-train ../pytorch-image-models/train.py] [--lock /tmp/cnnlab-cpu.lock]
+        [--png docs/img/imagefolder.png] [--json runs.json]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
+import fcntl
 import importlib.util
 import json
 import os
@@ -57,6 +62,8 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 MiB = 2**20
+SAMPLE_EVERY = 5.0  # seconds between PSS samples: reading smaps_rollup walks the page tables (~25 ms for a
+# 1.7 GB process): sampling every 0.2 s slowed cnnlab --stream's training by 10-15%, every 1 s by ~6%
 SEED = 1
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
@@ -198,7 +205,7 @@ def run_process(cmd: list[str], env: dict) -> tuple[float, int, int, str]:
     def sample() -> None:
         while not done.is_set():
             peak[0] = max(peak[0], sum(_pss_kib(p) for p in _tree(proc.pid)))
-            done.wait(0.2)
+            done.wait(SAMPLE_EVERY)
 
     reader = threading.Thread(target=lambda: err.append(proc.stderr.read()))
     sampler = threading.Thread(target=sample)
@@ -255,6 +262,20 @@ def child_args(args: argparse.Namespace) -> list[str]:
     return out + (["--timm-train", str(args.timm_train)] if args.timm_train else [])
 
 
+@contextlib.contextmanager
+def locked(path: Path | None):
+    """An exclusive flock on ``path`` (nothing when None) while the block runs."""
+    if path is None:
+        yield
+        return
+    with open(path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 def timm_missing(args: argparse.Namespace) -> str | None:
     if importlib.util.find_spec("timm") is None:
         return "timm is not installed (pip install timm); timm train.py skipped"
@@ -276,22 +297,23 @@ def summarize(runs: list[dict]) -> dict:
     """Medians over repeated runs of one contender."""
     med = statistics.median
     first = [rates(r)[0] for r in runs]
+    with_prep = [r["epochs"][0]["images"] / (r["epochs"][0]["seconds"] + r["prep"]) for r in runs]
     later = [rates(r)[1] for r in runs if rates(r)[1] is not None]
-    return {"first": med(first), "later": med(later) if later else None, "prep": med(r["prep"] for r in runs),
+    return {"first": med(first), "first_prep": med(with_prep), "later": med(later) if later else None, "prep": med(r["prep"] for r in runs),
             "train": med(sum(e["seconds"] for e in r["epochs"]) for r in runs),
             "wall": med(r["wall"] for r in runs), "maxrss": med(r["maxrss"] for r in runs),
             "pss": med(r["pss"] for r in runs), "acc": [r["acc"] for r in runs], "n": len(runs)}
 
 
 def print_table(results: dict[str, dict], peer: str) -> None:
-    print(f"\n| contender | epoch 1 img/s | epochs 2+ img/s | data prep s | training s | wall s | peak RSS MiB | "
-          f"peak PSS MiB (all processes) | test accuracy % | wall: {peer} / this |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---|---:|")
+    print(f"\n| contender | epoch 1 img/s | epoch 1 with data prep img/s | epochs 2+ img/s | data prep s | "
+          f"training s | wall s | peak RSS MiB | peak PSS MiB (all processes) | test accuracy % | wall: {peer} / this |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|")
     base = results[peer]["wall"]
     for name, s in results.items():
         later = f"{s['later']:.1f}" if s["later"] is not None else "-"
         accs = ", ".join(f"{a:.2f}" for a in s["acc"])
-        print(f"| {name} | {s['first']:.1f} | {later} | {s['prep']:.2f} | {s['train']:.1f} | {s['wall']:.1f} | "
+        print(f"| {name} | {s['first']:.1f} | {s['first_prep']:.1f} | {later} | {s['prep']:.2f} | {s['train']:.1f} | {s['wall']:.1f} | "
               f"{s['maxrss'] / MiB:.0f} | {s['pss'] / MiB:.0f} | {accs} | {base / s['wall']:.2f}x |")
 
 
@@ -324,13 +346,15 @@ def plot(results: dict[str, dict], png: Path) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--folder", type=Path, default=None, help="an existing folder [default: write one]")
-    parser.add_argument("--per-class", type=int, default=400, help="images per class of the written folder")
+    parser.add_argument("--per-class", type=int, default=300, help="images per class of the written folder")
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--side", type=int, default=64)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--lr", type=float, default=0.05)
     parser.add_argument("--workers", type=int, default=2, help="DataLoader workers of the streaming contenders")
-    parser.add_argument("--repeats", type=int, default=1, help="runs of each contender (interleaved; medians)")
+    parser.add_argument("--repeats", type=int, default=2, help="runs of each contender (interleaved; medians)")
+    parser.add_argument("--lock", type=Path, default=None,
+                        help="hold an flock on this file during each contender's run (a machine shared with others)")
     parser.add_argument("--timm-train", type=Path, default=None, help="timm's train.py (a checkout of its repo)")
     parser.add_argument("--only", default=None, help="comma-separated contenders: cold,cached,stream,torchvision,timm")
     parser.add_argument("--png", type=Path, default=None, help="draw the chart here")
@@ -390,7 +414,8 @@ def main() -> int:
         for r in range(args.repeats):
             for key in wanted:
                 name, fn = contenders[key]
-                row = fn()
+                with locked(args.lock):
+                    row = fn()
                 runs[name].append(row)
                 first, later = rates(row)
                 later_s = f"{later:.1f}" if later is not None else "-"
