@@ -1,8 +1,9 @@
 """A user's own image folder: `cnnlab train --dataset imagefolder` against the torchvision
 ``ImageFolder`` + ``DataLoader`` loop and timm's ``train.py``, on the same JPEG folder.
 
-The job: ResNet-18 (torchvision's architecture, ImageNet stem, 10 classes) from scratch on 64 px
-images, batch 64, SGD momentum 0.9 Nesterov, lr 0.05, cosine schedule stepped every batch, no
+The job: ResNet-18 (torchvision's architecture, ImageNet stem, 10 classes, the last BatchNorm of each
+residual block zero-initialised: timm's default ``zero_init_last``, ``zero_init_residual=True`` in
+torchvision and cnnlab) from scratch on 64 px images, batch 64, SGD momentum 0.9 Nesterov, lr 0.05, cosine schedule stepped every batch, no
 warm-up, no weight decay, no label smoothing, 3 epochs, seed 1, float32, random crop / flip
 augmentation, the test folder scored after every epoch. The folder is written by
 ``examples/make_imagefolder.py`` (10 classes x ``--per-class`` JPEGs of 40-160 px, 20% in test/).
@@ -10,13 +11,14 @@ augmentation, the test folder scored after every epoch. The folder is written by
 Contenders, each in its own process (started by this script, one after the other):
 
 - ``cnnlab (cold cache)``: ``python -m cnnlab train --dataset imagefolder --data-dir DIR --input-size 64
-  --model resnet18 -o stem=imagenet --augment ...`` with an empty ``CNNLAB_CACHE``: the folder is
+  --model resnet18 -o stem=imagenet -o zero_init_residual=true --augment ...`` with an empty ``CNNLAB_CACHE``: the folder is
   decoded before the first epoch (the "data prep" column), then trained from uint8 tensors in memory.
 - ``cnnlab (cached)``: the same command again: the decoded tensors come from the cache.
 - ``cnnlab --stream``: the same command with ``--stream --workers W``: decoded per batch in workers.
 - ``torchvision loop``: ``datasets.ImageFolder`` + ``transforms.Compose([Resize((64, 64)),
   RandomCrop(64, padding=8), RandomHorizontalFlip(), ToTensor(), Normalize(ImageNet)])`` +
-  ``DataLoader(batch_size=64, shuffle=True, num_workers=W)``, ``torchvision.models.resnet18(num_classes=10)``,
+  ``DataLoader(batch_size=64, shuffle=True, num_workers=W)``, ``torchvision.models.resnet18(num_classes=10,
+  zero_init_residual=True)``,
   ``CosineAnnealingLR`` stepped every batch, a test pass after every epoch (written the usual way).
 - ``timm train.py``: timm's own training script (``--timm-train PATH``: ``train.py`` from a checkout of
   github.com/huggingface/pytorch-image-models, copied to a temporary folder and imported, so
@@ -47,6 +49,7 @@ import argparse
 import contextlib
 import csv
 import fcntl
+import hashlib
 import importlib.util
 import json
 import os
@@ -92,7 +95,7 @@ def torchvision_loop(folder: Path, args: argparse.Namespace) -> dict:
     prep = time.perf_counter() - started
 
     torch.manual_seed(SEED)
-    model = torchvision.models.resnet18(num_classes=len(train_ds.classes))
+    model = torchvision.models.resnet18(num_classes=len(train_ds.classes), zero_init_residual=True)
     optimizer = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=0.9, nesterov=True)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=args.epochs * len(train_loader))
 
@@ -224,7 +227,8 @@ def run_process(cmd: list[str], env: dict) -> tuple[float, int, int, str]:
 
 def cnnlab_command(folder: Path, out: Path, args: argparse.Namespace, stream: bool) -> list[str]:
     cmd = [sys.executable, "-m", "cnnlab", "train", "--dataset", "imagefolder", "--data-dir", str(folder),
-           "--input-size", str(args.side), "--model", "resnet18", "-o", "stem=imagenet", "--augment",
+           "--input-size", str(args.side), "--model", "resnet18", "-o", "stem=imagenet", "-o", "zero_init_residual=true",
+           "--augment",
            "--batch-size", str(args.batch_size), "--optimizer", "sgd", "--momentum", "0.9", "--nesterov",
            "--lr", str(args.lr), "--schedule", "cosine", "--epochs", str(args.epochs), "--seed", str(SEED),
            "--out", str(out), "--quiet"]
@@ -324,17 +328,18 @@ def plot(results: dict[str, dict], png: Path) -> None:
     import matplotlib.pyplot as plt
 
     names = list(results)
-    fig, (ax, ax_mem) = plt.subplots(1, 2, figsize=(10, 0.5 * len(names) + 2.2), sharey=True,
+    fig, (ax, ax_mem) = plt.subplots(1, 2, figsize=(10, 0.5 * len(names) + 2.6), sharey=True,
                                      gridspec_kw={"width_ratios": [3, 2]})
     ys = range(len(names))
-    first = [results[n]["first"] for n in names]
+    first = [results[n]["first_prep"] for n in names]
     later = [results[n]["later"] or 0 for n in names]
-    ax.barh([y + 0.2 for y in ys], first, height=0.4, color="tab:gray", label="epoch 1 (streaming: with decode)")
+    ax.barh([y + 0.2 for y in ys], first, height=0.4, color="tab:gray",
+            label="epoch 1, data preparation and decoding included")
     ax.barh([y - 0.2 for y in ys], later, height=0.4, color="tab:blue", label="epochs 2+ (median)")
     ax.set_yticks(list(ys), names)
     ax.invert_yaxis()
     ax.set_xlabel("training images per second (higher is better)")
-    ax.legend(loc="lower right", fontsize=8)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2, fontsize=8, frameon=False)
     ax_mem.barh(list(ys), [results[n]["pss"] / MiB for n in names], height=0.5, color="tab:orange")
     ax_mem.set_xlabel("peak memory, all processes (PSS, MiB)")
     fig.suptitle("ResNet-18, 64 px, a folder of JPEGs, on this machine")
@@ -410,6 +415,9 @@ def main() -> int:
         if "timm" in wanted and skip:
             print(skip)
             wanted.remove("timm")
+        elif "timm" in wanted:
+            digest = hashlib.sha256(Path(args.timm_train).read_bytes()).hexdigest()[:16]
+            print(f"timm: {args.timm_train} (sha256 {digest}...)")
         runs: dict[str, list[dict]] = {contenders[k][0]: [] for k in wanted}
         for r in range(args.repeats):
             for key in wanted:
