@@ -3,30 +3,35 @@
 
 The job: ResNet-18 (torchvision's architecture, ImageNet stem, 10 classes, the last BatchNorm of each
 residual block zero-initialised: timm's default ``zero_init_last``, ``zero_init_residual=True`` in
-torchvision and cnnlab) from scratch on 64 px images, batch 64, SGD momentum 0.9 Nesterov, lr 0.05, cosine schedule stepped every batch, no
-warm-up, no weight decay, no label smoothing, 3 epochs, seed 1, float32, random crop / flip
-augmentation, the test folder scored after every epoch. The folder is written by
-``examples/make_imagefolder.py`` (10 classes x ``--per-class`` JPEGs of 40-160 px, 20% in test/).
+torchvision and cnnlab) from scratch on 64 px images, batch 64, SGD momentum 0.9 Nesterov, lr 0.05,
+cosine schedule stepped every batch, no warm-up, no weight decay, no label smoothing, 3 epochs, seed 1,
+float32, the test folder scored after every epoch. No augmentation by default, so that all three run
+the same job (timm's train.py cannot express a padded random crop); ``--augment``: a random crop from
+an 8 px zero-padded copy and a horizontal flip (cnnlab ``--augment``, torchvision ``RandomCrop(64,
+padding=8)`` + ``RandomHorizontalFlip()``), timm its nearest (the centre square resized, and flipped).
+The folder is written by ``examples/make_imagefolder.py`` (10 classes x ``--per-class`` JPEGs of
+40-160 px, 20% in test/).
 
 Contenders, each in its own process (started by this script, one after the other):
 
 - ``cnnlab (cold cache)``: ``python -m cnnlab train --dataset imagefolder --data-dir DIR --input-size 64
-  --model resnet18 -o stem=imagenet -o zero_init_residual=true --augment ...`` with an empty ``CNNLAB_CACHE``: the folder is
-  decoded before the first epoch (the "data prep" column), then trained from uint8 tensors in memory.
+  --model resnet18 -o stem=imagenet -o zero_init_residual=true --no-augment ...`` with an empty
+  ``CNNLAB_CACHE``: the folder is decoded before the first epoch (the "data prep" column), then
+  trained from uint8 tensors in memory.
 - ``cnnlab (cached)``: the same command again: the decoded tensors come from the cache.
 - ``cnnlab --stream``: the same command with ``--stream --workers W``: decoded per batch in workers.
-- ``torchvision loop``: ``datasets.ImageFolder`` + ``transforms.Compose([Resize((64, 64)),
-  RandomCrop(64, padding=8), RandomHorizontalFlip(), ToTensor(), Normalize(ImageNet)])`` +
-  ``DataLoader(batch_size=64, shuffle=True, num_workers=W)``, ``torchvision.models.resnet18(num_classes=10,
-  zero_init_residual=True)``,
-  ``CosineAnnealingLR`` stepped every batch, a test pass after every epoch (written the usual way).
+- ``torchvision loop``: ``datasets.ImageFolder`` + ``transforms.Compose([Resize((64, 64)), ToTensor(),
+  Normalize(ImageNet mean, std)])`` + ``DataLoader(batch_size=64, shuffle=True, num_workers=W)``,
+  ``torchvision.models.resnet18(num_classes=10, zero_init_residual=True)``, ``CosineAnnealingLR``
+  stepped every batch, a test pass after every epoch (written the usual way).
 - ``timm train.py``: timm's own training script (``--timm-train PATH``: ``train.py`` from a checkout of
   github.com/huggingface/pytorch-image-models, copied to a temporary folder and imported, so
-  ``main()`` runs as written; ``train_one_epoch`` is wrapped to time each epoch) with ``--device cpu
-  --model resnet18 --num-classes 10 --input-size 3 64 64 -b 64 --opt sgd --lr 0.05 --sched cosine
-  --sched-on-updates --warmup-epochs 0 --weight-decay 0 --smoothing 0 --color-jitter 0 --scale 1 1
-  --ratio 1 1 --crop-pct 1.0 --train-interpolation bilinear -j W --val-split test``. Skipped with one
-  line when timm is not installed or no train.py is given.
+  ``main()`` runs as written; ``train_one_epoch``, ``validate`` and ``create_dataset`` are wrapped to
+  time and read them) with ``--device cpu --model resnet18 --num-classes 10 --input-size 3 64 64 -b 64
+  --opt sgd --lr 0.05 --sched cosine --sched-on-updates --warmup-epochs 0 --weight-decay 0 --smoothing 0
+  --color-jitter 0 --scale 1 1 --ratio 1 1 --crop-pct 1.0 --train-interpolation bilinear -j W
+  --val-split test --no-aug`` (``--no-aug`` left out with ``--augment``). Skipped with one line when
+  timm is not installed or no train.py is given.
 
 Columns: images/s of the training pass of epoch 1 (the streaming contenders decode in it), of epoch 1
 with the data preparation before it, and of epochs 2.. (median); "data prep": seconds spent on the data
@@ -83,8 +88,8 @@ def torchvision_loop(folder: Path, args: argparse.Namespace) -> dict:
 
     started = time.perf_counter()
     side = args.side
-    train_tf = transforms.Compose([transforms.Resize((side, side)), transforms.RandomCrop(side, padding=side // 8),
-                                   transforms.RandomHorizontalFlip(), transforms.ToTensor(),
+    random = [transforms.RandomCrop(side, padding=side // 8), transforms.RandomHorizontalFlip()] if args.augment else []
+    train_tf = transforms.Compose([transforms.Resize((side, side)), *random, transforms.ToTensor(),
                                    transforms.Normalize(MEAN, STD)])
     test_tf = transforms.Compose([transforms.Resize((side, side)), transforms.ToTensor(),
                                   transforms.Normalize(MEAN, STD)])
@@ -161,7 +166,7 @@ def timm_train(folder: Path, args: argparse.Namespace) -> dict:
                     "--smoothing", "0", "--color-jitter", "0", "--scale", "1", "1", "--ratio", "1", "1",
                     "--crop-pct", "1.0", "--train-interpolation", "bilinear", "--interpolation", "bilinear",
                     "-j", w, "--seed", str(SEED), "--output", tmp, "--experiment", "run", "--checkpoint-hist", "1",
-                    "--log-interval", "1000"]
+                    "--log-interval", "1000"] + ([] if args.augment else ["--no-aug"])
         module.main()
         import torch
     return {"epochs": epochs, "prep": sum(prep), "acc": scores[-1], "threads": torch.get_num_threads()}
@@ -228,7 +233,7 @@ def run_process(cmd: list[str], env: dict) -> tuple[float, int, int, str]:
 def cnnlab_command(folder: Path, out: Path, args: argparse.Namespace, stream: bool) -> list[str]:
     cmd = [sys.executable, "-m", "cnnlab", "train", "--dataset", "imagefolder", "--data-dir", str(folder),
            "--input-size", str(args.side), "--model", "resnet18", "-o", "stem=imagenet", "-o", "zero_init_residual=true",
-           "--augment",
+           "--augment" if args.augment else "--no-augment",
            "--batch-size", str(args.batch_size), "--optimizer", "sgd", "--momentum", "0.9", "--nesterov",
            "--lr", str(args.lr), "--schedule", "cosine", "--epochs", str(args.epochs), "--seed", str(SEED),
            "--out", str(out), "--quiet"]
@@ -262,7 +267,7 @@ def run_child(kind: str, folder: Path, args: argparse.Namespace, env: dict) -> d
 
 def child_args(args: argparse.Namespace) -> list[str]:
     out = ["--side", str(args.side), "--batch-size", str(args.batch_size), "--lr", str(args.lr),
-           "--epochs", str(args.epochs), "--workers", str(args.workers)]
+           "--epochs", str(args.epochs), "--workers", str(args.workers), "--augment" if args.augment else "--no-augment"]
     return out + (["--timm-train", str(args.timm_train)] if args.timm_train else [])
 
 
@@ -357,6 +362,8 @@ def main() -> int:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--lr", type=float, default=0.05)
     parser.add_argument("--workers", type=int, default=2, help="DataLoader workers of the streaming contenders")
+    parser.add_argument("--augment", action=argparse.BooleanOptionalAction, default=False,
+                        help="random crop (8 px padding) and flip; timm: its resize and flip (--no-aug without)")
     parser.add_argument("--repeats", type=int, default=2, help="runs of each contender (interleaved; medians)")
     parser.add_argument("--lock", type=Path, default=None,
                         help="hold an flock on this file during each contender's run (a machine shared with others)")
@@ -393,7 +400,7 @@ def main() -> int:
             print(f"folder: examples/make_imagefolder.py --per-class {args.per_class}: {n} JPEGs, "
                   f"{sum(1 for _ in (folder / 'train').rglob('*.jpg'))} train")
         print(f"job: ResNet-18 (ImageNet stem), {args.side} px, batch {args.batch_size}, SGD Nesterov 0.9 lr {args.lr} "
-              f"cosine per step, {args.epochs} epochs, seed {SEED}, float32; {args.workers} DataLoader workers for "
+              f"cosine per step, {args.epochs} epochs, seed {SEED}, float32, {'' if args.augment else 'no '}augmentation; {args.workers} DataLoader workers for "
               f"the streaming contenders; {args.repeats} run(s) each")
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         cache = Path(tmp) / "cache"
