@@ -260,7 +260,7 @@ def test_cli_shape_debugger_prints_the_table_then_one_line(lecture_file):
 
 def test_cli_train_json_measure_and_fit(lecture_file):
     proc = run_cli("summary", "convnet", "--train", "--batch-size", "8", "--optimizer", "adam", "--fit-memory", "4MiB",
-                   "--format", "json")
+                   "--fit-for", "tensors", "--format", "json")
     assert proc.returncode == 0, proc.stderr
     d = json.loads(proc.stdout)
     assert {"forward_macs", "forward_flops", "grad_input_flops", "grad_weight_flops", "saved_bytes"} <= set(d["layers"][0])
@@ -274,7 +274,8 @@ def test_cli_train_json_measure_and_fit(lecture_file):
     proc = run_cli("summary", str(lecture_file) + ":ConvNet", "--measure", "--batch-size", "16")
     assert proc.returncode == 0, proc.stderr
     assert "Measured peak" in proc.stdout and "torch.profiler" in proc.stdout and "peak of the step" in proc.stdout
-    assert_user_error(run_cli("summary", "convnet", "--fit-memory", "1KiB"), "even a batch of 1 needs")
+    assert_user_error(run_cli("summary", "convnet", "--fit-memory", "1KiB", "--fit-for", "tensors"),
+                      "even a batch of 1 needs")
     with pytest.raises(CnnlabError, match="--eval goes with --fit-memory"):
         run_summary("convnet", eval=True)
 

@@ -55,7 +55,7 @@ def test_cli_fit_memory_cap_is_not_a_result():
     assert proc.returncode == 0, proc.stderr
     text = " ".join(proc.stdout.split())
     assert "at least 16,777,216 (the search's limit)" in text and "memory is not what bounds" in text
-    proc = cnnlab("summary", "convnet", "--fit-memory", "64MiB", "--eval")
+    proc = cnnlab("summary", "convnet", "--fit-memory", "64MiB", "--eval", "--fit-for", "tensors")
     assert "search's limit" not in proc.stdout and "would need" in proc.stdout
 
 

@@ -231,7 +231,10 @@ def machine_line(device: torch.device | str = "cpu") -> str:
 
 
 def environment_info(device: torch.device) -> dict[str, Any]:
-    """Versions, processor, threads and device, as saved in a run's ``config.json``."""
+    """Versions, processor, threads, device and the C allocator's policy (:mod:`cnnlab.allocator`),
+    as saved in a run's ``config.json``."""
+    from cnnlab import allocator
+
     info: dict[str, Any] = {
         "cnnlab_version": __version__,
         "torch_version": torch.__version__,
@@ -240,6 +243,7 @@ def environment_info(device: torch.device) -> dict[str, Any]:
         "processor": cpu_name(),
         "torch_threads": torch.get_num_threads(),
         "device": str(device),
+        "malloc": {**allocator.state().to_dict(), "large_blocks_mmapped": allocator.serves_by_mmap(64 << 20)},
     }
     if device.type == "cuda":
         info["device_name"] = torch.cuda.get_device_name(device)

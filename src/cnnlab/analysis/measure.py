@@ -7,8 +7,9 @@ device, as ``cnnlab train`` (or ``cnnlab evaluate``) would run it.
   ``torch.profiler`` records (``profile_memory=True``), plus the tensor bytes alive when the
   session starts; it starts before the first step, because frees of blocks allocated before a
   session are not reported. oneDNN's scratch buffers go through the same allocator (an
-  LD_PRELOAD malloc counter agrees within 0.3 MiB). The process's peak RSS is not used: glibc
-  keeps freed pages, so it overstates one step's peak by tens of MiB or hides it entirely.
+  LD_PRELOAD malloc counter agrees within 0.3 MiB). The process's peak RSS is not that peak (the C
+  allocator keeps freed pages, Python and torch's code are resident too): it is measured beside it
+  (``Measurement.rss_peak_bytes``, VmHWM reset before the steps), what the operating system sees.
 
 Two steps run: the first creates the optimizer state after the activations are gone; the second
 is the steady state that every later step repeats. The peak is the larger (the second).
@@ -28,6 +29,7 @@ import torch.nn as nn
 from torch._C._profiler import _EventType
 from torch.profiler import ProfilerActivity, profile, record_function
 
+from cnnlab import allocator
 from cnnlab.analysis.estimate import StepSettings
 from cnnlab.analysis.simulate import build_optimizer, training_step
 from cnnlab.models.weights import freeze
@@ -42,9 +44,14 @@ CUDA_METHOD = "torch.cuda.max_memory_allocated"
 
 @dataclass
 class Measurement:
+    """Peak bytes of the measured steps (the allocator's), and on the CPU the process's resident memory."""
+
     peak_bytes: int
     method: str
     steps: list[int] = field(default_factory=list)  # the peak of each step run
+    rss_before_bytes: int | None = None  # the process's RSS before the steps (CPU)
+    rss_peak_bytes: int | None = None  # the process's peak RSS during the steps (CPU; VmHWM)
+    rss_since_start: bool = False  # the peak could not be reset: it counts from the process's start
 
 
 def _device(settings: StepSettings) -> torch.device:
@@ -144,13 +151,17 @@ def _cuda_peaks(run: Callable[[], None], device: torch.device, steps: int) -> li
 def _peaks(run, alive, device: torch.device, steps: int) -> Measurement:
     if device.type == "cuda":
         return Measurement(0, CUDA_METHOD, _cuda_peaks(run, device, steps))
-    return Measurement(0, CPU_METHOD, _cpu_peaks(run, alive, steps))
+    reset = allocator.reset_peak_rss()
+    before = allocator.rss_bytes()
+    peaks = _cpu_peaks(run, alive, steps)
+    return Measurement(0, CPU_METHOD, peaks, before, allocator.peak_rss_bytes(), not reset)
 
 
 def measure_training_peak(model: nn.Module, input_shape: Sequence[int], batch: int,
                           settings: StepSettings = StepSettings(), steps: int = 2) -> Measurement:
     """Run ``steps`` real training steps of a copy of ``model`` (random inputs and labels) and
-    measure each step's peak bytes (weights, gradients, optimizer state and the batch included)."""
+    measure each step's peak bytes (weights, gradients, optimizer state and the batch included);
+    on the CPU also the process's RSS before and at its peak during the steps."""
     settings.check()
     device = _device(settings)
     real, x = _real(model, input_shape, batch, settings, device, train=True)

@@ -2,7 +2,8 @@
 options, calls one library function and prints.
 
 A user's mistake ends in one line (``cnnlab: error: ...``) and exit code 2, never a
-traceback; see :func:`run`. SIGTERM and SIGHUP stop a command as Ctrl-C does, with one line and
+traceback; see :func:`run`. :func:`main`, the command's entry point, first sets the C allocator's
+policy of the process (:func:`cnnlab.allocator.apply`). SIGTERM and SIGHUP stop a command as Ctrl-C does, with one line and
 exit code 143 (129); see :mod:`cnnlab.cli._signals`. Importing this package loads click only:
 torch and rich are imported by the commands that need them.
 """
@@ -131,4 +132,9 @@ def _run(argv: list[str] | None) -> int:
 
 
 def main() -> None:
+    """The ``cnnlab`` command: the process's allocator policy first (:mod:`cnnlab.allocator`, before
+    torch is imported and the heap grows), then :func:`run`."""
+    from cnnlab import allocator
+
+    allocator.apply()
     sys.exit(run())

@@ -52,11 +52,17 @@ def models(format: str) -> None:
 @click.option("--measure", is_flag=True, help="Run two real training steps and print the measured peak beside "
               "the estimate (implies --train).")
 @click.option("--fit-memory", metavar="SIZE", type=BYTES, default=None,
-              help="The largest batch whose estimated peak fits SIZE (e.g. 8GiB, 512MiB), for training.")
+              help="The largest batch whose estimated peak fits SIZE (e.g. 8GiB, 512MiB), for training: on the CPU "
+              "the process's resident memory (see --fit-for).")
+@click.option("--fit-for", type=click.Choice(["process", "tensors"]), default="process", show_default=True,
+              help="With --fit-memory: process = the process's resident memory (RSS: Python, torch and cnnlab "
+              "plus the step's tensors as the C allocator holds them; CPU only, CUDA is always tensors), "
+              "tensors = the peak of the tensors alone (PyTorch's allocator).")
 @click.option("--eval", "eval_", is_flag=True, help="With --fit-memory: for inference (eval mode, no gradients).")
 def summary(model: str, input: str | None, num_classes: int | None, format: str, option: dict[str, Any],
             train: bool, batch_size: int, optimizer: str, momentum: float, amp: bool, freeze: tuple[str, ...],
-            device: str, channels_last: bool | None, measure: bool, fit_memory: int | None, eval_: bool) -> None:
+            device: str, channels_last: bool | None, measure: bool, fit_memory: int | None, fit_for: str,
+            eval_: bool) -> None:
     """Layer-by-layer shapes (28x28x1 => 28x28x4), formulas, parameters, MACs and receptive fields.
 
     MODEL is a registered name (cnnlab models) or your own file, path/to/file.py:ClassName: the
@@ -77,7 +83,7 @@ def summary(model: str, input: str | None, num_classes: int | None, format: str,
     try:
         result = run_summary(model, input=input, num_classes=num_classes, options=option, train=train,
                              measure=measure, fit_memory=fit_memory, eval=eval_, batch_size=batch_size,
-                             settings=settings)
+                             settings=settings, fit_for=fit_for)
     except ShapeError as exc:
         partial = getattr(exc, "summary", None)
         if partial is not None and format == "json":
@@ -165,6 +171,13 @@ def _print_training(result) -> None:
         err = 100 * (mem.peak_bytes - mem.measured_peak_bytes) / mem.measured_peak_bytes
         console().print(f"Measured peak {format_bytes(mem.measured_peak_bytes)} ({mem.measured_method}, 2 real steps): "
                         f"the estimate is {err:+.1f}% off.")
+    if mem.measured_rss_peak_bytes is not None:
+        from cnnlab import allocator
+
+        console().print(f"The process's resident memory (RSS, what the operating system sees) peaked at "
+                        f"{format_bytes(mem.measured_rss_peak_bytes)} during those steps, "
+                        f"{format_bytes(mem.measured_rss_before_bytes)} before them (Python, torch, cnnlab, the "
+                        f"model and the batch); {allocator.state().describe()}.")
     if cost.batch_size == 1:
         console().print("Batch 1: --batch-size B for another, --fit-memory 8GiB for the largest that fits.")
 
@@ -174,10 +187,21 @@ def _print_fit(result) -> None:
 
     fit = result.fit
     what = "a training step" if fit.train else "inference"
-    nxt = "" if fit.next_peak_bytes is None else \
-        f"; {fit.batch_size + 1:,} would need {format_bytes(fit.next_peak_bytes)} ({fit.next_peak_bytes:,} B)"
+    process = fit.memory == "process"
+    need, nxt_need = (fit.rss_bytes, fit.next_rss_bytes) if process else (fit.peak_bytes, fit.next_peak_bytes)
+    nxt = "" if nxt_need is None else f"; {fit.batch_size + 1:,} would need {format_bytes(nxt_need)} ({nxt_need:,} B)"
     size = f"at least {fit.batch_size:,} (the search's limit); memory is not what bounds this batch" \
         if fit.at_limit else f"{fit.batch_size:,}"
+    within = "of the process's resident memory (RSS)" if process else \
+        ("of GPU memory (the tensors)" if fit.settings.device == "cuda" else "for the tensors alone")
+    peak = f"predicted RSS {format_bytes(need)} ({need:,} B)" if process else \
+        f"estimated peak {format_bytes(need)} ({need:,} B)"
     console().print(f"{_title(result)}: the largest batch for {what} ({fit.settings.describe(fit.train)}) within "
-                    f"{format_bytes(fit.budget_bytes)} ({fit.budget_bytes:,} B) is {size}: estimated peak "
-                    f"{format_bytes(fit.peak_bytes)} ({fit.peak_bytes:,} B){nxt}.")
+                    f"{format_bytes(fit.budget_bytes)} ({fit.budget_bytes:,} B) {within} is {size}: {peak}{nxt}.")
+    if process:
+        r = fit.resident
+        console().print(f"The RSS is this process's now, {format_bytes(r.runtime_bytes)} (Python, torch, cnnlab, the "
+                        f"model's code), + {format_bytes(r.first_steps_bytes)} the first steps add (kernel code) + "
+                        f"{r.per_byte:.2f} x the tensors' peak ({format_bytes(fit.peak_bytes)}), as measured for "
+                        f"malloc policy {r.figures}; here: {r.allocator}. A dataset held in memory comes on top; "
+                        f"--fit-for tensors for the tensors alone.")

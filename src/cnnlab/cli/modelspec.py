@@ -28,9 +28,10 @@ __all__ = ["is_model_file", "load_model_file", "guess_input_shape", "run_summary
 def run_summary(model: str, *, input: str | None = None, num_classes: int | None = None,
                 options: dict[str, Any] | None = None, train: bool = False, measure: bool = False,
                 fit_memory: str | None = None, eval: bool = False, batch_size: int = 1,
-                settings: Any = None):
+                settings: Any = None, fit_for: str = "process"):
     """``cnnlab summary``: a registry model, ``file.py:Class`` or ``torchvision:NAME``, traced (and costed for
-    training, measured, or fitted to a memory budget) -- every argument checked first."""
+    training, measured, or fitted to a memory budget: ``fit_for`` ``process`` (the process's RSS, on the CPU) or
+    ``tensors``) -- every argument checked first."""
     if eval and fit_memory is None:
         raise CnnlabError("--eval goes with --fit-memory (the largest batch for inference)")
     budget = parse_bytes(fit_memory) if fit_memory is not None else None
@@ -48,7 +49,8 @@ def run_summary(model: str, *, input: str | None = None, num_classes: int | None
         shape = parse_shape(input) if input else None
         result = summarize_model(model, shape, num_classes=num_classes, **train_kw, **(options or {}))
     if budget is not None:
-        result.fit = fit_batch_size(result.module, result.input_shape, budget, settings, train=not eval)
+        result.fit = fit_batch_size(result.module, result.input_shape, budget, settings, train=not eval,
+                                    memory=fit_for)
     return result
 
 

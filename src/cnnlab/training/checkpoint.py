@@ -18,6 +18,7 @@ import torch
 import torch.nn as nn
 
 from cnnlab.errors import RunDirError
+from cnnlab.allocator import peak_rss_bytes
 from cnnlab.figures import plot_curves
 from cnnlab.runs import (CURVES_FILE, check_run_dir, checkpoint_payload, config_document, end_artefacts_missing,
                          model_payload, read_config_doc, write_checkpoint, write_config_doc, write_metrics, write_model,
@@ -127,6 +128,7 @@ def result_document(trainer: TrainerView, result: TrainResult) -> dict[str, Any]
         "compile_seconds": result.compile_seconds,
         "data_seconds": result.data_seconds,
         "process_seconds": process_seconds(),
+        "peak_rss_bytes": peak_rss_bytes(),  # the process's resident memory at its peak (VmHWM), up to now
         "timing": "train_seconds: the optimizer steps only (data decoding, evaluation, checkpoints excluded; "
                   "compile_seconds included); seconds: fit() from its first epoch to the final test score; "
                   "data_seconds: reading and decoding the dataset; process_seconds: from the process's start "

@@ -182,7 +182,8 @@ def _run_processes(folder: Path, url: str, workers: int, lock: SweepLock) -> Non
         for i, log in enumerate(logs):
             with open(log, "w") as err:
                 procs.append(subprocess.Popen(
-                    [sys.executable, "-c", "from cnnlab.training.sweep import worker_main; worker_main()",
+                    [sys.executable, "-c", "from cnnlab import allocator; allocator.apply(); "
+                     "from cnnlab.training.sweep import worker_main; worker_main()",
                      str(folder), str(i), str(os.getpid())], env=env, stderr=err, pass_fds=(lock.fileno(),)))
         codes = [p.wait() for p in procs]
     except BaseException:
