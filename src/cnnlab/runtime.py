@@ -8,6 +8,7 @@ rule, one determinism switch and one timing loop (warm-up, synchronise, median).
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import platform
 import statistics
@@ -106,21 +107,12 @@ def forward_batch_size(model: torch.nn.Module, sample_shape: tuple[int, ...], ba
     whole batch fits in :data:`FORWARD_BYTES`. One forward pass of a single zero image finds the sizes."""
     if device.type != "cpu" or batch_size <= 1:
         return batch_size
-    largest = 0
+    from cnnlab.trace import trace  # the one shape recorder (tests/test_layout.py)
 
-    def hook(module, inputs, output) -> None:
-        nonlocal largest
-        for t in output if isinstance(output, (tuple, list)) else (output,):
-            if isinstance(t, torch.Tensor):
-                largest = max(largest, t.numel() * t.element_size())
-
-    handles = [m.register_forward_hook(hook) for m in model.modules() if next(m.children(), None) is None]
-    try:
-        with torch.inference_mode():
-            model(torch.zeros((1, *sample_shape), device=device).contiguous(memory_format=memory_format))
-    finally:
-        for handle in handles:
-            handle.remove()
+    del memory_format  # sizes do not depend on it; kept in the signature for the callers' symmetry
+    calls = trace(model, tuple(sample_shape)).layers()
+    element = next((p.element_size() for p in model.parameters()), 4)
+    largest = max((math.prod(c.output_shape) for c in calls), default=0) * element
     while batch_size > 1 and batch_size * largest > FORWARD_BYTES:
         batch_size //= 2
     return batch_size

@@ -16,7 +16,7 @@ import json
 import math
 from dataclasses import asdict, dataclass, field, replace
 from importlib import resources
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 import torch.nn as nn
@@ -371,6 +371,13 @@ def fit_batch_size(model: nn.Module, input_shape: Sequence[int], budget: str | i
     room = budget if memory == "tensors" else budget - resident.runtime_bytes - resident.first_steps_bytes
     same_ops = len(sim(2).samples) == len(sim(3).samples)
     guess = max(2, min(limit, int(_affine_guess(room, samples(2), samples(3), limit)))) if same_ops else 2
+    lo, hi = _largest_fitting(cost, budget, guess, limit)
+    return done(lo, hi, at_limit=hi is None and lo >= limit)
+
+
+def _largest_fitting(cost: Callable[[int], int], budget: int, guess: int, limit: int) -> tuple[int, int | None]:
+    """(largest batch whose ``cost`` fits ``budget``, the next size, which does not; None at ``limit``),
+    starting from ``guess``: confirmed with its neighbour, else doubled or bisected."""
     lo, hi = 1, None
     if cost(guess) <= budget:
         lo = guess
@@ -384,4 +391,4 @@ def fit_batch_size(model: nn.Module, input_shape: Sequence[int], budget: str | i
     while hi is not None and hi - lo > 1:
         mid = (lo + hi) // 2
         lo, hi = (mid, hi) if cost(mid) <= budget else (lo, mid)
-    return done(lo, hi, at_limit=hi is None and lo >= limit)
+    return lo, hi
