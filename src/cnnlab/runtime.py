@@ -19,8 +19,9 @@ from typing import Any, Callable, Iterator
 
 import torch
 
-from cnnlab import __version__
+from cnnlab import __version__, allocator
 from cnnlab.errors import CnnlabError
+from cnnlab.trace import trace  # the one shape recorder (tests/test_layout.py)
 
 __all__ = [
     "resolve_device",
@@ -107,8 +108,6 @@ def forward_batch_size(model: torch.nn.Module, sample_shape: tuple[int, ...], ba
     whole batch fits in :data:`FORWARD_BYTES`. One forward pass of a single zero image finds the sizes."""
     if device.type != "cpu" or batch_size <= 1:
         return batch_size
-    from cnnlab.trace import trace  # the one shape recorder (tests/test_layout.py)
-
     del memory_format  # sizes do not depend on it; kept in the signature for the callers' symmetry
     calls = trace(model, tuple(sample_shape)).layers()
     element = next((p.element_size() for p in model.parameters()), 4)
@@ -225,8 +224,6 @@ def machine_line(device: torch.device | str = "cpu") -> str:
 def environment_info(device: torch.device) -> dict[str, Any]:
     """Versions, processor, threads, device and the C allocator's policy (:mod:`cnnlab.allocator`),
     as saved in a run's ``config.json``."""
-    from cnnlab import allocator
-
     info: dict[str, Any] = {
         "cnnlab_version": __version__,
         "torch_version": torch.__version__,

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from matplotlib import colormaps
+
 from cnnlab.analysis.canziani import CANZIANI_NETWORKS, paper_networks
 
 __all__ = ["CANZIANI_CHARTS", "figure1_data", "figure2_data", "time_vs_batch_data", "memory_vs_batch_data",
@@ -162,8 +164,6 @@ def memory_vs_batch_data(report) -> dict[str, Any]:
 def _draw_curves(ax, data) -> None:
     """Ours solid, the paper's dashed with hollow markers in the same colour (one of 20 per network; a network
     only the paper has, or one this run did not time, gets its own and a "(paper)" label); legend outside."""
-    from matplotlib import colormaps
-
     names = [o["name"] for o in data["ours"]]
     names += [p["name"] for p in data["paper"] if p["cnnlab"] not in names]
     colour = {n: colormaps["tab20"](i % 20) for i, n in enumerate(names)}

@@ -21,6 +21,7 @@ from typing import Any, Callable, Sequence
 import torch
 import torch.nn as nn
 
+from cnnlab import allocator
 from cnnlab.analysis.estimate import LayerRecord, StepSettings, simulate_inference, simulate_training
 from cnnlab.analysis.measure import measure_training_peak
 from cnnlab.analysis.simulate import STATE_BUFFERS, peak_at_batch
@@ -262,8 +263,6 @@ def resident_figures() -> dict[str, dict[str, float]]:
 def resident_model() -> ResidentModel | None:
     """How this process's RSS follows the allocator's peak (None where its RSS cannot be read): its RSS
     now, and the measured figures of the malloc policy in effect (glibc's own where it was not measured)."""
-    from cnnlab import allocator
-
     now = allocator.rss_bytes()
     if now is None:
         return None
