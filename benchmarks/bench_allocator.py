@@ -167,8 +167,9 @@ def wait_quiet(limit_s: float = 900.0) -> float:
 
 
 def run_child(args: list[str], env: dict[str, str], lock: str | None) -> dict:
+    waited = wait_quiet()  # first without the lock (others' work under it may be what runs)
     with held(lock):
-        waited = wait_quiet()
+        waited += wait_quiet(60.0)
         if waited > 5:
             print(f"  (waited {waited:.0f} s for other work to finish)", flush=True)
         proc = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True,
