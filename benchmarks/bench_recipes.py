@@ -27,16 +27,17 @@ import re
 import runpy
 import statistics
 import sys
+import time
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 from cnnlab.analysis.estimate import StepSettings
 from cnnlab.analysis.timing import roof_measurements
 from cnnlab.analysis.training import training_cost
 from cnnlab.runtime import machine_line
 from cnnlab.training import Trainer
-from cnnlab.training.evaluate import evaluate_accuracy
 from cnnlab.training.recipes import recipe_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -62,30 +63,111 @@ def run_peer(path: Path, seed: int, epochs: str = PEER_ARGS[0]) -> dict:
             "flops_per_image": _flops_per_image(scope["net"](scope["w"]), False)}
 
 
+def _cost(model: torch.nn.Module, amp: bool):
+    return training_cost(model, (1, 28, 28), 1, StepSettings(optimizer="nesterov", amp=amp))
+
+
 def _flops_per_image(model: torch.nn.Module, amp: bool) -> int:
-    return training_cost(model, (1, 28, 28), 1, StepSettings(optimizer="nesterov", amp=amp)).training_flops
+    return _cost(model, amp).training_flops
+
+
+def _extra_views(trainer: Trainer) -> int:
+    """How many extra views the run's test-time augmentation passes through the model on the test set
+    (4 shifts per image, or per unsure image with ``--tta-margin``; 9 with flips)."""
+    from cnnlab.data import iterate_batches
+    from cnnlab.training.tta import tta_views
+
+    c, p = trainer.config, trainer.parts
+    per_image = len(tta_views(torch.zeros(1, 1, 2, 2), trainer.tta)[0]) - 1
+    if c.tta_margin is None or c.tta_margin >= 1:
+        return per_image * len(trainer.test_data)
+    model, unsure = trainer.eval_model.eval(), 0
+    with torch.inference_mode():
+        for x, _ in iterate_batches(trainer.test_data, c.eval_batch_size, memory_format=p.prep.memory_format,
+                                    normalize=p.prep.normalize):
+            top2 = model(x).float().softmax(1).topk(2, dim=1).values
+            unsure += int((top2[:, 0] - top2[:, 1] < c.tta_margin).sum())
+    return per_image * unsure
 
 
 def run_recipe(name: str, seed: int, overrides: dict) -> dict:
-    """One recipe, one seed: accuracy (as the recipe scores it, and without TTA), seconds, curve."""
+    """One recipe, one seed: accuracy (as the recipe scores it, and without TTA), seconds, curve.
+
+    ``seconds`` is the optimizer steps' time plus, for a recipe with test-time augmentation, what
+    the augmentation adds to the final test pass (that pass timed with and without it, the median of
+    three each): the peer's plain test pass is outside its clock, so only the extra views count."""
     trainer = Trainer(recipe_config(name, {**overrides, "seed": seed}))
     result = trainer.fit()
     c = trainer.config
-    plain, total, _ = evaluate_accuracy(trainer.eval_model, trainer.test_data, c.eval_batch_size,
-                                        trainer.memory_format, trainer.normalize)
+    plain_s, plain = _timed(lambda: trainer.score(trainer.test_data, tta=False))
+    tta_extra = 0.0
+    if trainer.tta:
+        tta_s, _ = _timed(lambda: trainer.score(trainer.test_data))
+        tta_extra = max(0.0, tta_s - plain_s)
+    extra_views = _extra_views(trainer) if trainer.tta else 0
     n_train = len(trainer.train_data)
     images = sum(min(n_train, trainer.steps_in_epoch(e) * c.batch_size) for e in range(1, c.epoch_count + 1))
     curve, elapsed = [], 0.0
     for record in result.history:
         elapsed += record.seconds
         curve.append((elapsed, record.test_acc))
-    return {"acc": result.test_acc, "plain": 100.0 * plain / total, "seconds": result.train_seconds,
+    return {"acc": result.test_acc, "plain": 100.0 * plain[0] / plain[1], "seconds": result.train_seconds + tta_extra,
+            "tta_seconds": tta_extra, "train_seconds": result.train_seconds,
+            "tta_gflop": extra_views * _cost(trainer.model, c.amp).forward_flops / 1e9,
             "images": images, "curve": curve, "flops_per_image": _flops_per_image(trainer.model, c.amp),
             "tta": trainer.tta}
 
 
+def _timed(score, repeats: int = 3) -> tuple[float, tuple[int, int]]:
+    """The median seconds of ``repeats`` calls of ``score`` and its (last) result."""
+    seconds = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        out = score()
+        seconds.append(time.perf_counter() - start)
+    return statistics.median(seconds), out
+
+
 def gflops(row: dict) -> float:
-    return row["flops_per_image"] * row["images"] / row["seconds"] / 1e9
+    """Training FLOP/s of the optimizer steps (the TTA's extra pass is not training)."""
+    return row["flops_per_image"] * row["images"] / row.get("train_seconds", row["seconds"]) / 1e9
+
+
+def bf16_roof(repeats: int = 3) -> dict:
+    """The bfloat16 roof of this CPU, as :func:`roof_measurements` measures the float32 one: the best
+    GFLOP/s of oneDNN's bf16 GEMM (1024^3, 2048^3) and a bf16 3x3 conv (the recipes train under bf16 autocast)."""
+    from cnnlab.analysis.timing import time_fn
+
+    found = {}
+    with torch.inference_mode():
+        for n in (1024, 2048):
+            a, b = torch.randn(n, n).bfloat16(), torch.randn(n, n).bfloat16()
+            found[f"bf16 matmul {n}^3"] = 2 * n**3 / time_fn(lambda: a @ b, torch.device("cpu"), repeats=repeats,
+                                                             warmup=1).best / 1e9
+        c, side, batch = 256, 28, 8
+        x = torch.randn(batch, c, side, side).bfloat16().contiguous(memory_format=torch.channels_last)
+        w = torch.randn(c, c, 3, 3).bfloat16().contiguous(memory_format=torch.channels_last)
+        seconds = time_fn(lambda: F.conv2d(x, w, padding=1), torch.device("cpu"), repeats=repeats, warmup=1).best
+        found[f"bf16 conv3x3 {c}ch {side}x{side} batch {batch}"] = 2 * batch * c * c * 9 * side * side / seconds / 1e9
+    best = max(found, key=found.get)
+    return {"gflops": found[best], "source": best}
+
+
+def print_limits(results: dict[str, dict[int, dict]], roof: dict, bf16: dict) -> None:
+    """The floor each contender's arithmetic sets: its run's FLOPs (training, plus the TTA's extra
+    forward passes) at the roof, beside its median seconds."""
+    print("\n| contender | training GFLOP of the run | + TTA GFLOP | s at the fp32 roof | s at the bf16 roof | "
+          "median s | median / bf16 floor |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for name, rows in results.items():
+        r = next(iter(rows.values()))
+        work = r["flops_per_image"] * r["images"] / 1e9
+        extra = r.get("tta_gflop", 0.0)
+        med = statistics.median(x["seconds"] for x in rows.values())
+        floor = (work + extra) / bf16["gflops"]
+        print(f"| {name} | {work:.0f} | {extra:.1f} | {(work + extra) / roof['gflops']:.2f} | {floor:.2f} | "
+              f"{med:.2f} | {med / floor:.1f}x |")
+    print(f"bf16 roof: {bf16['gflops']:.0f} GFLOP/s ({bf16['source']})")
 
 
 def print_table(results: dict[str, dict[int, dict]], roof: dict) -> None:
@@ -174,6 +256,7 @@ def main() -> int:
             print(f"  seed {seed}: {name:12s} {row['acc']:.2f}% in {row['seconds']:.2f} s training", flush=True)
     roof = roof_measurements(torch.device("cpu"))
     print_table(results, roof)
+    print_limits(results, roof, bf16_roof())
     if args.png:
         plot(results, args.png)
     return 0

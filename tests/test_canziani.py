@@ -14,7 +14,7 @@ from cnnlab.analysis import analyze_models, count_ops
 from cnnlab.analysis import canziani as cz
 from cnnlab.analysis import pipeline
 from cnnlab.analysis.charts import chart_figures
-from cnnlab.analysis.charts_canziani import OURS_LATER, OURS_PAPER, PAPER
+from cnnlab.analysis.charts_canziani import CANZIANI_CHARTS, OURS_LATER, OURS_PAPER, PAPER
 from cnnlab.analysis.report import ModelReport, Report
 from cnnlab.analysis.sources import resolve_model
 from cnnlab.cli.modelspec import run_summary
@@ -100,18 +100,28 @@ def _numbers(node, where=""):
 
 
 def test_the_paper_data_names_a_source_for_every_number():
+    """Every number of the data file, single values and curves alike, names its source (page and figure of
+    arXiv:1605.07678v4) and its precision; a missing one says why."""
     entries = list(_numbers(cz.paper_data()))
-    assert entries
-    for where, entry in entries:
-        if entry["value"] is None:
+    assert len(entries) >= 3 * 15
+    curves = [(n["paper_name"], n[k]) for n in cz.paper_data()["networks"] for k in ("time_ms_per_image", "memory_mb")]
+    for where, entry in entries + curves:
+        value = entry["value"] if "value" in entry else entry["values"]
+        if value is None:
             assert entry.get("note"), f"{where}: a missing value says why"
+            continue
+        assert "1605.07678v4" in entry.get("source", "") and "Figure" in entry["source"], f"{where}: no source"
+        assert entry.get("precision"), f"{where}: a value decoded from a figure gives its precision"
+        if "values" in entry:  # a curve: one value per batch size, powers of two from 1 up
+            assert entry["batch_sizes"] == [2 ** i for i in range(len(entry["values"]))], where
+            assert all(isinstance(v, float) and v > 0 for v in entry["values"]), where
         else:
-            assert isinstance(entry["value"], (int, float)), where
-            assert entry.get("source"), f"{where}: a number without its source"
-            if "read off" in entry["source"]:
-                assert entry.get("precision"), f"{where}: a reading off a figure gives its precision"
+            assert isinstance(value, (int, float)), where
     named = {n["cnnlab"] for n in cz.paper_data()["networks"]}
     assert set(cz.CANZIANI_NETWORKS) <= named and len(cz.CANZIANI_NETWORKS) == 14
+    paper = [n for n in cz.paper_networks() if n["top1"] is not None]
+    assert len(paper) == 14 and all(n["gops"] and n["params"] and n["time_ms"] for n in paper)
+    assert sum(n["memory_mb"] is not None for n in paper) == 11  # the paper's Figure 5 draws 11 networks
 
 
 def _fake(name, macs, acc, params=1_000_000, ms=None):
@@ -147,32 +157,49 @@ def test_findings_are_computed_from_the_numbers():
     assert "pearson_ops_time" not in untimed and "too few" in untimed["sentences"][0]
 
 
-def _first_figure(report):
-    figures = chart_figures(report)
-    title, _, fig = next(figures)
-    figures.close()
-    return title, fig
+def _figures(report):
+    """{title: figure} of every chart (the caller closes them)."""
+    figures = {}
+    for title, _, fig in chart_figures(report):
+        figures[title] = fig
+    return figures
 
 
-def test_figure1_plots_the_reports_numbers_and_the_papers():
+def test_the_charts_plot_the_reports_numbers_and_the_papers():
+    """Figure 1, operations vs parameters, time and memory vs batch size read back: ours filled or solid, the
+    paper's hollow or dashed at the data file's values, Inception-v4 (the paper's alone) with them."""
     report = analyze_models(["resnet18", "torchvision:mobilenet_v2"], batch_sizes=[1, 2], timing=False,
                             estimates=False, fallback_accuracies=cz.paper_accuracies())
     report.canziani = cz.canziani_section(report, ["canziani"])
-    title, fig = _first_figure(report)
+    figures = _figures(report)
+    paper = {n["paper_name"]: n for n in cz.paper_networks()}
+    p18, pv4 = paper["ResNet-18"], paper["Inception-v4"]
+    r18, mv2 = report.models
     try:
-        assert title.startswith("Figure 1")
-        by_label = {c.get_label(): c.get_offsets().tolist() for c in fig.axes[0].collections}
-        r18, mv2 = report.models
+        fig1, fig2, time, memory = (figures[t].axes[0] for t, _ in CANZIANI_CHARTS)
+        by_label = {c.get_label(): c.get_offsets().tolist() for c in fig1.collections}
         assert by_label[OURS_PAPER] == [[pytest.approx(r18.flops / 1e9), pytest.approx(r18.accuracy)]]
         assert by_label[OURS_LATER] == [[pytest.approx(mv2.flops / 1e9), pytest.approx(mv2.accuracy)]]
-        paper = {n["paper_name"]: n for n in cz.paper_networks()}
-        # the paper's ResNet-18 top-1, at cnnlab's operations (the paper's own are not transcribed)
-        assert [pytest.approx(r18.flops / 1e9), pytest.approx(paper["ResNet-18"]["top1"])] in by_label[PAPER]
+        assert by_label[PAPER] == [[p18["gops"], p18["top1"]], [pv4["gops"], pv4["top1"]]]  # at the paper's G-Ops
+        by_label = {c.get_label(): c.get_offsets().tolist() for c in fig2.collections}
+        assert by_label[PAPER] == [[p18["params"] / 1e6, p18["gops"]], [pv4["params"] / 1e6, pv4["gops"]]]
+        dashed = lambda ax: [list(zip(line.get_xdata(), line.get_ydata())) for line in ax.get_lines()
+                             if line.get_linestyle() == "--" and len(line.get_xdata())]
+        assert dashed(time) == [p18["time_ms"], pv4["time_ms"]]  # untimed here: the paper's curves alone
+        assert not [line for line in time.get_lines() if line.get_linestyle() == "-"]
+        assert dashed(memory) == [p18["memory_mb"]]  # the paper's Figure 5 has no Inception-v4
+        solid = [line for line in memory.get_lines() if line.get_linestyle() == "-"]
+        assert [list(line.get_ydata()) for line in solid] == [[x["forward_bytes"] / 2**20 for x in m.memory]
+                                                               for m in report.models]
     finally:
-        close(fig)
+        for fig in figures.values():
+            close(fig)
     rows = {r["network"]: r for r in report.canziani["comparison"]}
     assert rows["ResNet-18"]["cnnlab_params"] == r18.params and rows["ResNet-18"]["cnnlab_gmacs"] == r18.macs / 1e9
-    assert rows["ResNet-18"]["top1_difference"] == pytest.approx(r18.accuracy - paper["ResNet-18"]["top1"])
+    assert rows["ResNet-18"]["top1_difference"] == pytest.approx(r18.accuracy - p18["top1"])
+    # the paper's G-Ops of ResNet-18 are 2 x cnnlab's multiply-adds (3.63 vs 3.628): a check of both counts
+    assert rows["ResNet-18"]["gops_per_gflops"] == pytest.approx(1, abs=0.005)
+    assert abs(r18.params / p18["params"] - 1) < 1e-3 and "parameters" not in rows["ResNet-18"]["why"]
 
 
 def test_canziani_refuses_in_one_line_naming_the_missing_networks(monkeypatch):

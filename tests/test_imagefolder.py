@@ -153,3 +153,44 @@ def test_stream_is_for_image_folders():
 
     with pytest.raises(CnnlabError, match="--stream is for --dataset imagefolder"):
         check_data_settings(TrainConfig(dataset="digits", stream=True))  # dataset-dependent: not in validate()
+
+
+def test_a_first_decode_in_workers_equals_one_in_this_process(tmp_path, monkeypatch):
+    import cnnlab.data.imagefolder as imagefolder
+    from cnnlab.data.decode import BadImageError, ImageRefusedError
+
+    root = make_folder(tmp_path / "imgs", n_per_class=6, splits=("train", "test"))
+    (root / "train" / "top" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    monkeypatch.setattr(imagefolder, "PARALLEL_DECODE_MIN", 1)  # so few files go to the workers too
+
+    def load(workers: int, cache: str, **kw):
+        monkeypatch.setenv("CNNLAB_CACHE", str(tmp_path / cache))  # a fresh cache: decoded, not read back
+        return load_image_folder(root, side=12, channels=3, workers=workers, **kw)
+
+    here, there = load(0, "c0", skip_bad=True), load(2, "c2", skip_bad=True)
+    for a, b in zip(here[:2], there[:2]):
+        assert torch.equal(a.images, b.images) and torch.equal(a.labels, b.labels)
+    assert here[2] == there[2] == [root / "train" / "top" / "broken.png"]
+    with pytest.raises(BadImageError, match="broken.png is not a readable image.*--skip-bad-images"):
+        load(2, "c3")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # every image > 2 x limit: refused, never skipped
+    with pytest.raises(ImageRefusedError) as refused:
+        load(2, "c4", skip_bad=True)
+    assert "decompression bomb" in str(refused.value) and "\n" not in str(refused.value)
+
+
+def test_streaming_workers_decode_below_the_training_priority(tmp_path, monkeypatch):
+    import os
+
+    import cnnlab.data.imagefolder as imagefolder
+    from cnnlab.data.tensors import index_batches
+
+    root = make_folder(tmp_path / "imgs", n_per_class=3, splits=("train", "test"))
+    # each "decoded" image carries the niceness of the process that decoded it (workers fork from here)
+    monkeypatch.setattr(imagefolder, "decode_image",
+                        lambda path, channels, side: torch.full((channels, side, side), os.nice(0), dtype=torch.uint8))
+    here = os.nice(0)
+    train_s, _, _ = load_image_folder(root, side=4, stream=True, workers=1)
+    (images, _), = list(train_s.batches(index_batches(len(train_s), 64)))
+    assert images.unique().tolist() == [min(19, here + imagefolder.WORKER_NICENESS)]
+    assert os.nice(0) == here  # this process keeps its priority

@@ -31,7 +31,7 @@ SMALL = dict(dataset="digits", batch_size=32, lr=0.05)  # 1,438 training images:
 # ----------------------------------------------------------------------------- the shipped recipes
 
 def test_the_shipped_recipes_are_there_and_described():
-    assert {"lecture", "mnist-fast", "mnist-best"} <= set(recipe_names())
+    assert {"lecture", "mnist-fast", "mnist-fastest", "mnist-best"} <= set(recipe_names())
     for name in recipe_names():
         recipe = load_recipe(name)
         assert recipe.path.parent == RECIPE_DIR and recipe.name == name
@@ -91,7 +91,7 @@ def test_recipe_mistakes_are_one_line(tmp_path):
             recipe_config(str(tmp_path / name))
         assert fragment in str(err.value), str(err.value)
     with pytest.raises(UnknownNameError):
-        load_recipe("mnist-fastest")
+        load_recipe("mnist-fastets")
 
 
 def test_recipes_command_lists_and_shows_without_torch():
@@ -188,6 +188,58 @@ def test_tta_logits_are_the_weighted_mean_over_the_views():
         got = tta_logits(model, x, "shift")
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
     assert torch.equal(tta_logits(model, x, None), model(x))
+
+
+def test_tta_margin_augments_only_the_unsure_images():
+    """margin: images whose top-1/top-2 probabilities are closer than it get the full TTA logits, the
+    rest their plain logits; margin 1 (or None) is TTA for all, a tiny margin plain for (nearly) all."""
+    torch.manual_seed(3)
+    model = nn.Sequential(nn.Conv2d(1, 3, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(3 * 25, 4)).eval()
+    x = torch.rand(40, 1, 5, 5) * 4
+    with torch.no_grad():
+        plain, full = model(x), tta_logits(model, x, "shift")
+        top2 = plain.softmax(1).topk(2, dim=1).values
+        gap = top2[:, 0] - top2[:, 1]
+        margin = float(gap.median())  # half the images are unsure
+        got = tta_logits(model, x, "shift", margin)
+        unsure = gap < margin
+        assert 0 < int(unsure.sum()) < len(x)
+        torch.testing.assert_close(got[unsure], full[unsure], rtol=1e-5, atol=1e-5)
+        assert torch.equal(got[~unsure], plain[~unsure])
+        torch.testing.assert_close(tta_logits(model, x, "shift", 1.0), full, rtol=1e-5, atol=1e-5)
+        sure = tta_logits(model, x, "shift", float(gap.min()) / 2)
+        assert torch.equal(sure, plain)
+        with pytest.raises(ValueError):
+            tta_logits(model, x, "shift", 0.0)
+
+
+def test_tta_margin_is_a_checked_setting_and_scores_the_run(tmp_path):
+    for bad in ("0", "1.5"):
+        assert_user_error(run_cli("train", "--dataset", "digits", "--tta-margin", bad, "--out", str(tmp_path / bad)),
+                          "--tta-margin", "(0, 1]")
+    assert not any(tmp_path.iterdir())
+    result = train(TrainConfig(**SMALL, tta=True, tta_margin=0.3), out=str(tmp_path / "run"))
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())["config"]
+    assert saved["tta_margin"] == 0.3 and 0 < result.test_acc <= 100
+
+
+def test_convnet_bn_crop_looks_at_the_centre_only():
+    """-o crop=c: the same network (same parameters) on the central (28-2c)^2 pixels."""
+    torch.manual_seed(0)
+    cropped = cnnlab.create_model("convnet_bn", crop=2).eval()
+    whole = cnnlab.create_model("convnet_bn", input_size=24).eval()
+    whole.load_state_dict(cropped.state_dict())
+    x = torch.rand(3, 1, 28, 28)
+    with torch.no_grad():
+        torch.testing.assert_close(cropped(x), whole(x[:, :, 2:-2, 2:-2]), rtol=1e-5, atol=1e-5)
+        y = x.clone()
+        y[:, :, :2] = y[:, :, -2:] = y[..., :2] = y[..., -2:] = 7.0  # the border is never seen
+        assert torch.equal(cropped(x), cropped(y))
+    assert sum(p.numel() for p in cropped.parameters()) == 24_480
+    rows = {r.name: r for r in cnnlab.summarize(cropped, (1, 28, 28)).layers}
+    assert rows["crop"].output_shape[-2:] == [24, 24] and rows["conv_1"].output_shape[-2:] == [12, 12]
+    with pytest.raises(CnnlabError, match="crop"):
+        cnnlab.create_model("convnet_bn", crop=14)
 
 
 NEW_OPTIONS = dict(epochs=2.5, ema_decay=0.9, lookahead_steps=5, tta=True, momentum=0.9, nesterov=True,

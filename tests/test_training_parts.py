@@ -177,3 +177,28 @@ def test_trainer_from_parts_trains_as_from_config():
     b = Trainer(prepare(config)).fit().model.state_dict()
     c = Trainer.from_config(config, device="cpu").fit().model.state_dict()
     assert all(torch.equal(a[k], b[k]) and torch.equal(a[k], c[k]) for k in a)
+
+
+def test_forward_batches_on_the_cpu_shrink_for_large_feature_maps():
+    """forward_batch_size halves the batch while one layer's output for it passes FORWARD_BYTES, without
+    changing the model (BatchNorm statistics, hooks), and leaves GPU batches alone; scores do not change."""
+    import torch.nn as nn
+
+    from cnnlab.runtime import FORWARD_BYTES, forward_batch_size
+    from cnnlab.training.evaluate import evaluate_accuracy
+    from cnnlab.data import TensorData
+
+    wide = nn.Sequential(nn.Conv2d(3, 64, 3, padding=1), nn.BatchNorm2d(64), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                         nn.Flatten(), nn.Linear(64, 3)).eval()
+    per_image = 64 * 32 * 32 * 4  # the conv's float32 output for one 3x32x32 image: 256 KiB
+    before = {k: v.clone() for k, v in wide.state_dict().items()}
+    cpu = torch.device("cpu")
+    assert forward_batch_size(wide, (3, 32, 32), 512, cpu) == FORWARD_BYTES // per_image == 128
+    assert forward_batch_size(wide, (3, 32, 32), 100, cpu) == 100  # 100 x 256 KiB fits
+    assert forward_batch_size(wide, (3, 8, 8), 512, cpu) == 512  # 16 KiB per image
+    assert forward_batch_size(wide, (3, 32, 32), 512, torch.device("cuda")) == 512  # never shrunk on a GPU
+    assert all(torch.equal(before[k], v) for k, v in wide.state_dict().items())
+    assert not any(m._forward_hooks for m in wide.modules())
+    data = TensorData(torch.randint(0, 256, (300, 3, 32, 32), dtype=torch.uint8), torch.randint(0, 3, (300,)),
+                      ["a", "b", "c"])
+    assert evaluate_accuracy(wide, data, 512)[:2] == evaluate_accuracy(wide, data, 7)[:2]

@@ -37,19 +37,29 @@ def _value(entry: dict) -> float | None:
     return entry.get("value")
 
 
+def _curve(entry: dict | None) -> list[tuple[int, float]] | None:
+    if not entry or entry.get("values") is None:
+        return None
+    return list(zip(entry["batch_sizes"], entry["values"]))
+
+
 def paper_networks() -> list[dict[str, Any]]:
     """One flat dict per network of the paper: ``paper_name``, ``cnnlab`` (or None), ``top1`` (%),
-    ``gops`` (the paper's G-Ops), ``params`` (parameters), each None where no source gives it."""
+    ``gops`` (the paper's G-Ops), ``params`` (parameters), ``time_ms`` and ``memory_mb`` ([(batch, value)] on
+    the paper's Jetson TX1: ms per image, MB), each None where the paper gives none; ``gops_note`` and ``note``
+    where the data file explains a value."""
     out = []
     for n in paper_data()["networks"]:
         params = _value(n["params_millions"])
         out.append({"paper_name": n["paper_name"], "cnnlab": n["cnnlab"], "top1": _value(n["top1"]),
                     "gops": _value(n["gops"]), "params": None if params is None else params * 1e6,
-                    "top1_source": n["top1"].get("source"), "note": n.get("note")})
+                    "time_ms": _curve(n.get("time_ms_per_image")), "memory_mb": _curve(n.get("memory_mb")),
+                    "top1_source": n["top1"].get("source"), "note": n.get("note"),
+                    "gops_note": n["gops"].get("note") if n["gops"]["value"] is not None else None})
     return out
 
 
-PAPER_TOP1_SOURCE = "Canziani et al. 2016 (arXiv:1605.07678), Figure 1, read off approx. (+-1 pp)"
+PAPER_TOP1_SOURCE = "Canziani et al. 2016 (arXiv:1605.07678v4), Figure 1"
 
 
 def paper_accuracies() -> dict[str, tuple[float, str]]:
@@ -149,7 +159,8 @@ def _sentences(f: dict[str, Any]) -> list[str]:
 
 
 NOTES = ("operations: cnnlab counts the multiply-adds of conv and linear layers (MACs; FLOPs = 2 x MACs); the "
-         "paper counted operations with torch-opcounter, on an axis of G-Ops",
+         "paper counted operations with torch-opcounter, on an axis of G-Ops; 'G-Ops/GFLOPs' is the paper's count over "
+         "cnnlab's FLOPs",
          "top-1: cnnlab's come from torchvision's documented weights (another training than the Torch7 models the "
          "paper measured; both single central crop), or, where no weights are documented, are the paper's own")
 
@@ -157,8 +168,10 @@ NOTES = ("operations: cnnlab counts the multiply-adds of conv and linear layers 
 def _why(row: dict[str, Any], m) -> str:
     """What differs between the paper's numbers and cnnlab's for one network, beyond :data:`NOTES`."""
     why = []
-    if row["gops"] is None:
-        why.append("paper's ops/params not transcribed")
+    if m is not None and row["params"] is not None and abs(m.params / row["params"] - 1) > 0.005:
+        why.append(f"parameters {100 * (m.params / row['params'] - 1):+.1f}% (another variant of the network)")
+    if m is not None and row["gops"] is not None and abs(row["gops"] / (m.flops / 1e9) - 1) > 0.05:
+        why.append("operations differ by more than 5%" + (" (see the notes)" if row.get("gops_note") else ""))
     if m is not None and m.input_shape[-1] != 224:
         why.append(f"cnnlab at {m.input_shape[-1]} px")
     if m is not None and m.accuracy_source == PAPER_TOP1_SOURCE:
@@ -183,9 +196,11 @@ def comparison_rows(report) -> list[dict[str, Any]]:
                                      "input": "x".join(map(str, m.input_shape))}
         top1_diff = None if m is None or m.accuracy is None or p["top1"] is None or \
             m.accuracy_source == PAPER_TOP1_SOURCE else m.accuracy - p["top1"]
+        gops_ratio = None if m is None or p["gops"] is None or not m.flops else p["gops"] / (m.flops / 1e9)
         rows.append({"network": p["paper_name"], "cnnlab": p["cnnlab"], "paper_top1": p["top1"],
                      "paper_gops": p["gops"], "paper_params": p["params"], **{f"cnnlab_{k}": v for k, v in ours.items()},
-                     "top1_difference": top1_diff, "why": _why(p, m)})
+                     "gops_per_gflops": gops_ratio, "top1_difference": top1_diff, "why": _why(p, m),
+                     "notes": [n for n in (p.get("gops_note"),) if n]})
     return rows
 
 

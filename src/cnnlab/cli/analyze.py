@@ -132,18 +132,21 @@ def _num(v, fmt: str) -> str:
 
 
 def _print_canziani(section) -> None:
-    rows = [(r["network"], r["cnnlab"] or "-", _num(r["paper_params"] and r["paper_params"] / 1e6, ".1f"),
+    rows = [(r["network"], r["cnnlab"] or "-", _num(r["paper_params"] and r["paper_params"] / 1e6, ".2f"),
              _num(r.get("cnnlab_params") and r["cnnlab_params"] / 1e6, ".2f"), _num(r["paper_gops"], ".2f"),
-             _num(r.get("cnnlab_gmacs"), ".3f"), _num(r.get("cnnlab_gflops"), ".3f"), _num(r["paper_top1"], ".1f"),
-             _num(r.get("cnnlab_top1"), ".2f"), _num(r["top1_difference"], "+.1f"), r["why"])
+             _num(r.get("cnnlab_gmacs"), ".3f"), _num(r.get("cnnlab_gflops"), ".3f"),
+             _num(r["gops_per_gflops"], ".2f"), _num(r["paper_top1"], ".2f"), _num(r.get("cnnlab_top1"), ".2f"), _num(r["top1_difference"], "+.2f"), r["why"])
             for r in section["comparison"]]
     if rows:
         print_table(f"Paper vs cnnlab: {section['paper']}",
                     ("network", "cnnlab", "params M paper", "params M cnnlab", "G-Ops paper", "GMACs cnnlab",
-                     "GFLOPs cnnlab", "top-1 paper", "top-1 cnnlab", "diff", "why they differ"), rows,
+                     "GFLOPs cnnlab", "G-Ops/GFLOPs", "top-1 paper", "top-1 cnnlab", "diff", "why they differ"), rows,
                     left=("network", "cnnlab", "why they differ"))
         for note in section["notes"]:
             console().print(note[0].upper() + note[1:] + ".")
+        for r in section["comparison"]:
+            for note in r["notes"]:
+                console().print(f"{r['network']}: {note}.")
         console().print(f"The paper measured: {section['setup']['text']} ({section['setup']['source']}).")
     for sentence in section["findings"]["sentences"]:
         console().print(sentence)

@@ -79,13 +79,16 @@ def cache_key(folder: Path, items: Iterable[tuple[Path, int]], settings: dict[st
     """A key that changes whenever the folder, a file (name, label, size, mtime) or a setting does."""
     head = {"format": FORMAT, "pillow": PIL.__version__, "settings": settings}
     h = hashlib.sha256(json.dumps(head, sort_keys=True).encode() + b"\0" + os.fsencode(folder.resolve()) + b"\0")
+    prefix = os.fsencode(os.path.join(folder, ""))
     for path, label in items:
         try:
-            st = path.stat()
+            st = os.stat(path)
             stamp = f"{st.st_size}:{st.st_mtime_ns}"
         except OSError:  # gone since the scan: decoding will say so
             stamp = "missing"
-        h.update(os.fsencode(path.relative_to(folder)) + f"\0{label}:{stamp}\0".encode())
+        name = os.fsencode(path)
+        relative = name[len(prefix):] if name.startswith(prefix) else os.fsencode(path.relative_to(folder))
+        h.update(relative + f"\0{label}:{stamp}\0".encode())
     return h.hexdigest()[:32]
 
 

@@ -12,6 +12,7 @@ import torch.nn as nn
 from cnnlab.data import BatchSource
 from cnnlab.errors import CnnlabError
 from cnnlab.runs.run import Run
+from cnnlab.runtime import forward_batch_size
 
 __all__ = ["confusion_counts", "per_class_metrics", "split_logits"]
 
@@ -46,8 +47,11 @@ def split_logits(run: Run, split: str = "test", data_dir: str | None = None, bat
     prep = run.preprocessing
     model.to(memory_format=prep.memory_format)
     data = run.split(split, data_dir) if data is None else data
+    if batch_size is None:  # the run's forward batch, smaller on the CPU for large feature maps
+        batch_size = forward_batch_size(model, data.sample_shape, run.config.eval_batch_size, data.device,
+                                        prep.memory_format)
     logits, labels = [], []
-    for x, y in prep.batches(data, batch_size or run.config.eval_batch_size):
+    for x, y in prep.batches(data, batch_size):
         logits.append(model(x).float().cpu())
         labels.append(y.cpu())
     if not logits:

@@ -122,10 +122,16 @@ class TrainConfig:
     train_eval: str = setting("running", "Train accuracy from the epoch's own minibatches (free), or a full "
                                          "eval-mode pass over the train set after each epoch, as the lecture "
                                          "notebook computes it.", choices=TRAIN_EVALS, group="loop")
-    eval_batch_size: int = setting(512, "Batch size of forward-only passes (fastest on 2 CPU cores for the ConvNet).",
+    eval_batch_size: int = setting(512, "Batch size of forward-only passes (fastest on 2 CPU cores for the ConvNet); "
+                                        "on the CPU halved while one layer's output for the batch passes 32 MiB "
+                                        "(faster and leaner for large feature maps).",
                                    range=Range(1, integer=True), group="loop")
     tta: bool = setting(False, "Test-time augmentation: score the mean logits of each image and its 1-pixel "
                                "shifts (half weight), and of its mirror image for colour datasets.", group="loop")
+    tta_margin: float | None = setting(None, "With --tta: augment only the unsure images, those whose top-1 and "
+                                             "top-2 probabilities are closer than this (e.g. 0.5); the others keep "
+                                             "their plain logits [default: every image].",
+                                       range=Range(0, 1, "lo"), group="loop")
     limit_batches: int | None = setting(None, "Stop each epoch after N batches (quick smoke runs, like Lightning's).",
                                         range=Range(1, integer=True), group="loop")
 
@@ -146,7 +152,9 @@ class TrainConfig:
     augment: bool = setting(False, "Random crop (and flip for colour images), batch-wise on tensors.", group="data")
     stream: bool = setting(False, "imagefolder: decode per batch in DataLoader workers (folders larger than RAM).",
                            group="data")
-    workers: int = setting(2, "DataLoader workers with --stream.", range=Range(0, integer=True), resume=True,
+    workers: int = setting(2, "imagefolder: DataLoader workers that decode the images (per batch with --stream; "
+                              "the first, uncached decode of a folder of 512 images or more without it).",
+                           range=Range(0, integer=True), resume=True,
                            group="data")
     skip_bad_images: bool = setting(False, "imagefolder: skip and count unreadable files.", group="data")
     shuffle_labels: bool = setting(False, "Train on the training labels permuted with --seed (Zhang et al. 2017: "

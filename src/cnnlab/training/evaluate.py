@@ -18,7 +18,7 @@ from cnnlab.figures import plot_confusion
 from cnnlab.inference import check_mode
 from cnnlab.inference.runs import optimize_run
 from cnnlab.runs import LoadedRun, Run, RunOutput, confusion_counts, load_run, per_class_metrics
-from cnnlab.runtime import determinism, resolve_device
+from cnnlab.runtime import determinism, forward_batch_size, resolve_device
 from cnnlab.training.tta import tta_kind, tta_logits
 
 __all__ = ["evaluate_accuracy", "confusion_matrix", "evaluate_run", "evaluate_run_detailed", "per_class_metrics",
@@ -33,15 +33,19 @@ def evaluate_accuracy(
     memory_format: torch.memory_format = torch.contiguous_format,
     normalize: tuple[Sequence[float], Sequence[float]] | None = None,
     tta: str | None = None,
+    tta_margin: float | None = None,
 ) -> tuple[int, int, float]:
-    """(correct, total, mean loss) of ``model`` on ``data`` (already on the model's device);
-    ``tta``: score the mean logits of the views of :mod:`cnnlab.training.tta` ("shift", "shift+flip")."""
+    """(correct, total, mean loss) of ``model`` on ``data`` (already on the model's device), in batches of
+    at most ``batch_size`` (fewer on the CPU for large feature maps: :func:`cnnlab.runtime.forward_batch_size`);
+    ``tta``: score the mean logits of the views of :mod:`cnnlab.training.tta` ("shift", "shift+flip"),
+    for the images less sure than ``tta_margin`` only if given (:func:`~cnnlab.training.tta.tta_logits`)."""
     was_training = model.training
     model.eval()
+    batch_size = forward_batch_size(model, data.sample_shape, batch_size, data.device, memory_format)
     correct = torch.zeros((), dtype=torch.long, device=data.device)
     loss_sum = torch.zeros((), dtype=torch.float64, device=data.device)
     for x, y in iterate_batches(data, batch_size, memory_format=memory_format, normalize=normalize):
-        logits = tta_logits(model, x, tta)
+        logits = tta_logits(model, x, tta, tta_margin)
         correct += (logits.argmax(dim=1) == y).sum()
         loss_sum += F.cross_entropy(logits, y, reduction="sum").double()
     model.train(was_training)
@@ -60,13 +64,14 @@ def run_split(run: Run, split: str, data_dir: str | None, device: torch.device):
 def confusion_matrix(model: nn.Module, data, num_classes: int, batch_size: int,
                      memory_format: torch.memory_format = torch.contiguous_format,
                      normalize: tuple[Sequence[float], Sequence[float]] | None = None,
-                     tta: str | None = None) -> torch.Tensor:
+                     tta: str | None = None, tta_margin: float | None = None) -> torch.Tensor:
     """Counts per (true class, predicted class) of ``model`` on ``data`` (rows: true); ``tta`` as in
-    :func:`evaluate_accuracy` (a run trained with --tta is scored as it was)."""
+    :func:`evaluate_accuracy` (a run trained with --tta is scored as it was), in batches of at most ``batch_size``."""
     confusion = torch.zeros(num_classes, num_classes, dtype=torch.long)
     model.eval()
+    batch_size = forward_batch_size(model, data.sample_shape, batch_size, data.device, memory_format)
     for x, y in iterate_batches(data, batch_size, memory_format=memory_format, normalize=normalize):
-        confusion += confusion_counts(y, tta_logits(model, x, tta).argmax(dim=1), num_classes)
+        confusion += confusion_counts(y, tta_logits(model, x, tta, tta_margin).argmax(dim=1), num_classes)
     return confusion
 
 
@@ -96,7 +101,8 @@ def evaluate_run_detailed(run_dir: str | os.PathLike, *, data_dir: str | None = 
             example, _ = next(prep.batches(data, run.config.eval_batch_size))
             model = optimize_run(run, optimize, example, data_dir=data_dir)
         confusion = confusion_matrix(model, data, len(run.classes), run.config.eval_batch_size, prep.memory_format,
-                                     prep.normalize, tta_kind(run.config.dataset, run.config.tta))
+                                     prep.normalize, tta_kind(run.config.dataset, run.config.tta),
+                                     run.config.tta_margin)
     return int(confusion.diagonal().sum()), int(confusion.sum()), run, confusion
 
 

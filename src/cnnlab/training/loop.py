@@ -267,7 +267,12 @@ class Trainer:
                            train_acc=100.0 * correct / seen, test_acc=test_acc, seconds=stats.seconds,
                            elapsed=time.perf_counter() - start, val_acc=val_acc)
 
-    def _score(self, data: BatchSource) -> tuple[int, int]:
+    def score(self, data: BatchSource, *, tta: bool = True) -> tuple[int, int]:
+        """(correct, total) of the evaluated weights on ``data`` as the run scores it: with the run's
+        test-time augmentation, or without it (``tta=False``)."""
+        return self._score(data, tta=tta)
+
+    def _score(self, data: BatchSource, tta: bool = True) -> tuple[int, int]:
         p = self.parts
         model = p.eval_model
         if p.config.pool_before_relu:  # the same outputs, ~2x faster here; traced in eval mode, weights shared
@@ -277,7 +282,8 @@ class Trainer:
             # the graph gets the model's mode too: evaluate_accuracy restores the shared modules to the graph's
             model = graph.train(was_training)
         correct, total, _ = evaluate_accuracy(model, data, p.config.eval_batch_size, p.prep.memory_format,
-                                              p.prep.normalize, tta=p.tta)
+                                              p.prep.normalize, tta=p.tta if tta else None,
+                                              tta_margin=p.config.tta_margin)
         return correct, total
 
     def _finish(self, start: float) -> TrainResult:

@@ -53,12 +53,35 @@ def tta_views(x: torch.Tensor, kind: str) -> tuple[list[torch.Tensor], list[floa
     return views, weights
 
 
-def tta_logits(model: nn.Module, x: torch.Tensor, kind: str | None) -> torch.Tensor:
-    """The weighted mean of ``model``'s logits over the views of ``x`` (``model(x)`` when ``kind`` is None)."""
+def tta_logits(model: nn.Module, x: torch.Tensor, kind: str | None, margin: float | None = None) -> torch.Tensor:
+    """The weighted mean of ``model``'s logits over the views of ``x`` (``model(x)`` when ``kind`` is None).
+
+    ``margin``: augment only the unsure images, those whose plain top-1 and top-2 softmax probabilities
+    are closer than ``margin`` (0 < margin <= 1); the others keep their plain logits. A sure image's
+    prediction rarely changes under its shifts, so this keeps most of TTA's gain at a fraction of its
+    cost (the extra views are run for the unsure images only). ``margin=None`` (or 1) augments all.
+    """
     if kind is None:
         return model(x)
-    views, weights = tta_views(x, kind)
-    logits = model(torch.cat(views)).float()  # (V*N, classes): one pass for all views
-    logits = logits.view(len(views), len(x), -1)  # (V, N, classes)
+    if margin is None or margin >= 1.0:
+        views, weights = tta_views(x, kind)
+        logits = model(torch.cat(views)).float()  # (V*N, classes): one pass for all views
+        return _weighted_mean(logits.view(len(views), len(x), -1), weights)
+    if not 0.0 < margin:
+        raise ValueError(f"margin must be in (0, 1], got {margin}")
+    logits = model(x).float()  # (N, classes)
+    top2 = logits.softmax(dim=1).topk(min(2, logits.shape[1]), dim=1).values
+    unsure = (top2[:, 0] - top2[:, -1]) < margin if top2.shape[1] > 1 else torch.zeros_like(top2[:, 0], dtype=torch.bool)
+    if not bool(unsure.any()):
+        return logits
+    index = unsure.nonzero().squeeze(1)
+    views, weights = tta_views(x[index], kind)
+    extra = model(torch.cat(views[1:])).float()  # the unsure images' other views, one pass
+    stacked = torch.cat([logits[index].unsqueeze(0), extra.view(len(views) - 1, len(index), -1)])
+    return logits.index_copy(0, index, _weighted_mean(stacked, weights))
+
+
+def _weighted_mean(logits: torch.Tensor, weights: list[float]) -> torch.Tensor:
+    """(V, N, classes) logits of V views -> (N, classes), view v weighted ``weights[v]``."""
     w = torch.tensor(weights, dtype=logits.dtype, device=logits.device).view(-1, 1, 1)
     return (logits * w).sum(0) / w.sum()
