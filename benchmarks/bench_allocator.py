@@ -156,7 +156,7 @@ def runnable() -> int:
     return int(Path("/proc/loadavg").read_text().split()[3].split("/")[0])
 
 
-def wait_quiet(limit_s: float = 900.0) -> float:
+def wait_quiet(limit_s: float = 3600.0) -> float:
     """Wait (up to ``limit_s``) until nothing else runs: 3 samples 0.5 s apart with only this process
     runnable -- work that does not take the lock would spoil the timings. Returns the seconds waited."""
     start, calm = time.perf_counter(), 0
