@@ -40,14 +40,14 @@ POLICIES = {
 }
 # more settings, measured once on the way to the choice (--variants)
 VARIANTS = {
-    "mmap 64 KiB, no huge pages": {"CNNLAB_MALLOC": "mmap_threshold=65536", "THP_MEM_ALLOC_ENABLE": "0"},
+    "mmap 64 KiB no huge pages": {"CNNLAB_MALLOC": "mmap_threshold=65536", "THP_MEM_ALLOC_ENABLE": "0"},
     "mmap 1 MiB + huge pages": {"CNNLAB_MALLOC": "mmap_threshold=1048576"},
     "mmap 32 MiB fixed": {"CNNLAB_MALLOC": "mmap_threshold=33554432"},
-    "32 MiB, no trim": {"CNNLAB_MALLOC": "mmap_threshold=33554432,trim_threshold=1073741824,top_pad=67108864"},
-    "glibc default, 1 arena": {"CNNLAB_MALLOC": "arena_max=1"},
-    "fast, 1 arena": {"CNNLAB_MALLOC": "mmap_max=0,trim_threshold=1073741824,arena_max=1"},
+    "32 MiB no trim": {"CNNLAB_MALLOC": "mmap_threshold=33554432,trim_threshold=1073741824,top_pad=67108864"},
+    "glibc default 1 arena": {"CNNLAB_MALLOC": "arena_max=1"},
+    "fast 1 arena": {"CNNLAB_MALLOC": "mmap_max=0,trim_threshold=1073741824,arena_max=1"},
     "glibc default + huge pages": {"CNNLAB_MALLOC": "default", "THP_MEM_ALLOC_ENABLE": "1"},
-    "jemalloc, no decay": {"CNNLAB_MALLOC": "default", "LD_PRELOAD": str(LIBS / "libjemalloc.so.2"),
+    "jemalloc no decay": {"CNNLAB_MALLOC": "default", "LD_PRELOAD": str(LIBS / "libjemalloc.so.2"),
                            "MALLOC_CONF": "dirty_decay_ms:-1,muzzy_decay_ms:-1"},
 }
 # summary --fit-memory against a training process at the batch it picks: (model, budget)
@@ -126,7 +126,7 @@ def fit_child(budget: str, model_name: str) -> None:
 
     import cnnlab
     from cnnlab.analysis.estimate import StepSettings
-    from cnnlab.analysis.training import fit_batch_size
+    from cnnlab.analysis.fit import fit_batch_size
 
     with torch.device("meta"):
         model = cnnlab.create_model(model_name)
@@ -151,8 +151,27 @@ def held(lock: str | None):
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
+def runnable() -> int:
+    """Processes running or ready to run now, this one included (/proc/loadavg's fourth field)."""
+    return int(Path("/proc/loadavg").read_text().split()[3].split("/")[0])
+
+
+def wait_quiet(limit_s: float = 3600.0) -> float:
+    """Wait (up to ``limit_s``) until nothing else runs: 3 samples 0.5 s apart with only this process
+    runnable -- work that does not take the lock would spoil the timings. Returns the seconds waited."""
+    start, calm = time.perf_counter(), 0
+    while calm < 3 and time.perf_counter() - start < limit_s:
+        calm = calm + 1 if runnable() <= 1 else 0
+        time.sleep(0.5)
+    return time.perf_counter() - start
+
+
 def run_child(args: list[str], env: dict[str, str], lock: str | None) -> dict:
+    waited = wait_quiet()  # first without the lock (others' work under it may be what runs)
     with held(lock):
+        waited += wait_quiet(60.0)
+        if waited > 5:
+            print(f"  (waited {waited:.0f} s for other work to finish)", flush=True)
         proc = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True,
                               env={**os.environ, **env}, timeout=600)
     if proc.returncode != 0:

@@ -22,7 +22,8 @@ import torch
 import cnnlab
 from cnnlab.analysis.estimate import StepSettings
 from cnnlab.analysis.measure import measure_inference_peak, measure_training_peak
-from cnnlab.analysis.training import fit_batch_size, inference_peak, training_cost
+from cnnlab.analysis.fit import fit_batch_size
+from cnnlab.analysis.training import inference_peak, training_cost
 
 MiB = 2**20
 CASES = [("convnet", 256, "sgd", False), ("convnet", 256, "adam", True), ("resnet18", 32, "sgd", False),

@@ -17,7 +17,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 import cnnlab
 from cnnlab.analysis.estimate import StepSettings, simulate_training
 from cnnlab.analysis.measure import measure_inference_peak, measure_training_peak
-from cnnlab.analysis.training import fit_batch_size, peaks_by_batch, training_cost
+from cnnlab.analysis.fit import fit_batch_size
+from cnnlab.analysis.training import peaks_by_batch, training_cost
 from cnnlab.cli.modelspec import load_model_file, run_summary
 from cnnlab.errors import CnnlabError, ShapeError
 from cnnlab.models import freeze

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from cnnlab.analysis.training import fit_batch_size
+from cnnlab.analysis.fit import fit_batch_size
 from cnnlab.errors import PathError
 from cnnlab.models import create_model
 from cnnlab.paths import check_file, check_folder, check_output

@@ -24,7 +24,7 @@ command), ``charts.py`` (the four Canziani charts), ``html.py`` (the self-contai
 What a training step costs (``cnnlab summary --train``): ``simulate.py`` (the allocator simulated on
 fake tensors over the trainer's step), ``workspace.py`` (CPU kernel buffers the simulation cannot
 see), ``estimate.py`` (the step's settings, per-layer FLOPs and saved bytes), ``training.py``
-(``training_cost``, ``fit_batch_size``, ``peaks_by_batch``), ``measure.py`` (measured peaks:
+(``training_cost``, ``peaks_by_batch``), ``fit.py`` (``fit_batch_size``, for the tensors or the process's RSS), ``measure.py`` (measured peaks:
 profiler on the CPU, ``max_memory_allocated`` on CUDA), ``shapes.py`` (the shape debugger).
 
 What can be analysed (``sources.py``): registry names, ``torchvision:NAME`` (any torchvision classifier,
@@ -42,7 +42,8 @@ from cnnlab.analysis.report import IMAGENET_SOURCE, IMAGENET_TOP1, ModelReport, 
 from cnnlab.analysis.timing import machine_info, measure_roof, time_model
 from cnnlab.analysis.estimate import StepSettings
 from cnnlab.analysis.measure import measure_inference_peak, measure_training_peak
-from cnnlab.analysis.training import fit_batch_size, peaks_by_batch, training_cost
+from cnnlab.analysis.fit import fit_batch_size
+from cnnlab.analysis.training import peaks_by_batch, training_cost
 
 __all__ = [
     "ModelReport",

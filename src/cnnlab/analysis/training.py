@@ -1,8 +1,8 @@
 """What a training step costs, for any ``nn.Module``: per-layer forward and backward FLOPs, the
 bytes saved for backward, and the memory of the whole step (parameters, gradients, optimizer
 state, activations and the peak), estimated by simulating the allocator
-(:mod:`cnnlab.analysis.simulate`) and, on request, measured (:mod:`cnnlab.analysis.measure`);
-and the largest batch that fits a memory budget.
+(:mod:`cnnlab.analysis.simulate`) and, on request, measured (:mod:`cnnlab.analysis.measure`). The
+largest batch that fits a memory budget: :mod:`cnnlab.analysis.fit`.
 
 The peak is not the sum of the parts: the activations are freed progressively during backward
 while the gradients appear, the previous step's gradients live through the forward pass (the
@@ -12,24 +12,19 @@ follows all of it; ``sum_bytes`` is the naive sum, for comparison.
 
 from __future__ import annotations
 
-import json
-import math
 from dataclasses import asdict, dataclass, field, replace
-from importlib import resources
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import torch
 import torch.nn as nn
 
-from cnnlab import allocator
 from cnnlab.analysis.estimate import LayerRecord, StepSettings, simulate_inference, simulate_training
 from cnnlab.analysis.measure import measure_training_peak
 from cnnlab.analysis.simulate import STATE_BUFFERS, peak_at_batch
 from cnnlab.errors import CnnlabError
-from cnnlab.parsing import format_bytes, parse_bytes
 
-__all__ = ["TrainingMemory", "TrainingCost", "FitResult", "ResidentModel", "training_cost", "attach_training",
-           "inference_peak", "fit_batch_size", "peaks_by_batch", "memory_curves", "resident_model", "resident_figures"]
+__all__ = ["TrainingMemory", "TrainingCost", "training_cost", "attach_training", "inference_peak", "peaks_by_batch",
+           "memory_curves"]
 
 
 @dataclass
@@ -232,162 +227,3 @@ def memory_curves(model: nn.Module, input_shape: Sequence[int], batch_sizes: Seq
     flops = max(flops, sum(est.dispatched_flops.values())) // 2
     train = peaks_by_batch(model, input_shape, batch_sizes, settings, train=True, at_2=est.sim)
     return flops, train, peaks_by_batch(model, input_shape, batch_sizes, settings, train=False)
-
-
-@dataclass(frozen=True)
-class ResidentModel:
-    """The process's resident memory (RSS) at the peak of a step whose tensors peak at P bytes, S of
-    them alive across steps (parameters, buffers, gradients, optimizer state, the batch):
-    ``runtime_bytes + first_steps_bytes + S + per_byte x (P - S)``. The step's transient tensors are
-    what the C allocator may hold more of than they use (freed blocks it keeps); the two figures per
-    allocator policy are measured by ``benchmarks/bench_allocator.py`` (``analysis/data/resident.json``)."""
-
-    runtime_bytes: int  # this process's RSS now: Python, torch, cnnlab and the model's code, no tensor
-    first_steps_bytes: int  # what the first real steps add beside the tensors (kernel code, oneDNN's JIT)
-    per_byte: float  # resident bytes per byte of the step's transient tensors under the malloc policy in effect
-    allocator: str  # that policy, in words (cnnlab.allocator.AllocatorState.describe)
-    figures: str  # the policy whose measured figures are used ("lean", "fast", "default", "tcmalloc", ...)
-
-    def rss(self, peak_bytes: int, static_bytes: int = 0) -> int:
-        """The process's predicted peak RSS for a step whose tensors peak at ``peak_bytes``, ``static_bytes``
-        of them alive across steps."""
-        static = min(static_bytes, peak_bytes)
-        return self.runtime_bytes + self.first_steps_bytes + static + math.ceil(self.per_byte * (peak_bytes - static))
-
-
-def resident_figures() -> dict[str, dict[str, float]]:
-    """Per allocator policy: ``per_byte`` and ``first_steps_bytes``, as measured by benchmarks/bench_allocator.py."""
-    return json.loads((resources.files("cnnlab.analysis") / "data" / "resident.json").read_text())["policies"]
-
-
-def resident_model() -> ResidentModel | None:
-    """How this process's RSS follows the allocator's peak (None where its RSS cannot be read): its RSS
-    now, and the measured figures of the malloc policy in effect (glibc's own where it was not measured)."""
-    now = allocator.rss_bytes()
-    if now is None:
-        return None
-    state = allocator.state()
-    figures = resident_figures()
-    name = state.allocator.split()[0] if "preloaded" in state.allocator else state.name
-    key = name if name in figures else "default"
-    return ResidentModel(now, int(figures[key]["first_steps_bytes"]), float(figures[key]["per_byte"]),
-                         state.describe(), key)
-
-
-@dataclass
-class FitResult:
-    """The largest batch whose estimated peak fits ``budget_bytes`` -- or, where ``at_limit``, the
-    search's upper limit ``limit``, which still fits: memory does not bound the batch below it.
-
-    ``memory``: what the budget is for -- ``tensors``, the allocator's peak (PyTorch's count; on CUDA
-    the device memory), or ``process``, the process's resident memory (RSS) as :class:`ResidentModel`
-    predicts it from that peak."""
-
-    batch_size: int
-    peak_bytes: int  # estimated peak at batch_size
-    next_peak_bytes: int | None  # estimated peak at batch_size + 1 (None at the search's upper limit)
-    budget_bytes: int
-    train: bool
-    settings: StepSettings
-    limit: int = 1 << 24  # the largest batch the search tries
-    at_limit: bool = False  # the search stopped at ``limit``: the true answer is at least ``batch_size``
-    memory: str = "tensors"  # tensors | process
-    static_bytes: int | None = None  # the tensors alive across steps at batch_size (weights, gradients, the batch)
-    rss_bytes: int | None = None  # memory="process": the predicted peak RSS at batch_size
-    next_rss_bytes: int | None = None  # ... at batch_size + 1
-    resident: ResidentModel | None = None  # memory="process": how the RSS is predicted
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["settings"] = asdict(self.settings)
-        return d
-
-
-def _affine_guess(budget: int, s2: Sequence[int], s3: Sequence[int], limit: int) -> int:
-    """The largest b with max_i(s2_i + (b - 2)(s3_i - s2_i)) <= budget (samples at batch 2 and 3)."""
-    best = limit
-    for a, b in zip(s2, s3):
-        if b > a:
-            best = min(best, 2 + (budget - a) // (b - a))
-    return max(1, best)
-
-
-def fit_batch_size(model: nn.Module, input_shape: Sequence[int], budget: str | int,
-                   settings: StepSettings | None = None, *, train: bool = True, limit: int = 1 << 24,
-                   memory: str = "tensors") -> FitResult:
-    """The largest batch size whose estimated peak (training step, or inference with ``train=False``)
-    fits ``budget`` (bytes, or a size such as ``"8GiB"``). Two simulations predict it (the peak is
-    affine in the batch size op by op); the answer and the next size are then simulated to confirm.
-
-    ``memory="process"`` (CPU): the budget is for the process's resident memory, predicted by
-    :func:`resident_model` (this process's RSS now, plus the step's tensors as the C allocator holds
-    them); ``"tensors"``: for the allocator's peak alone."""
-    budget = parse_bytes(budget)
-    settings = settings or StepSettings()
-    if memory not in ("tensors", "process"):
-        raise CnnlabError(f"memory must be tensors or process, got {memory!r}")
-    resident = resident_model() if memory == "process" else None
-    if memory == "process" and (settings.device != "cpu" or resident is None):
-        memory = "tensors"  # device memory on CUDA; no RSS to read on this system
-    what = "a training step" if train else "inference"
-    cache: dict[int, Any] = {}
-    first, settings = _simulate(model, input_shape, 1, settings, train)  # the layout it can run in
-    cache[1] = first.sim
-
-    def sim(b: int):
-        if b not in cache:
-            cache[b] = (simulate_training(model, input_shape, b, settings, layers=False) if train
-                        else simulate_inference(model, input_shape, b, settings)).sim
-        return cache[b]
-
-    def cost(b: int) -> int:  # what the budget is for, at batch b
-        return sim(b).peak if memory == "tensors" else resident.rss(sim(b).peak, sum(sim(b).static.values()))
-
-    def done(b: int, nxt: int | None, at_limit: bool = False) -> FitResult:
-        fit = FitResult(b, sim(b).peak, None if nxt is None else sim(nxt).peak, budget, train, settings, limit,
-                        at_limit=at_limit, static_bytes=sum(sim(b).static.values()))
-        if memory == "process":
-            fit.memory, fit.resident, fit.rss_bytes = "process", resident, cost(b)
-            fit.next_rss_bytes = None if nxt is None else cost(nxt)
-        return fit
-
-    if cost(1) > budget:
-        if memory == "process":
-            raise CnnlabError(f"even a batch of 1 needs {format_bytes(cost(1))} of resident memory for {what} "
-                              f"({settings.describe(train)}): this process holds {format_bytes(resident.runtime_bytes)} "
-                              f"before any tensor (Python, torch, cnnlab); the budget is {format_bytes(budget)}")
-        raise CnnlabError(f"even a batch of 1 needs {format_bytes(sim(1).peak)} for {what} "
-                          f"({settings.describe(train)}); the budget is {format_bytes(budget)}")
-    if limit < 2 or cost(2) > budget:
-        return done(1, None if limit < 2 else 2, at_limit=limit < 2)
-    # the guess: the bytes alive after each op are affine in the batch, and so is the RSS predicted from them
-    def samples(b: int) -> list[float]:
-        if memory == "tensors":
-            return sim(b).samples
-        static = sum(sim(b).static.values())
-        return [(1 - resident.per_byte) * static + resident.per_byte * x for x in sim(b).samples]
-
-    room = budget if memory == "tensors" else budget - resident.runtime_bytes - resident.first_steps_bytes
-    same_ops = len(sim(2).samples) == len(sim(3).samples)
-    guess = max(2, min(limit, int(_affine_guess(room, samples(2), samples(3), limit)))) if same_ops else 2
-    lo, hi = _largest_fitting(cost, budget, guess, limit)
-    return done(lo, hi, at_limit=hi is None and lo >= limit)
-
-
-def _largest_fitting(cost: Callable[[int], int], budget: int, guess: int, limit: int) -> tuple[int, int | None]:
-    """(largest batch whose ``cost`` fits ``budget``, the next size, which does not; None at ``limit``),
-    starting from ``guess``: confirmed with its neighbour, else doubled or bisected."""
-    lo, hi = 1, None
-    if cost(guess) <= budget:
-        lo = guess
-        if guess < limit:
-            hi = guess + 1 if cost(guess + 1) > budget else None
-    else:
-        hi = guess
-    while hi is None and lo < limit:  # the guess was low: double until a size does not fit
-        nxt = min(limit, 2 * lo)
-        lo, hi = (nxt, None) if cost(nxt) <= budget else (lo, nxt)
-    while hi is not None and hi - lo > 1:
-        mid = (lo + hi) // 2
-        lo, hi = (mid, hi) if cost(mid) <= budget else (lo, mid)
-    return lo, hi

@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 from cnnlab.analysis.sources import guess_input_shape
-from cnnlab.analysis.training import fit_batch_size
+from cnnlab.analysis.fit import fit_batch_size
 from cnnlab.errors import CnnlabError
 from cnnlab.external import is_model_file, is_torchvision, load_model_file, torchvision_model
 from cnnlab.models import get_model_info, list_models
