@@ -343,8 +343,9 @@ def main() -> int:
     if args.write_figures:
         key = {"glibc default": "default", "fast": "fast", "lean": "lean", "tcmalloc": "tcmalloc",
                "jemalloc": "jemalloc"}
-        doc = {"about": "per malloc policy: peak RSS = RSS before the tensors + first_steps_bytes + per_byte x the "
-                        "allocator's peak; measured by benchmarks/bench_allocator.py --write-figures",
+        doc = {"about": "per malloc policy: peak RSS = RSS before the tensors + first_steps_bytes + the tensors kept "
+                        "across steps + per_byte x (the allocator's peak - those); measured by "
+                        "benchmarks/bench_allocator.py --write-figures",
                "machine": machine_line("cpu"),
                "policies": {key[p]: f for p, f in figures.items() if p in key}}
         FIGURES.write_text(json.dumps(doc, indent=1) + "\n")
