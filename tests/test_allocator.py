@@ -61,6 +61,9 @@ def test_a_preloaded_malloc_is_a_policy_by_name(monkeypatch):
     (exe, argv, env), = calls
     assert exe == sys.executable and argv[1:] == sys.orig_argv[1:]
     assert env["LD_PRELOAD"] == "libjemalloc.so.2 libmine.so" and env[allocator._EXEC_MARK] == "1"
+    monkeypatch.setattr(allocator, "preload_library", lambda name: "libtcmalloc_minimal.so.4")
+    allocator.exec_preloaded({allocator.ENV: "tcmalloc"})
+    assert int(calls[-1][2]["TCMALLOC_LARGE_ALLOC_REPORT_THRESHOLD"]) >= 1 << 40  # no line per large block
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux") or allocator.preload_library("tcmalloc") is None,

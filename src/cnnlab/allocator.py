@@ -275,6 +275,8 @@ def exec_preloaded(environ=None) -> None:
         return
     env = {**environ, _EXEC_MARK: "1",
            "LD_PRELOAD": " ".join(filter(None, (library, environ.get("LD_PRELOAD", "").strip())))}
+    if name == "tcmalloc":  # it writes a line to stderr for every block over 1 GiB (a decoded dataset): not asked for
+        env.setdefault("TCMALLOC_LARGE_ALLOC_REPORT_THRESHOLD", str(1 << 62))
     sys.stdout.flush()
     sys.stderr.flush()
     os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], env)
