@@ -20,6 +20,8 @@ Contenders, each in its own process (started by this script, one after the other
   trained from uint8 tensors in memory.
 - ``cnnlab (cached)``: the same command again: the decoded tensors come from the cache.
 - ``cnnlab --stream``: the same command with ``--stream --workers W``: decoded per batch in workers.
+- ``cnnlab (cached, tcmalloc)``: ``cached`` with ``CNNLAB_MALLOC=tcmalloc`` (the command preloads the
+  system's tcmalloc; skipped where it is not installed).
 - ``torchvision loop``: ``datasets.ImageFolder`` + ``transforms.Compose([Resize((64, 64)), ToTensor(),
   Normalize(ImageNet mean, std)])`` + ``DataLoader(batch_size=64, shuffle=True, num_workers=W)``,
   ``torchvision.models.resnet18(num_classes=10, zero_init_residual=True)``, ``CosineAnnealingLR``
@@ -67,6 +69,8 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+
+from cnnlab import allocator
 
 HERE = Path(__file__).resolve().parent
 MiB = 2**20
@@ -368,7 +372,7 @@ def main() -> int:
     parser.add_argument("--lock", type=Path, default=None,
                         help="hold an flock on this file during each contender's run (a machine shared with others)")
     parser.add_argument("--timm-train", type=Path, default=None, help="timm's train.py (a checkout of its repo)")
-    parser.add_argument("--only", default=None, help="comma-separated contenders: cold,cached,stream,torchvision,timm")
+    parser.add_argument("--only", default=None, help="comma-separated contenders: cold,cached,stream,tcmalloc,torchvision,timm")
     parser.add_argument("--png", type=Path, default=None, help="draw the chart here")
     parser.add_argument("--json", type=Path, default=None, help="write every run's figures here")
     parser.add_argument("--child", choices=sorted(CHILDREN), help=argparse.SUPPRESS)
@@ -414,10 +418,16 @@ def main() -> int:
             "cold": ("cnnlab (cold cache)", cold),
             "cached": ("cnnlab (cached)", lambda: run_cnnlab(folder, args, env, stream=False)),
             "stream": ("cnnlab --stream", lambda: run_cnnlab(folder, args, env, stream=True)),
+            # the same as "cached" on tcmalloc (CNNLAB_MALLOC=tcmalloc: the command preloads the system's library)
+            "tcmalloc": ("cnnlab (cached, tcmalloc)",
+                         lambda: run_cnnlab(folder, args, {**env, "CNNLAB_MALLOC": "tcmalloc"}, stream=False)),
             "torchvision": ("torchvision loop", lambda: run_child("torchvision", folder, args, env)),
             "timm": ("timm train.py", lambda: run_child("timm", folder, args, env)),
         }
         wanted = args.only.split(",") if args.only else list(contenders)
+        if "tcmalloc" in wanted and allocator.preload_library("tcmalloc") is None:
+            print("cnnlab on tcmalloc: skipped, tcmalloc is not installed (Debian: libtcmalloc-minimal4)")
+            wanted.remove("tcmalloc")
         skip = timm_missing(args)
         if "timm" in wanted and skip:
             print(skip)

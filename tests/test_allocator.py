@@ -43,6 +43,41 @@ def test_policies_parse_and_bad_ones_change_nothing():
     assert not state.applied and "is not a policy" in state.reason and state.name == "default"
 
 
+def test_a_preloaded_malloc_is_a_policy_by_name(monkeypatch):
+    assert allocator.parse_policy("tcmalloc") == ("tcmalloc", {})
+    assert allocator.parse_policy("jemalloc") == ("jemalloc", {})
+    monkeypatch.setattr(allocator, "_preloaded", lambda: None)
+    monkeypatch.setattr(allocator, "preload_library", lambda name: None)
+    state = allocator._apply("tcmalloc", {})  # not installed: glibc's own settings, and how to install it
+    assert not state.applied and state.name == "default" and "apt install libtcmalloc-minimal4" in state.reason
+    monkeypatch.setattr(allocator, "preload_library", lambda name: "libjemalloc.so.2")
+    assert "did not load" in allocator._apply("jemalloc", {allocator._EXEC_MARK: "1"}).reason
+    calls = []
+    monkeypatch.setattr(allocator.os, "execve", lambda *a: calls.append(a))
+    allocator.exec_preloaded({allocator.ENV: "fast"})  # nothing to load
+    allocator.exec_preloaded({allocator.ENV: "jemalloc", allocator._EXEC_MARK: "1"})  # started once already
+    assert calls == []
+    allocator.exec_preloaded({allocator.ENV: "jemalloc", "LD_PRELOAD": "libmine.so"})
+    (exe, argv, env), = calls
+    assert exe == sys.executable and argv[1:] == sys.orig_argv[1:]
+    assert env["LD_PRELOAD"] == "libjemalloc.so.2 libmine.so" and env[allocator._EXEC_MARK] == "1"
+    monkeypatch.setattr(allocator, "preload_library", lambda name: "libtcmalloc_minimal.so.4")
+    allocator.exec_preloaded({allocator.ENV: "tcmalloc"})
+    assert int(calls[-1][2]["TCMALLOC_LARGE_ALLOC_REPORT_THRESHOLD"]) >= 1 << 40  # no line per large block
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux") or allocator.preload_library("tcmalloc") is None,
+                    reason="tcmalloc is not installed (Debian: libtcmalloc-minimal4)")
+def test_the_cnnlab_command_starts_again_on_tcmalloc():
+    """``CNNLAB_MALLOC=tcmalloc``: the command re-executes itself with the library preloaded, and
+    ``--fit-memory`` then predicts the RSS with tcmalloc's measured figures."""
+    proc = cnnlab("summary", "convnet", "--train", "--fit-memory", "1GiB", "--format", "json",
+                  env={allocator.ENV: "tcmalloc"})
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+    resident = json.loads(proc.stdout)["fit"]["resident"]
+    assert resident["figures"] == "tcmalloc" and resident["allocator"].startswith("tcmalloc (preloaded)"), resident
+
+
 def test_a_users_own_malloc_settings_win():
     state = allocator._apply(None, {"MALLOC_ARENA_MAX": "2"})
     if GLIBC:

@@ -14,7 +14,10 @@ the RSS follow the tensors but costs page faults every step; keeping every block
 torch is imported -- through ``mallopt`` (ctypes; glibc only, nothing is changed on macOS, musl or under a
 preloaded jemalloc or tcmalloc). ``CNNLAB_MALLOC`` chooses it: ``fast`` (the default, no slower than
 glibc's own), ``lean``, ``default`` (glibc's own) or mallopt settings such as
-``mmap_threshold=65536,arena_max=2``. A user's own ``MALLOC_*_`` variables or ``GLIBC_TUNABLES`` malloc
+``mmap_threshold=65536,arena_max=2``. ``tcmalloc`` and ``jemalloc`` replace glibc's malloc where the
+system has the library (Debian: ``libtcmalloc-minimal4``, ``libjemalloc2``): the ``cnnlab`` command then
+starts itself again with the library in ``LD_PRELOAD`` (:func:`exec_preloaded`, before anything is
+computed); where it is missing, glibc's own settings stay and the state says why. A user's own ``MALLOC_*_`` variables or ``GLIBC_TUNABLES`` malloc
 tunables win: then nothing is set. :func:`rss_bytes` and :func:`peak_rss_bytes` read the process's RSS.
 Importing this module loads no torch.
 """
@@ -28,7 +31,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["ENV", "POLICIES", "DEFAULT_POLICY", "AllocatorState", "apply", "state", "parse_policy",
+__all__ = ["ENV", "POLICIES", "PRELOADS", "DEFAULT_POLICY", "AllocatorState", "apply", "state", "parse_policy",
+           "preload_library", "exec_preloaded",
            "mmapped_bytes", "serves_by_mmap", "rss_bytes", "peak_rss_bytes", "reset_peak_rss"]
 
 ENV = "CNNLAB_MALLOC"
@@ -50,6 +54,10 @@ POLICIES: dict[str, dict[str, int]] = {
     # tensors (with torch's transparent huge pages, where the kernel offers them, for fewer page faults)
     "lean": {"mmap_threshold": 64 << 10},
 }
+# another malloc, loaded by the dynamic linker before the C library's (LD_PRELOAD): policy -> library names
+# (ctypes.util.find_library's) in order of preference; tcmalloc's "minimal" build is the allocator alone
+PRELOADS: dict[str, tuple[str, ...]] = {"tcmalloc": ("tcmalloc_minimal", "tcmalloc"), "jemalloc": ("jemalloc",)}
+_EXEC_MARK = "CNNLAB_MALLOC_EXEC"  # set in the re-executed process: never start again (a library that fails to load)
 DEFAULT_POLICY = "fast"  # no slower than glibc's own (faster), docs/BENCHMARKS.md "The C allocator"
 THP_ENV = "THP_MEM_ALLOC_ENABLE"  # torch: madvise(MADV_HUGEPAGE) on CPU tensors of 2 MiB and more
 
@@ -76,6 +84,8 @@ class AllocatorState:
             parts = ", ".join(f"{k.replace('_', ' ')} {_size(v) if 'threshold' in k or k == 'top_pad' else v}"
                               for k, v in self.settings.items())
             thp = ", transparent huge pages" if self.huge_pages else ""
+            if not self.settings:  # a preloaded malloc, asked for by name
+                return f"{self.allocator} malloc, policy {self.policy} ({ENV})"
             return f"{self.allocator} malloc, policy {self.policy}: {parts}{thp} ({ENV})"
         why = f" ({self.reason})" if self.reason else ""
         return f"{self.allocator} malloc, its own settings{why}"
@@ -150,19 +160,21 @@ def parse_policy(text: str) -> tuple[str, dict[str, int]]:
     text = text.strip()
     if text in POLICIES:
         return text, dict(POLICIES[text])
+    if text in PRELOADS:
+        return text, {}
     settings = {}
     for item in filter(None, (p.strip() for p in text.split(","))):
         key, sep, value = item.partition("=")
         key = key.strip().lower()
         if not sep or key not in _PARAMS:
-            raise ValueError(f"{ENV}={text!r} is not a policy: use {', '.join(POLICIES)}, or mallopt settings "
+            raise ValueError(f"{ENV}={text!r} is not a policy: use {', '.join([*POLICIES, *PRELOADS])}, or mallopt settings "
                              f"such as mmap_threshold=65536 ({', '.join(_PARAMS)})")
         try:
             settings[key] = int(value.strip(), 0)
         except ValueError:
             raise ValueError(f"{ENV}={text!r}: {key} takes a whole number") from None
     if not settings:
-        raise ValueError(f"{ENV}={text!r} is not a policy: use {', '.join(POLICIES)}")
+        raise ValueError(f"{ENV}={text!r} is not a policy: use {', '.join([*POLICIES, *PRELOADS])}")
     return text, settings
 
 
@@ -200,6 +212,8 @@ def _apply(policy: str | None, environ) -> AllocatorState:
     except ValueError as exc:
         return AllocatorState(allocator, asked, {}, False, str(exc))
     user = _user_choice(environ)
+    if name in PRELOADS:
+        return _preload_state(allocator, name, environ)
     if not settings:
         return AllocatorState(allocator, name, {}, False, f"{ENV}={asked}" if ENV in environ else "")
     if not glibc:
@@ -218,6 +232,54 @@ def _apply(policy: str | None, environ) -> AllocatorState:
             environ[THP_ENV] = "1"
         thp = environ.get(THP_ENV) == "1"
     return AllocatorState(allocator, name, settings, ok, "" if ok else "mallopt refused a setting", thp)
+
+
+def preload_library(name: str) -> str | None:
+    """The library the dynamic linker would load for ``tcmalloc`` or ``jemalloc`` (its soname, e.g.
+    ``libtcmalloc_minimal.so.4``), or None where the system has none."""
+    import ctypes.util
+
+    return next(filter(None, (ctypes.util.find_library(lib) for lib in PRELOADS[name])), None)
+
+
+def _preload_state(allocator: str, name: str, environ) -> AllocatorState:
+    other = _preloaded()
+    if other == name:
+        return AllocatorState(allocator, name, {}, True)
+    if other is not None:
+        why = f"{other} is preloaded already"
+    elif not sys.platform.startswith("linux"):
+        why = f"{name} is preloaded by the cnnlab command on Linux only"
+    elif preload_library(name) is None:
+        package = {"tcmalloc": "libtcmalloc-minimal4", "jemalloc": "libjemalloc2"}[name]
+        why = f"{name} is not installed (Debian/Ubuntu: apt install {package})"
+    elif environ.get(_EXEC_MARK):
+        why = f"{name} was put in LD_PRELOAD but did not load"
+    else:
+        why = f"{name} is loaded when the cnnlab command starts (LD_PRELOAD), not in this process"
+    return AllocatorState(allocator, name, {}, False, why)
+
+
+def exec_preloaded(environ=None) -> None:
+    """Where ``CNNLAB_MALLOC`` is ``tcmalloc`` or ``jemalloc``, the library is installed and not yet loaded:
+    replace this process by the same command with the library first in ``LD_PRELOAD`` (``os.execve``;
+    the pid, open files and terminal stay). Returns, having done nothing, in every other case -- so call
+    it first, before any output or work. Linux only."""
+    environ = os.environ if environ is None else environ
+    name = environ.get(ENV, "").strip()
+    if name not in PRELOADS or environ.get(_EXEC_MARK) or not sys.platform.startswith("linux") \
+            or _preloaded() is not None:
+        return
+    library = preload_library(name)
+    if library is None:
+        return
+    env = {**environ, _EXEC_MARK: "1",
+           "LD_PRELOAD": " ".join(filter(None, (library, environ.get("LD_PRELOAD", "").strip())))}
+    if name == "tcmalloc":  # it writes a line to stderr for every block over 1 GiB (a decoded dataset): not asked for
+        env.setdefault("TCMALLOC_LARGE_ALLOC_REPORT_THRESHOLD", str(1 << 62))
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], env)
 
 
 def state() -> AllocatorState:

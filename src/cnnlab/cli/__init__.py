@@ -136,5 +136,6 @@ def main() -> None:
     torch is imported and the heap grows), then :func:`run`."""
     from cnnlab import allocator
 
+    allocator.exec_preloaded()  # CNNLAB_MALLOC=tcmalloc/jemalloc: start again with the library preloaded
     allocator.apply()
     sys.exit(run())
