@@ -261,7 +261,8 @@ def plot(rows: list[dict], policies: list[str], png: Path) -> None:
     ax.set_title("Memory the process holds at its peak")
     bx.set_ylabel(f"median step time / {policies[0]}'s")
     bx.axhline(1.0, color="k", lw=0.5)
-    bx.set_ylim(0.8, 1.3)
+    ratios = [r["step_s"] / base[r["model"], r["batch"], r["mode"]] for r in rows if r["model"] != "convnet"]
+    bx.set_ylim(min(0.8, min(ratios) - 0.05), max(1.3, max(ratios) + 0.05))
     bx.set_title("Step time")
     ax.legend(fontsize=7, loc="upper left")
     fig.tight_layout()
