@@ -77,9 +77,12 @@ def signalled_run(tmp_path: Path, phase: str, target: int, out: Path, signame: s
                   env: dict | None = None) -> subprocess.Popen:
     script = tmp_path / "signalling.py"
     script.write_text(SIGNALLING)
+    # the command as a terminal starts it: SIGHUP not ignored even where pytest runs under nohup (an ignored
+    # signal stays ignored in cnnlab, as nohup asks: test_handlers_belong_to_the_command_line_only)
     return subprocess.Popen([sys.executable, str(script), phase, str(target), signame, "train", *RECIPE, "--out",
                              str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, **(env or {})})
+                            env={**os.environ, **(env or {})},
+                            preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_DFL))
 
 
 def assert_stopped_cleanly(proc: subprocess.Popen, out: Path, signum: int) -> bool:

@@ -25,6 +25,7 @@ Importing this module loads no torch.
 from __future__ import annotations
 
 import ctypes
+import ctypes.util
 import os
 import resource
 import sys
@@ -237,8 +238,6 @@ def _apply(policy: str | None, environ) -> AllocatorState:
 def preload_library(name: str) -> str | None:
     """The library the dynamic linker would load for ``tcmalloc`` or ``jemalloc`` (its soname, e.g.
     ``libtcmalloc_minimal.so.4``), or None where the system has none."""
-    import ctypes.util
-
     return next(filter(None, (ctypes.util.find_library(lib) for lib in PRELOADS[name])), None)
 
 
