@@ -13,6 +13,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from test_cli import cnnlab_in_process
+
 pytest.importorskip("captum")
 
 FETCHES = re.compile(r"(src|href)\s*=\s*[\"']?(https?:)?//|<link|@import|url\(\s*[\"']?https?:", re.I)
@@ -102,18 +104,20 @@ def test_report_of_a_run(run_dir):
 
 
 def test_commands_take_a_registry_model_name(tmp_path):
+    """In this process (the commands' own processes are tested on runs below): a zoo name instead of a run."""
     rgb = (np.indices((40, 56)).sum(0)[..., None] * np.array([3, 1, 2]) % 256).astype(np.uint8)
     Image.fromarray(rgb).save(tmp_path / "rgb.png")
-    out = ok(cnnlab("show", "gradcam", "resnet18", str(tmp_path / "rgb.png"), "--input-size", "64",
-                    "--methods", "gradcam,saliency", "--out", str(tmp_path / "g.png")))
+    out = ok(cnnlab_in_process("show", "gradcam", "resnet18", str(tmp_path / "rgb.png"), "--input-size", "64",
+                               "--methods", "gradcam,saliency", "--out", str(tmp_path / "g.png")))
     assert "resnet18 (random weights)" in out and "Grad-CAM layer layer4:" in out
     assert_picture(tmp_path / "g.png")
-    ok(cnnlab("show", "featuremaps", "convnet", "--dataset", "digits", "--index", "3", "--layers", "conv_1,pool_2",
-              cwd=tmp_path))
+    ok(cnnlab_in_process("show", "featuremaps", "convnet", "--dataset", "digits", "--index", "3",
+                         "--layers", "conv_1,pool_2", cwd=tmp_path))
     assert_picture(tmp_path / "visualize" / "convnet" / "featuremaps-pool_2.png")
-    ok(cnnlab("show", "filters", "vgg11", "--layer", "features.3", "--out", str(tmp_path / "f.png")))
+    ok(cnnlab_in_process("show", "filters", "vgg11", "--layer", "features.3", "--out", str(tmp_path / "f.png")))
     assert_picture(tmp_path / "f.png")
-    ok(cnnlab("report", "convnet", "--dataset", "digits", "--images", "1", "--out", str(tmp_path / "r.html")))
+    ok(cnnlab_in_process("report", "convnet", "--dataset", "digits", "--images", "1",
+                         "--out", str(tmp_path / "r.html")))
     assert "data-layer='pool_1'" in (tmp_path / "r.html").read_text()
 
 
