@@ -317,7 +317,8 @@ def test_convnet_bn_parameters_and_shapes():
 
 def test_convnet_bn_stem_without_padding_still_sees_every_pixel():
     """-o stem_padding=0: the same parameters, smaller maps (24 -> 10 -> 5 -> 2 on the 24x24 crop), and
-    the stem's 10x10 outputs together still read every pixel of the crop."""
+    the stem's 10x10 outputs together still read every pixel of the crop; -o ceil_mode=true pools the
+    5x5 map's last row and column too (3x3)."""
     model = cnnlab.create_model("convnet_bn", crop=2, stem_padding=0)
     assert sum(p.numel() for p in model.parameters()) == 24_480
     rows = {r.name: r for r in cnnlab.summarize(model, (1, 28, 28)).layers}
@@ -328,6 +329,10 @@ def test_convnet_bn_stem_without_padding_still_sees_every_pixel():
     assert model(torch.rand(2, 1, 28, 28)).shape == (2, 10)
     with pytest.raises(CnnlabError, match="stem_padding"):
         cnnlab.create_model("convnet_bn", stem_padding=3)
+    ceil = cnnlab.create_model("convnet_bn", crop=2, stem_padding=0, ceil_mode=True)
+    assert {r.name: r for r in cnnlab.summarize(ceil, (1, 28, 28)).layers}["pool_3"].output_shape[-2:] == [3, 3]
+    default = {r.name: r for r in cnnlab.summarize(cnnlab.create_model("convnet_bn", ceil_mode=True), (1, 28, 28)).layers}
+    assert default["pool_3"].output_shape[-2:] == [4, 4]  # 28 px: 14 -> 7 -> 4 (3 rounding down)
 
 
 def test_convnet_bn_stem_is_a_3x3_conv_over_pixel_unshuffle():
