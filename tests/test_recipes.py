@@ -315,6 +315,26 @@ def test_convnet_bn_parameters_and_shapes():
         cnnlab.create_model("convnet_bn", width=0)
 
 
+def test_convnet_bn_stem_without_padding_still_sees_every_pixel():
+    """-o stem_padding=0: the same parameters, smaller maps (24 -> 10 -> 5 -> 2 on the 24x24 crop), and
+    the stem's 10x10 outputs together still read every pixel of the crop; -o ceil_mode=true pools the
+    5x5 map's last row and column too (3x3)."""
+    model = cnnlab.create_model("convnet_bn", crop=2, stem_padding=0)
+    assert sum(p.numel() for p in model.parameters()) == 24_480
+    rows = {r.name: r for r in cnnlab.summarize(model, (1, 28, 28)).layers}
+    assert rows["conv_1"].output_shape[-2:] == [10, 10] and rows["pool_3"].output_shape[-2:] == [2, 2]
+    x = torch.rand(1, 1, 24, 24, requires_grad=True)
+    model.conv_1(x).abs().sum().backward()
+    assert bool((x.grad != 0).all())  # no pixel outside every 6x6 window
+    assert model(torch.rand(2, 1, 28, 28)).shape == (2, 10)
+    with pytest.raises(CnnlabError, match="stem_padding"):
+        cnnlab.create_model("convnet_bn", stem_padding=3)
+    ceil = cnnlab.create_model("convnet_bn", crop=2, stem_padding=0, ceil_mode=True)
+    assert {r.name: r for r in cnnlab.summarize(ceil, (1, 28, 28)).layers}["pool_3"].output_shape[-2:] == [3, 3]
+    default = {r.name: r for r in cnnlab.summarize(cnnlab.create_model("convnet_bn", ceil_mode=True), (1, 28, 28)).layers}
+    assert default["pool_3"].output_shape[-2:] == [4, 4]  # 28 px: 14 -> 7 -> 4 (3 rounding down)
+
+
 def test_convnet_bn_stem_is_a_3x3_conv_over_pixel_unshuffle():
     """The 6x6 stride-2 stem with padding 2 = a 3x3 conv (padding 1) over 2x2 space-to-depth blocks."""
     torch.manual_seed(0)

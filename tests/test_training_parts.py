@@ -3,6 +3,7 @@ never changes, ``Trainer`` trains them with its loop state in one place, and cal
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import io
 import json
@@ -14,7 +15,7 @@ import torch
 from rich.console import Console
 
 from cnnlab.errors import CnnlabError
-from cnnlab.models import get_model_info, list_models
+from cnnlab.models import create_model, get_model_info, list_models
 from cnnlab.training import (Callback, ConsoleLogger, EpochStats, LoopState, RunDirWriter, RunParts,
                              TensorBoardLogger, TrainConfig, Trainer, prepare, train)
 from cnnlab.training.setup import resolve_config
@@ -177,6 +178,27 @@ def test_trainer_from_parts_trains_as_from_config():
     b = Trainer(prepare(config)).fit().model.state_dict()
     c = Trainer.from_config(config, device="cpu").fit().model.state_dict()
     assert all(torch.equal(a[k], b[k]) and torch.equal(a[k], c[k]) for k in a)
+
+
+def test_cpu_sgd_updates_all_tensors_at_once_with_the_loops_numbers():
+    """build_optimizer's SGD on the CPU is the fused update of every tensor, which changes no number:
+    five Nesterov steps with weight decay give the weights PyTorch's per-parameter loop gives, bit for bit."""
+    from cnnlab.training.optim import build_optimizer
+
+    config = TrainConfig(model="convnet_bn", lr=0.2, momentum=0.9, nesterov=True, weight_decay=5e-4)
+    torch.manual_seed(0)
+    model = create_model("convnet_bn").to(memory_format=torch.channels_last)  # as prepare() builds it on the CPU
+    twin = copy.deepcopy(model)
+    ours = build_optimizer(model, config)
+    assert ours.param_groups[0]["fused"] is True
+    loop = torch.optim.SGD(twin.parameters(), lr=0.2, momentum=0.9, nesterov=True, weight_decay=5e-4, foreach=False)
+    x, y = torch.randn(8, 1, 28, 28).contiguous(memory_format=torch.channels_last), torch.randint(0, 10, (8,))
+    for _ in range(5):
+        for net, opt in ((model, ours), (twin, loop)):
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(net(x), y).backward()
+            opt.step()
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), twin.state_dict().values()))
 
 
 def test_forward_batches_on_the_cpu_shrink_for_large_feature_maps():

@@ -13,6 +13,11 @@ a global max-pool, no biases where BatchNorm follows.
 The 6x6 stride-2 stem sees the same pixels as a 3x3 conv over ``pixel_unshuffle(x, 2)`` (each output
 covers input rows 2i-2 ... 2i+3) with the same 36 weights per filter; it halves the side before the
 first wide layer, which is where a 28x28 network spends its time on a CPU.
+
+``stem_padding=0`` drops the stem's zero ring: on the 24x24 crop its 10x10 outputs still cover every
+pixel (rows 2i ... 2i+5), and every later map shrinks (10 -> 5 -> 2 instead of 12 -> 6 -> 3), 0.7x the
+operations of the wide layers at the same parameters. With ``ceil_mode=True`` the 2x2 max-pools keep an
+odd map's last row and column (PyTorch's ``ceil_mode``: 5 -> 3, not 2), which the global max then reads.
 """
 
 from __future__ import annotations
@@ -55,29 +60,36 @@ class ConvNetBN(nn.Module):
         input_size: side of the square input (checked by :func:`cnnlab.arithmetic.feature_side`;
             the global max-pool makes the head independent of it).
         width: channels of the first stage; the next two have ``2 * width`` and ``4 * width``.
+        crop: pixels cut from every border first (:class:`BorderCrop`).
+        stem_padding: zero padding of the 6x6 stride-2 stem (2: output side = input side / 2).
+        ceil_mode: the 2x2 max-pools round up (an odd map's last row and column are pooled, not dropped).
     """
 
     def __init__(self, num_classes: int = 10, in_channels: int = 1, input_size: int = 28, width: int = 16,
-                 crop: int = 0):
+                 crop: int = 0, stem_padding: int = 2, ceil_mode: bool = False):
         super().__init__()
         if width < 1:
             raise ValueError(f"width must be a positive integer, got {width}")
         if crop < 0 or 2 * crop >= input_size:
             raise ValueError(f"crop must be between 0 and {(input_size - 1) // 2} for {input_size}-pixel inputs, got {crop}")
+        if stem_padding not in (0, 1, 2):
+            raise ValueError(f"stem_padding must be 0, 1 or 2, got {stem_padding}")
         w1, w2, w3 = width, 2 * width, 4 * width
         self.crop = BorderCrop(crop) if crop else nn.Identity()  # 28x28 => (28-2c)x(28-2c)
-        self.conv_1 = nn.Conv2d(in_channels, w1, kernel_size=6, stride=2, padding=2, bias=False)  # 28x28x1 => 14x14xw
+        self.conv_1 = nn.Conv2d(in_channels, w1, kernel_size=6, stride=2, padding=stem_padding,
+                                bias=False)  # 28x28x1 => 14x14xw (padding 2)
         self.bn_1 = nn.BatchNorm2d(w1)
         self.conv_2 = nn.Conv2d(w1, w2, kernel_size=3, padding=1, bias=False)  # 14x14xw => 14x14x2w
-        self.pool_2 = nn.MaxPool2d(kernel_size=2, stride=2)  # 14x14x2w => 7x7x2w
+        self.pool_2 = nn.MaxPool2d(kernel_size=2, stride=2, ceil_mode=ceil_mode)  # 14x14x2w => 7x7x2w
         self.bn_2 = nn.BatchNorm2d(w2)
         self.conv_3 = nn.Conv2d(w2, w3, kernel_size=3, padding=1, bias=False)  # 7x7x2w => 7x7x4w
-        self.pool_3 = nn.MaxPool2d(kernel_size=2, stride=2)  # 7x7x4w => 3x3x4w
+        self.pool_3 = nn.MaxPool2d(kernel_size=2, stride=2, ceil_mode=ceil_mode)  # 7x7x4w => 3x3x4w (4x4 ceil)
         self.bn_3 = nn.BatchNorm2d(w3)
         self.pool = nn.AdaptiveMaxPool2d(1)  # 3x3x4w => 1x1x4w
         self.linear = nn.Linear(w3, num_classes, bias=False)
-        feature_side(input_size - 2 * crop, [("conv_1", 6, 2, 2), ("conv_2", 3, 1, 1), ("pool_2", 2, 2, 0),
-                                  ("conv_3", 3, 1, 1), ("pool_3", 2, 2, 0)], model="convnet_bn")
+        pool = (0, 1) if ceil_mode else 0  # rounding up = one more row and column of padding after
+        feature_side(input_size - 2 * crop, [("conv_1", 6, 2, stem_padding), ("conv_2", 3, 1, 1), ("pool_2", 2, 2, pool),
+                                             ("conv_3", 3, 1, 1), ("pool_3", 2, 2, pool)], model="convnet_bn")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.crop(x)  # (N, C, H - 2c, W - 2c)
@@ -96,7 +108,10 @@ class ConvNetBN(nn.Module):
     input_size=28,
     paper="cnnlab's time-to-accuracy ConvNet (after airbench, Jordan 2024, arXiv:2404.00498)",
 )
-def convnet_bn(*, num_classes: int, in_channels: int, input_size: int, width: int = 16, crop: int = 0) -> ConvNetBN:
+def convnet_bn(*, num_classes: int, in_channels: int, input_size: int, width: int = 16, crop: int = 0,
+               stem_padding: int = 2, ceil_mode: bool = False) -> ConvNetBN:
     """Small BatchNorm ConvNet for fast MNIST (24,480 parameters at width 16; -o width=24 for mnist-best;
-    -o crop=2 looks at the central 24x24 only, 0.73x the operations)."""
-    return ConvNetBN(num_classes=num_classes, in_channels=in_channels, input_size=input_size, width=width, crop=crop)
+    -o crop=2 looks at the central 24x24 only, 0.73x the operations; -o stem_padding=0 drops the stem's
+    zero ring, 0.7x again; -o ceil_mode=true pools an odd map's last row and column too)."""
+    return ConvNetBN(num_classes=num_classes, in_channels=in_channels, input_size=input_size, width=width, crop=crop,
+                     stem_padding=stem_padding, ceil_mode=ceil_mode)
