@@ -18,10 +18,12 @@ install: $(STAMP)
 train: $(STAMP)
 	$(BIN)/cnnlab train $(ARGS)
 
-# two pytest-xdist workers, one torch thread each (tests/conftest.py); PYTEST_WORKERS=0 runs in one process
+# two pytest-xdist workers, one torch thread each (tests/conftest.py); PYTEST_WORKERS=0 runs in one process.
+# worksteal: a worker that runs out of tests takes half of the other's queue, so a few long tests at the end
+# do not leave a core idle
 PYTEST_WORKERS ?= 2
 test: $(STAMP)
-	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist worksteal $(PYTEST_ARGS)
 
 # the documentation site into site/ (open site/index.html from disk): MkDocs + Material, offline, --strict (a broken
 # link or reference fails); the API pages from the docstrings, the notebooks executed in quick mode
