@@ -17,8 +17,8 @@ glibc's own), ``lean``, ``default`` (glibc's own) or mallopt settings such as
 ``mmap_threshold=65536,arena_max=2``. ``tcmalloc`` and ``jemalloc`` replace glibc's malloc where the
 system has the library (Debian: ``libtcmalloc-minimal4``, ``libjemalloc2``): the ``cnnlab`` command then
 starts itself again with the library in ``LD_PRELOAD`` (:func:`exec_preloaded`, before anything is
-computed); where it is missing, glibc's own settings stay and the state says why. A user's own ``MALLOC_*_`` variables or ``GLIBC_TUNABLES`` malloc
-tunables win: then nothing is set. :func:`rss_bytes` and :func:`peak_rss_bytes` read the process's RSS.
+computed); where it is missing, glibc's own settings stay and the state says why. A user's own
+``MALLOC_*_`` variables or ``GLIBC_TUNABLES`` malloc tunables win: then nothing is set. :func:`rss_bytes` and :func:`peak_rss_bytes` read the process's RSS.
 Importing this module loads no torch.
 """
 
@@ -168,8 +168,8 @@ def parse_policy(text: str) -> tuple[str, dict[str, int]]:
         key, sep, value = item.partition("=")
         key = key.strip().lower()
         if not sep or key not in _PARAMS:
-            raise ValueError(f"{ENV}={text!r} is not a policy: use {', '.join([*POLICIES, *PRELOADS])}, or mallopt settings "
-                             f"such as mmap_threshold=65536 ({', '.join(_PARAMS)})")
+            raise ValueError(f"{ENV}={text!r} is not a policy: use {', '.join([*POLICIES, *PRELOADS])}, or mallopt "
+                             f"settings such as mmap_threshold=65536 ({', '.join(_PARAMS)})")
         try:
             settings[key] = int(value.strip(), 0)
         except ValueError:
