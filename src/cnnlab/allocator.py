@@ -18,8 +18,8 @@ glibc's own), ``lean``, ``default`` (glibc's own) or mallopt settings such as
 system has the library (Debian: ``libtcmalloc-minimal4``, ``libjemalloc2``): the ``cnnlab`` command then
 starts itself again with the library in ``LD_PRELOAD`` (:func:`exec_preloaded`, before anything is
 computed); where it is missing, glibc's own settings stay and the state says why. A user's own
-``MALLOC_*_`` variables or ``GLIBC_TUNABLES`` malloc tunables win: then nothing is set. :func:`rss_bytes` and :func:`peak_rss_bytes` read the process's RSS.
-Importing this module loads no torch.
+``MALLOC_*_`` variables or ``GLIBC_TUNABLES`` malloc tunables win: then nothing is set. :func:`rss_bytes`
+and :func:`peak_rss_bytes` read the process's RSS. Importing this module loads no torch.
 """
 
 from __future__ import annotations
