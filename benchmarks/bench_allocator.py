@@ -18,8 +18,6 @@ measures at the batch it picks.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import fcntl
 import json
 import os
 import statistics
@@ -27,6 +25,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+from cnnlab.storage import exclusive  # --lock: take turns with other work on the machine
 
 MiB = 2**20
 LIBS = Path("/usr/lib/x86_64-linux-gnu")
@@ -138,19 +138,6 @@ def fit_child(budget: str, model_name: str) -> None:
 
 # --- the parent ---------------------------------------------------------------------------------------
 
-@contextlib.contextmanager
-def held(lock: str | None):
-    if lock is None:
-        yield
-        return
-    with open(lock, "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
 def runnable() -> int:
     """Processes running or ready to run now, this one included (/proc/loadavg's fourth field)."""
     return int(Path("/proc/loadavg").read_text().split()[3].split("/")[0])
@@ -168,7 +155,7 @@ def wait_quiet(limit_s: float = 3600.0) -> float:
 
 def run_child(args: list[str], env: dict[str, str], lock: str | None) -> dict:
     waited = wait_quiet()  # first without the lock (others' work under it may be what runs)
-    with held(lock):
+    with exclusive(lock):
         waited += wait_quiet(60.0)
         if waited > 5:
             print(f"  (waited {waited:.0f} s for other work to finish)", flush=True)
@@ -188,7 +175,7 @@ def allocator_peaks(lock: str | None) -> dict[tuple[str, int, str], tuple[int, i
     from cnnlab.analysis.estimate import StepSettings, simulate_inference, simulate_training
 
     out = {}
-    with held(lock):
+    with exclusive(lock):
         for name, batch, mode, *_ in WORKLOADS:
             with torch.device("meta"):
                 model = cnnlab.create_model(name)

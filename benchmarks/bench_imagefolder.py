@@ -53,9 +53,7 @@ over ``--repeats`` rounds. ``--lock FILE`` holds an flock on FILE during each ru
 from __future__ import annotations
 
 import argparse
-import contextlib
 import csv
-import fcntl
 import hashlib
 import importlib.util
 import json
@@ -71,6 +69,7 @@ import time
 from pathlib import Path
 
 from cnnlab import allocator
+from cnnlab.storage import exclusive
 
 HERE = Path(__file__).resolve().parent
 MiB = 2**20
@@ -275,20 +274,6 @@ def child_args(args: argparse.Namespace) -> list[str]:
     return out + (["--timm-train", str(args.timm_train)] if args.timm_train else [])
 
 
-@contextlib.contextmanager
-def locked(path: Path | None):
-    """An exclusive flock on ``path`` (nothing when None) while the block runs."""
-    if path is None:
-        yield
-        return
-    with open(path, "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
 def timm_missing(args: argparse.Namespace) -> str | None:
     if importlib.util.find_spec("timm") is None:
         return "timm is not installed (pip install timm); timm train.py skipped"
@@ -439,7 +424,7 @@ def main() -> int:
         for r in range(args.repeats):
             for key in wanted:
                 name, fn = contenders[key]
-                with locked(args.lock):
+                with exclusive(args.lock):
                     row = fn()
                 runs[name].append(row)
                 first, later = rates(row)

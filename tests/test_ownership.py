@@ -325,3 +325,30 @@ def test_a_lock_that_cannot_be_taken_or_written_is_one_line_and_left_free(tmp_pa
         storage.RunLock(tmp_path).acquire()
     monkeypatch.setattr("builtins.open", real_open)
     storage.RunLock(tmp_path).acquire().release()  # nothing was left held
+
+
+def test_an_exclusive_lock_makes_the_second_holder_wait(tmp_path):
+    """``storage.exclusive`` (the benchmarks' --lock): a second holder waits until the first leaves; None locks
+    nothing."""
+    import threading
+
+    from cnnlab.storage import exclusive
+
+    lock, order = tmp_path / "cpu.lock", []
+    entered = threading.Event()
+
+    def second():
+        entered.set()
+        with exclusive(lock):
+            order.append("second")
+
+    with exclusive(lock):
+        waiter = threading.Thread(target=second)
+        waiter.start()
+        entered.wait(10)
+        waiter.join(0.3)  # it cannot get in while the lock is held
+        order.append("first leaves")
+    waiter.join(10)
+    assert order == ["first leaves", "second"] and not waiter.is_alive()
+    with exclusive(None):
+        pass

@@ -37,7 +37,8 @@ except ImportError:  # pragma: no cover - not POSIX: no locking
 
 from cnnlab.errors import RunDirError
 
-__all__ = ["ARTEFACTS", "DERIVED_NAME", "LOCK_NAME", "atomic_write", "RunLock", "make_run_dir", "clear_artefacts",
+__all__ = ["ARTEFACTS", "DERIVED_NAME", "LOCK_NAME", "atomic_write", "RunLock", "exclusive", "make_run_dir",
+           "clear_artefacts",
            "check_writable", "disk_error", "read_fingerprinted", "same_content", "read_derived", "record_derived",
            "derived_status"]
 
@@ -177,6 +178,19 @@ class RunLock:
         if self._fh is not None:
             self._fh.close()  # closing the file releases the flock
             self._fh = None
+
+
+@contextlib.contextmanager
+def exclusive(path: str | os.PathLike | None) -> Iterator[None]:
+    """Wait for an exclusive advisory lock on the file ``path`` (created if missing) and hold it while the
+    block runs: how processes sharing a machine take turns (the benchmarks' ``--lock``). ``None``, or a
+    platform without ``fcntl``: no lock."""
+    if path is None or fcntl is None:
+        yield
+        return
+    with open(path, "a") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        yield  # closing the file releases the lock
 
 
 def check_writable(path: Path) -> None:
