@@ -101,14 +101,13 @@ def memory_format_for(channels_last: bool | None, device: torch.device) -> torch
 FORWARD_BYTES = 32 * 2**20
 
 
-def forward_batch_size(model: torch.nn.Module, sample_shape: tuple[int, ...], batch_size: int, device: torch.device,
-                       memory_format: torch.memory_format = torch.contiguous_format) -> int:
+def forward_batch_size(model: torch.nn.Module, sample_shape: tuple[int, ...], batch_size: int,
+                       device: torch.device) -> int:
     """The batch for forward-only passes of ``model`` (in eval mode) on ``C x H x W`` inputs: ``batch_size``
     on a GPU; on the CPU ``batch_size`` halved until the largest output of any one module for the
     whole batch fits in :data:`FORWARD_BYTES`. One forward pass of a single zero image finds the sizes."""
     if device.type != "cpu" or batch_size <= 1:
         return batch_size
-    del memory_format  # sizes do not depend on it; kept in the signature for the callers' symmetry
     calls = trace(model, tuple(sample_shape)).layers()
     element = next((p.element_size() for p in model.parameters()), 4)
     largest = max((math.prod(c.output_shape) for c in calls), default=0) * element

@@ -48,8 +48,7 @@ def split_logits(run: Run, split: str = "test", data_dir: str | None = None, bat
     model.to(memory_format=prep.memory_format)
     data = run.split(split, data_dir) if data is None else data
     if batch_size is None:  # the run's forward batch, smaller on the CPU for large feature maps
-        batch_size = forward_batch_size(model, data.sample_shape, run.config.eval_batch_size, data.device,
-                                        prep.memory_format)
+        batch_size = forward_batch_size(model, data.sample_shape, run.config.eval_batch_size, data.device)
     logits, labels = [], []
     for x, y in prep.batches(data, batch_size):
         logits.append(model(x).float().cpu())

@@ -41,7 +41,7 @@ def evaluate_accuracy(
     for the images less sure than ``tta_margin`` only if given (:func:`~cnnlab.training.tta.tta_logits`)."""
     was_training = model.training
     model.eval()
-    batch_size = forward_batch_size(model, data.sample_shape, batch_size, data.device, memory_format)
+    batch_size = forward_batch_size(model, data.sample_shape, batch_size, data.device)
     correct = torch.zeros((), dtype=torch.long, device=data.device)
     loss_sum = torch.zeros((), dtype=torch.float64, device=data.device)
     for x, y in iterate_batches(data, batch_size, memory_format=memory_format, normalize=normalize):
@@ -69,7 +69,7 @@ def confusion_matrix(model: nn.Module, data, num_classes: int, batch_size: int,
     :func:`evaluate_accuracy` (a run trained with --tta is scored as it was), in batches of at most ``batch_size``."""
     confusion = torch.zeros(num_classes, num_classes, dtype=torch.long)
     model.eval()
-    batch_size = forward_batch_size(model, data.sample_shape, batch_size, data.device, memory_format)
+    batch_size = forward_batch_size(model, data.sample_shape, batch_size, data.device)
     for x, y in iterate_batches(data, batch_size, memory_format=memory_format, normalize=normalize):
         confusion += confusion_counts(y, tta_logits(model, x, tta, tta_margin).argmax(dim=1), num_classes)
     return confusion
