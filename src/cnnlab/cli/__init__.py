@@ -3,8 +3,9 @@ options, calls one library function and prints.
 
 A user's mistake ends in one line (``cnnlab: error: ...``) and exit code 2, never a
 traceback; see :func:`run`. :func:`main`, the command's entry point, first sets the C allocator's
-policy of the process (:func:`cnnlab.allocator.apply`). SIGTERM and SIGHUP stop a command as Ctrl-C does, with one line and
-exit code 143 (129); see :mod:`cnnlab.cli._signals`. Importing this package loads click only:
+policy of the process (:func:`cnnlab.allocator.apply`; ``CNNLAB_MALLOC=tcmalloc`` restarts it with that library
+preloaded). SIGTERM and SIGHUP stop a command as Ctrl-C does, with one line and exit code 143 (129); see
+:mod:`cnnlab.cli._signals`. Importing this package loads click only:
 torch and rich are imported by the commands that need them.
 """
 

@@ -17,8 +17,8 @@ from typing import Any, Protocol
 import torch
 import torch.nn as nn
 
-from cnnlab.errors import RunDirError
 from cnnlab.allocator import peak_rss_bytes
+from cnnlab.errors import RunDirError
 from cnnlab.figures import plot_curves
 from cnnlab.runs import (CURVES_FILE, check_run_dir, checkpoint_payload, config_document, end_artefacts_missing,
                          model_payload, read_config_doc, write_checkpoint, write_config_doc, write_metrics, write_model,
